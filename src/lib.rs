@@ -1,0 +1,20 @@
+//! GitLab AI Gateway drop-in for Envoy: a proxy-wasm filter in front of Amazon Bedrock.
+//!
+//! Wiring only. The host-independent core lives in `auth`, `gitlab`, `prompts`,
+//! `bedrock` and `config`; `host` is the one place that calls proxy-wasm.
+
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod auth;
+pub mod bedrock;
+pub mod config;
+pub mod gitlab;
+pub mod prompts;
+
+#[cfg(target_arch = "wasm32")]
+mod host;
+
+#[cfg(target_arch = "wasm32")]
+proxy_wasm::main! {{
+    host::start();
+}}
