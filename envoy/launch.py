@@ -1,0 +1,302 @@
+#!/usr/bin/env python3
+"""Render the Envoy config from the AI Gateway's environment variables and run the sidecar.
+
+    launch.py render [--out FILE]   write the rendered Envoy YAML (stdout by default)
+    launch.py run                   run Envoy in the foreground (the `make run` entry point)
+
+`run` is a drop-in for the gateway container: it reads the same variables as
+`docker run ... model-gateway:self-hosted-...` (README.md has the table). With no AWS
+credentials and no AWS_BEDROCK_RUNTIME_ENDPOINT it starts the bundled emulator as both
+the Bedrock endpoint and the GitLab OIDC issuer, and says so (offline demo).
+
+Secrets never touch the disk: AWS keys reach the wasm VM through Envoy's
+`environment_variables.host_env_keys`, i.e. through this process's environment.
+Standard library only.
+"""
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import urllib.parse
+from pathlib import Path
+from string import Template
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = ROOT / "envoy" / "envoy.yaml.tmpl"
+DEFAULT_WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "duo_bedrock_filter.wasm"
+DEFAULT_EMULATOR = ROOT / "target" / "release" / "bedrock-emulator"
+DEFAULT_ENVOY = ROOT / ".venv" / "bin" / "envoy"
+DEFAULT_CA = "/etc/ssl/certs/ca-certificates.crt"
+# Demo credentials shared with the emulator (the AWS documentation's example key pair).
+DEMO_ACCESS_KEY = "AKIDEXAMPLE"
+DEMO_SECRET_KEY = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
+DEMO_REGION = "us-east-1"
+DEMO_MODEL = "anthropic.claude-3-5-sonnet-20240620-v1:0"
+
+
+class ConfigError(Exception):
+    pass
+
+
+def env(name, default=None):
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def first_env(*names):
+    for name in names:
+        value = env(name)
+        if value is not None:
+            return value
+    return None
+
+
+def parse_base_url(name, url):
+    """(scheme, host, port) of an http(s)://host[:port][/path] URL, or ConfigError naming the variable."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{name}={url!r}: expected http(s)://host[:port]")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as exc:
+        raise ConfigError(f"{name}={url!r}: {exc}") from None
+    return parts.scheme, parts.hostname, port
+
+
+def is_ip(host):
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
+def tls_block(scheme, host):
+    if scheme != "https":
+        return ""
+    ca = first_env("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE") or DEFAULT_CA
+    return f"""    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: "{host}"
+        common_tls_context:
+          validation_context:
+            trusted_ca: {{ filename: "{ca}" }}
+            match_typed_subject_alt_names: [{{ san_type: DNS, matcher: {{ exact: "{host}" }} }}]"""
+
+
+def cluster_block(name, scheme, host, port):
+    dns = "STATIC" if is_ip(host) else "LOGICAL_DNS"
+    return f"""  - name: {name}
+    type: {dns}
+    dns_lookup_family: V4_PREFERRED
+    connect_timeout: 5s
+    per_connection_buffer_limit_bytes: 16777216
+    load_assignment:
+      cluster_name: {name}
+      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: "{host}", port_value: {port} }} }} }} }}] }}]
+{tls_block(scheme, host)}"""
+
+
+def bool_env(name):
+    value = env(name, "false").strip().lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise ConfigError(f"{name}={value!r}: expected true or false")
+    return value in ("true", "1", "yes")
+
+
+def int_env(name, default, low, high):
+    raw = env(name, str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: expected an integer") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={value}: expected {low}..{high}")
+    return value
+
+
+def bedrock_endpoint():
+    override = env("AWS_BEDROCK_RUNTIME_ENDPOINT")
+    region = first_env("AWS_REGION_NAME", "AWS_REGION", "AWS_DEFAULT_REGION")
+    if override:
+        return override.rstrip("/"), region
+    if not region:
+        raise ConfigError("no Bedrock region: set AWS_REGION_NAME (or AWS_REGION / AWS_DEFAULT_REGION)")
+    return f"https://bedrock-runtime.{region}.amazonaws.com", region
+
+
+def render(wasm_path=None):
+    """The rendered Envoy YAML for the current environment."""
+    gitlab_url = env("AIGW_GITLAB_URL")
+    if not gitlab_url:
+        raise ConfigError("AIGW_GITLAB_URL is not set (the GitLab instance whose OIDC keys sign Duo tokens)")
+    g_scheme, g_host, g_port = parse_base_url("AIGW_GITLAB_URL", gitlab_url)
+    endpoint, region = bedrock_endpoint()
+    b_scheme, b_host, b_port = parse_base_url("AWS_BEDROCK_RUNTIME_ENDPOINT", endpoint)
+
+    clusters = [cluster_block("bedrock", b_scheme, b_host, b_port), cluster_block("gitlab", g_scheme, g_host, g_port)]
+    portal = env("AIGW_CUSTOMER_PORTAL_URL")
+    if portal:
+        clusters.append(cluster_block("customers", *parse_base_url("AIGW_CUSTOMER_PORTAL_URL", portal)))
+
+    plugin = {
+        "gitlab_url": gitlab_url,
+        "gitlab_cluster": "gitlab",
+        "customer_portal_url": portal,
+        "customer_portal_cluster": "customers" if portal else None,
+        "audience": env("AIGW_CLOUD_CONNECTOR_SERVICE_NAME", "gitlab-ai-gateway"),
+        "bedrock_endpoint": endpoint,
+        "region": region,
+        "default_model": env("AIGW_DEFAULT_MODEL"),
+        "auth_bypass": bool_env("AIGW_AUTH__BYPASS_EXTERNAL"),
+        "jwt_leeway_secs": int_env("AIGW_JWT_LEEWAY_SECONDS", 0, 0, 300),
+        "upstream_timeout_secs": int_env("AIGW_MODEL_TIMEOUT_SECONDS", 60, 1, 600),
+    }
+    plugin_json = json.dumps({k: v for k, v in plugin.items() if v is not None}, separators=(",", ":"))
+
+    values = {
+        "ADMIN_PORT": int_env("ENVOY_ADMIN_PORT", 9901, 0, 65535),
+        "LISTEN_HOST": env("AIGW_FASTAPI__API_HOST", "0.0.0.0"),
+        "LISTEN_PORT": int_env("AIGW_FASTAPI__API_PORT", 5052, 0, 65535),
+        "UPSTREAM_TIMEOUT": f"{plugin['upstream_timeout_secs']}s",
+        "WASM_PATH": str(wasm_path or env("DUO_FILTER_WASM", str(DEFAULT_WASM))),
+        "PLUGIN_CONFIG": plugin_json.replace("'", "''"),  # YAML single-quoted scalar
+        "CLUSTERS": "\n".join(clusters),
+    }
+    return Template(TEMPLATE.read_text()).substitute(values)
+
+
+def start_emulator():
+    """Start the bundled emulator on a free loopback port; returns (process, base_url)."""
+    binary = Path(env("DUO_EMULATOR_BIN", str(DEFAULT_EMULATOR)))
+    if not binary.exists():
+        raise ConfigError(f"{binary} is missing: run `make build` first")
+    proc = subprocess.Popen(
+        [str(binary), "serve", "--listen", "127.0.0.1:0",
+         "--access-key-id", DEMO_ACCESS_KEY, "--secret-access-key", DEMO_SECRET_KEY, "--region", DEMO_REGION],
+        stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline().strip()
+    prefix = "bedrock-emulator listening on "
+    if not line.startswith(prefix):
+        proc.kill()
+        raise ConfigError(f"the emulator did not start (said {line!r})")
+    return proc, line[len(prefix):]
+
+
+def mint_demo_token(issuer):
+    binary = env("DUO_EMULATOR_BIN", str(DEFAULT_EMULATOR))
+    out = subprocess.run([binary, "mint", "--issuer", issuer], capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def demo_banner(port, token):
+    base = f"http://127.0.0.1:{port}"
+    headers = (f"-H 'Authorization: Bearer {token}' -H 'X-Gitlab-Authentication-Type: oidc' "
+               f"-H 'X-Gitlab-Realm: self-managed' -H 'X-Gitlab-Instance-Id: 00000000-0000-4000-8000-000000000001' "
+               f"-H 'Content-Type: application/json'")
+    completion = json.dumps({
+        "current_file": {"file_name": "add.py", "language_identifier": "python",
+                         "content_above_cursor": "def add(a, b):\n    ", "content_below_cursor": "\n"},
+        "prompt_version": 2, "model_provider": "litellm",
+        "model_identifier": f"bedrock/{DEMO_MODEL}", "stream": False})
+    return f"""
+=====================================================================
+ OFFLINE DEMO: no AWS credentials and no AWS_BEDROCK_RUNTIME_ENDPOINT.
+ Bedrock and the GitLab OIDC issuer are the bundled emulator, a local
+ stand-in. Set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY /
+ AWS_REGION_NAME and AIGW_GITLAB_URL to serve real traffic.
+=====================================================================
+Try (the token is a demo token, valid for one hour):
+
+  curl -i {base}/monitoring/healthz
+  curl -i {base}/            # 401 {{"error":"No authorization header presented"}}
+  curl -i {base}/v2/code/completions {headers} \\
+       -d '{completion}'
+
+"""
+
+
+def run():
+    children = []
+
+    def stop(*_):
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        for child in children:
+            try:
+                child.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+    signal.signal(signal.SIGTERM, lambda *_: (stop(), sys.exit(0)))
+    demo = not first_env("AWS_ACCESS_KEY_ID", "AWS_BEARER_TOKEN_BEDROCK") and not env("AWS_BEDROCK_RUNTIME_ENDPOINT")
+    banner = ""
+    try:
+        if demo:
+            emulator, url = start_emulator()
+            children.append(emulator)
+            os.environ.update({
+                "AWS_ACCESS_KEY_ID": DEMO_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": DEMO_SECRET_KEY,
+                "AWS_REGION_NAME": DEMO_REGION, "AWS_BEDROCK_RUNTIME_ENDPOINT": url,
+            })
+            os.environ.pop("AWS_SESSION_TOKEN", None)
+            os.environ.setdefault("AIGW_GITLAB_URL", url)
+            os.environ.setdefault("AIGW_DEFAULT_MODEL", DEMO_MODEL)
+            banner = demo_banner(env("AIGW_FASTAPI__API_PORT", "5052"), mint_demo_token(url))
+        config = render()
+        workdir = ROOT / ".run"
+        workdir.mkdir(exist_ok=True)
+        fd, path = tempfile.mkstemp(prefix="envoy-", suffix=".yaml", dir=workdir)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(config)
+        envoy = env("ENVOY_BIN", str(DEFAULT_ENVOY))
+        if not Path(envoy).exists() and not shutil.which(envoy):
+            raise ConfigError(f"{envoy} is missing: run `make envoy` first")
+        args = [envoy, "-c", path, "--log-level", env("ENVOY_LOG_LEVEL", "info")]
+        if env("ENVOY_CONCURRENCY"):
+            args += ["--concurrency", env("ENVOY_CONCURRENCY")]
+        proc = subprocess.Popen(args)
+        children.append(proc)
+        print(f"duo-bedrock sidecar: Envoy on {env('AIGW_FASTAPI__API_HOST', '0.0.0.0')}:"
+              f"{env('AIGW_FASTAPI__API_PORT', '5052')} (admin 127.0.0.1:{env('ENVOY_ADMIN_PORT', '9901')}); "
+              f"Bedrock {env('AWS_BEDROCK_RUNTIME_ENDPOINT') or 'regional endpoint'}", flush=True)
+        if banner:
+            print(banner, flush=True)
+        return proc.wait()
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop()
+
+
+def main(argv):
+    if len(argv) >= 2 and argv[1] == "render":
+        out = argv[3] if len(argv) >= 4 and argv[2] == "--out" else None
+        try:
+            text = render()
+        except ConfigError as exc:
+            print(f"configuration error: {exc}", file=sys.stderr)
+            return 2
+        if out:
+            Path(out).write_text(text)
+        else:
+            sys.stdout.write(text)
+        return 0
+    if len(argv) >= 2 and argv[1] == "run":
+        return run()
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
