@@ -157,6 +157,7 @@ def render(wasm_path=None):
         "auth_bypass": bool_env("AIGW_AUTH__BYPASS_EXTERNAL"),
         "jwt_leeway_secs": int_env("AIGW_JWT_LEEWAY_SECONDS", 0, 0, 300),
         "upstream_timeout_secs": int_env("AIGW_MODEL_TIMEOUT_SECONDS", 60, 1, 600),
+        "token_cache_size": int_env("AIGW_TOKEN_CACHE_SIZE", 1024, 0, 100000),
     }
     plugin_json = json.dumps({k: v for k, v in plugin.items() if v is not None}, separators=(",", ":"))
 

@@ -1,1 +1,252 @@
-//! Plugin configuration.
+//! Plugin configuration: validated once at plugin start, refusing to start when invalid.
+//!
+//! Two sources, like the gateway container it replaces:
+//! - the Envoy plugin `configuration` (JSON, rendered by `envoy/launch.py` from the
+//!   gateway's `AIGW_*` variables; no secrets in it), and
+//! - the VM environment (`vm_config.environment_variables.host_env_keys`) for secrets:
+//!   `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_BEARER_TOKEN_BEDROCK`.
+//!
+//! Every error names the field (or variable) that is wrong.
+
+use crate::auth::AuthConfig;
+use crate::bedrock::endpoint::Endpoint;
+use crate::bedrock::invoke::UpstreamAuth;
+use crate::bedrock::sigv4::Credentials;
+use serde::Deserialize;
+
+/// The plugin configuration JSON, as written by `envoy/launch.py` (all optional except `gitlab_url`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    gitlab_url: Option<String>,
+    #[serde(default = "default_gitlab_cluster")]
+    gitlab_cluster: String,
+    customer_portal_url: Option<String>,
+    customer_portal_cluster: Option<String>,
+    #[serde(default = "default_audience")]
+    audience: String,
+    bedrock_endpoint: Option<String>,
+    region: Option<String>,
+    default_model: Option<String>,
+    #[serde(default)]
+    auth_bypass: bool,
+    #[serde(default)]
+    jwt_leeway_secs: u64,
+    #[serde(default = "default_upstream_timeout")]
+    upstream_timeout_secs: u64,
+    #[serde(default = "default_key_wait_ms")]
+    key_wait_ms: u64,
+    #[serde(default = "default_max_token_bytes")]
+    max_token_bytes: usize,
+    #[serde(default = "default_token_cache_size")]
+    token_cache_size: usize,
+}
+
+fn default_gitlab_cluster() -> String {
+    "gitlab".into()
+}
+fn default_audience() -> String {
+    "gitlab-ai-gateway".into()
+}
+fn default_upstream_timeout() -> u64 {
+    60
+}
+fn default_key_wait_ms() -> u64 {
+    5000
+}
+fn default_max_token_bytes() -> usize {
+    8192
+}
+fn default_token_cache_size() -> usize {
+    1024
+}
+
+/// One OIDC provider whose JWKS signs GitLab tokens (§2.2: "Gitlab" and optionally "CustomersDot").
+#[derive(Debug, Clone, PartialEq)]
+pub struct OidcProvider {
+    /// Short stable name, used in shared-data keys and logs.
+    pub name: &'static str,
+    /// Base URL, e.g. `https://gitlab.example.com`.
+    pub base_url: String,
+    /// The Envoy cluster that reaches it.
+    pub cluster: String,
+    /// `host[:port]` as sent in `:authority`.
+    pub authority: String,
+}
+
+/// Validated configuration shared by every request of a VM.
+#[derive(Debug)]
+pub struct Config {
+    pub providers: Vec<OidcProvider>,
+    pub auth: AuthConfig,
+    pub auth_bypass: bool,
+    pub endpoint: Endpoint,
+    pub upstream_auth: UpstreamAuth,
+    pub default_model: Option<String>,
+    pub upstream_timeout_secs: u64,
+    /// How long a request may wait for a key set (first load or unknown-kid refresh).
+    pub key_wait_ms: u64,
+    /// Verified tokens remembered per VM (0 disables the cache).
+    pub token_cache_size: usize,
+}
+
+impl Config {
+    /// Parses and validates the plugin configuration and the secrets from the environment.
+    pub fn load(plugin_json: &[u8], env: impl Fn(&str) -> Option<String>) -> Result<Config, String> {
+        let raw: Raw = if plugin_json.iter().all(u8::is_ascii_whitespace) {
+            return Err("plugin configuration is empty: expected a JSON object with at least gitlab_url".into());
+        } else {
+            serde_json::from_slice(plugin_json).map_err(|e| format!("plugin configuration: {e}"))?
+        };
+        let env = |name: &str| env(name).filter(|v| !v.is_empty());
+
+        let mut providers = Vec::new();
+        let gitlab_url = raw
+            .gitlab_url
+            .ok_or("gitlab_url (AIGW_GITLAB_URL) is required: the GitLab instance whose OIDC keys sign Duo tokens")?;
+        providers.push(provider("Gitlab", "gitlab_url", &gitlab_url, &raw.gitlab_cluster)?);
+        if let Some(url) = raw.customer_portal_url {
+            let cluster = raw
+                .customer_portal_cluster
+                .ok_or("customer_portal_cluster is required with customer_portal_url")?;
+            providers.push(provider("CustomersDot", "customer_portal_url", &url, &cluster)?);
+        }
+
+        if raw.audience.trim().is_empty() {
+            return Err("audience (AIGW_CLOUD_CONNECTOR_SERVICE_NAME) must not be empty".into());
+        }
+        if raw.jwt_leeway_secs > 300 {
+            return Err(format!("jwt_leeway_secs={}: at most 300", raw.jwt_leeway_secs));
+        }
+        if !(1..=600).contains(&raw.upstream_timeout_secs) {
+            return Err(format!("upstream_timeout_secs={}: expected 1..600", raw.upstream_timeout_secs));
+        }
+        if !(100..=30_000).contains(&raw.key_wait_ms) {
+            return Err(format!("key_wait_ms={}: expected 100..30000", raw.key_wait_ms));
+        }
+        if raw.token_cache_size > 100_000 {
+            return Err(format!("token_cache_size={}: at most 100000", raw.token_cache_size));
+        }
+        if !(1024..=65_536).contains(&raw.max_token_bytes) {
+            return Err(format!("max_token_bytes={}: expected 1024..65536", raw.max_token_bytes));
+        }
+        let endpoint = Endpoint::resolve(raw.bedrock_endpoint.as_deref(), raw.region.as_deref())
+            .map_err(|e| format!("bedrock_endpoint/region: {e}"))?;
+
+        let upstream_auth = if let Some(key) = env("AWS_BEARER_TOKEN_BEDROCK") {
+            UpstreamAuth::Bearer(key)
+        } else {
+            let access_key_id = env("AWS_ACCESS_KEY_ID");
+            let secret_access_key = env("AWS_SECRET_ACCESS_KEY");
+            match (access_key_id, secret_access_key) {
+                (Some(access_key_id), Some(secret_access_key)) => UpstreamAuth::SigV4 {
+                    creds: Credentials { access_key_id, secret_access_key, session_token: env("AWS_SESSION_TOKEN") },
+                    region: endpoint.region.clone(),
+                },
+                (Some(_), None) => return Err("AWS_SECRET_ACCESS_KEY is not set (AWS_ACCESS_KEY_ID is)".into()),
+                (None, Some(_)) => return Err("AWS_ACCESS_KEY_ID is not set (AWS_SECRET_ACCESS_KEY is)".into()),
+                (None, None) => {
+                    return Err("no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
+                                (or AWS_BEARER_TOKEN_BEDROCK) in the VM environment"
+                        .into())
+                }
+            }
+        };
+
+        let default_model = raw.default_model.filter(|m| !m.trim().is_empty());
+        Ok(Config {
+            providers,
+            auth: AuthConfig {
+                audience: raw.audience,
+                leeway_secs: raw.jwt_leeway_secs,
+                max_token_bytes: raw.max_token_bytes,
+            },
+            auth_bypass: raw.auth_bypass,
+            endpoint,
+            upstream_auth,
+            default_model,
+            upstream_timeout_secs: raw.upstream_timeout_secs,
+            key_wait_ms: raw.key_wait_ms,
+            token_cache_size: raw.token_cache_size,
+        })
+    }
+}
+
+fn provider(name: &'static str, field: &str, url: &str, cluster: &str) -> Result<OidcProvider, String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| format!("{field}={url:?}: expected http(s)://host[:port]"))?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.is_empty() || authority.contains('@') || authority.contains(['?', '#', ' ']) {
+        return Err(format!("{field}={url:?}: expected http(s)://host[:port]"));
+    }
+    if cluster.is_empty() {
+        return Err(format!("{field}: the Envoy cluster name must not be empty"));
+    }
+    Ok(OidcProvider {
+        name,
+        base_url: url.trim_end_matches('/').to_string(),
+        cluster: cluster.to_string(),
+        authority: authority.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_with(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+    }
+    const KEYS: &[(&str, &str)] = &[("AWS_ACCESS_KEY_ID", "AKID"), ("AWS_SECRET_ACCESS_KEY", "SECRET")];
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::load(br#"{"gitlab_url":"https://gitlab.example.com","region":"eu-west-1"}"#, env_with(KEYS)).unwrap();
+        assert_eq!(c.auth.audience, "gitlab-ai-gateway");
+        assert_eq!(c.auth.leeway_secs, 0);
+        assert_eq!(c.providers[0].authority, "gitlab.example.com");
+        assert_eq!(c.endpoint.authority(), "bedrock-runtime.eu-west-1.amazonaws.com");
+        assert!(matches!(c.upstream_auth, UpstreamAuth::SigV4 { .. }));
+        assert_eq!(c.upstream_timeout_secs, 60);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = |json: &str, env: &'static [(&'static str, &'static str)]| Config::load(json.as_bytes(), env_with(env)).unwrap_err();
+        assert!(e("", KEYS).contains("empty"));
+        assert!(e("{", KEYS).contains("plugin configuration"));
+        assert!(e(r#"{"region":"us-east-1"}"#, KEYS).contains("gitlab_url"));
+        assert!(e(r#"{"gitlab_url":"ftp://x","region":"us-east-1"}"#, KEYS).contains("gitlab_url"));
+        assert!(e(r#"{"gitlab_url":"https://g"}"#, KEYS).contains("region"));
+        assert!(e(r#"{"gitlab_url":"https://g","region":"us-east-1","typo":1}"#, KEYS).contains("typo"));
+        assert!(e(r#"{"gitlab_url":"https://g","region":"us-east-1"}"#, &[]).contains("AWS_ACCESS_KEY_ID"));
+        assert!(e(r#"{"gitlab_url":"https://g","region":"us-east-1"}"#, &[("AWS_ACCESS_KEY_ID", "A")]).contains("AWS_SECRET_ACCESS_KEY"));
+        assert!(e(r#"{"gitlab_url":"https://g","region":"us-east-1","upstream_timeout_secs":0}"#, KEYS).contains("upstream_timeout_secs"));
+        assert!(e(r#"{"gitlab_url":"https://g","region":"us-east-1","audience":" "}"#, KEYS).contains("audience"));
+    }
+
+    #[test]
+    fn bearer_key_wins_and_session_token_is_kept() {
+        let c = Config::load(
+            br#"{"gitlab_url":"http://127.0.0.1:8080","bedrock_endpoint":"http://127.0.0.1:9000","region":"us-east-1"}"#,
+            env_with(&[("AWS_BEARER_TOKEN_BEDROCK", "br-key"), ("AWS_ACCESS_KEY_ID", "A")]),
+        )
+        .unwrap();
+        assert!(matches!(c.upstream_auth, UpstreamAuth::Bearer(ref k) if k == "br-key"));
+        let c = Config::load(
+            br#"{"gitlab_url":"http://127.0.0.1:8080","region":"us-east-1"}"#,
+            env_with(&[("AWS_ACCESS_KEY_ID", "A"), ("AWS_SECRET_ACCESS_KEY", "S"), ("AWS_SESSION_TOKEN", "T")]),
+        )
+        .unwrap();
+        match c.upstream_auth {
+            UpstreamAuth::SigV4 { creds, region } => {
+                assert_eq!(creds.session_token.as_deref(), Some("T"));
+                assert_eq!(region, "us-east-1");
+            }
+            UpstreamAuth::Bearer(_) => panic!("expected SigV4"),
+        }
+        assert_eq!(c.providers[0].authority, "127.0.0.1:8080");
+    }
+}

@@ -1,12 +1,33 @@
-//! The proxy-wasm adapter: the one place that calls proxy-wasm hostcalls.
-use proxy_wasm::traits::*;
-use proxy_wasm::types::*;
+//! The proxy-wasm adapter: the only code that calls proxy-wasm hostcalls.
+//!
+//! - [`root`]: one root context per VM (one VM per Envoy worker): loads the configuration,
+//!   keeps the GitLab key set fresh ([`keys`]) and wakes requests that wait for keys.
+//! - [`request`]: one HTTP context per request: moves bytes between Envoy and the core
+//!   (`auth`, `gitlab`, `bedrock`), nothing else.
+//! - [`vm`]: the state the root and the requests of one VM share.
+
+mod keys;
+mod request;
+mod root;
+mod vm;
+
+use proxy_wasm::types::LogLevel;
 
 pub fn start() {
+    // Also installs a panic hook that logs through proxy_log (a panic would kill the VM).
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root) });
+    proxy_wasm::set_root_context(|context_id| Box::new(root::Root::new(context_id)));
 }
 
-struct Root;
-impl Context for Root {}
-impl RootContext for Root {}
+/// Seconds and milliseconds since the epoch from the host clock (never the WASI clock).
+pub(crate) fn now_ms() -> u64 {
+    proxy_wasm::hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+pub(crate) fn now_secs() -> u64 {
+    now_ms() / 1000
+}

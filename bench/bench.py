@@ -1,0 +1,298 @@
+#!/usr/bin/env python3
+"""`make bench`: side-by-side latency/throughput of plain Envoy, Envoy's native JWT+SigV4 filters,
+and Envoy + this filter, all in one run, against the same local upstream (the bundled emulator).
+
+Rows (every row ends at the emulator's InvokeModel, which verifies SigV4 and answers the same JSON):
+  plain Envoy          a pre-signed Bedrock request proxied as is (no JWT, no signing): the floor
+  native jwt+sigv4     Envoy's own jwt_authn (RS256, remote JWKS) + aws_request_signing: verify + sign, no translation
+  filter               this filter: JWT verify + GitLab -> Bedrock rewrite + SigV4 + answer rewrite
+                       (a fresh token per request, as Rails mints one per request: the token cache never hits)
+  filter, token reused the same token every request: the verified-token cache hits
+  filter, stream       completions with stream=true (event-stream decoded and re-emitted as text)
+
+Each row: wrk at 1 connection (latency) and at 16 connections (throughput), Envoy --concurrency 1
+(override with BENCH_CONCURRENCY), plus the Envoy process RSS after the run. Numbers on a shared
+2-core machine are noisy; compare rows of the same run, not runs.
+"""
+import datetime
+import hashlib
+import hmac
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "envoy"))
+import launch  # noqa: E402
+
+DURATION = os.environ.get("BENCH_DURATION", "8s")
+CONCURRENCY = os.environ.get("BENCH_CONCURRENCY", "1")
+MODEL = "anthropic.claude-3-5-sonnet-20240620-v1:0"
+AK, SK, REGION = launch.DEMO_ACCESS_KEY, launch.DEMO_SECRET_KEY, launch.DEMO_REGION
+INSTANCE = "00000000-0000-4000-8000-000000000001"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http(method, url, body=None, headers=None):
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return r.status, r.read()
+
+
+def wait_ready(port, path="/monitoring/healthz", timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(f"GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n".encode())
+                if s.recv(64).startswith(b"HTTP/1.1"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"port {port} not ready")
+
+
+def sigv4_headers(host, path, body, when):
+    """Presigned headers (stdlib SigV4) so plain Envoy can forward a valid Bedrock request."""
+    amz_date = when.strftime("%Y%m%dT%H%M%SZ")
+    date = amz_date[:8]
+    canonical_path = "/".join(urllib.parse.quote(seg, safe="-_.~") for seg in path.split("/"))
+    headers = {"accept": "application/json", "content-type": "application/json", "host": host, "x-amz-date": amz_date}
+    signed = ";".join(sorted(headers))
+    creq = "\n".join(["POST", canonical_path, "", *(f"{k}:{headers[k]}" for k in sorted(headers)), "", signed,
+                      hashlib.sha256(body).hexdigest()])
+    scope = f"{date}/{REGION}/bedrock/aws4_request"
+    sts = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(creq.encode()).hexdigest()])
+    key = ("AWS4" + SK).encode()
+    for part in (date, REGION, "bedrock", "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    sig = hmac.new(key, sts.encode(), hashlib.sha256).hexdigest()
+    headers["authorization"] = f"AWS4-HMAC-SHA256 Credential={AK}/{scope}, SignedHeaders={signed}, Signature={sig}"
+    del headers["host"]
+    return headers
+
+
+def lua_script(path, method, url_path, headers, body, tokens=None):
+    lines = [f'wrk.method = "{method}"', f"wrk.path = {json.dumps(url_path)}", f"wrk.body = {json.dumps(body)}"]
+    for k, v in headers.items():
+        lines.append(f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}")
+    if tokens:
+        lines.append("local tokens = {" + ",".join(json.dumps(t) for t in tokens) + "}")
+        lines.append("local i = 0")
+        lines.append("request = function()\n  i = i % #tokens + 1\n"
+                     "  wrk.headers[\"authorization\"] = \"Bearer \" .. tokens[i]\n"
+                     "  return wrk.format()\nend")
+    Path(path).write_text("\n".join(lines) + "\n")
+
+
+def run_wrk(port, script, connections):
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{DURATION}", "--latency", "-s", script,
+                          f"http://127.0.0.1:{port}"], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+    def pct(p):
+        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        value, unit = float(m.group(1)), m.group(2)
+        return value * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    return rps, pct(50), pct(99), int(non2xx.group(1)) if non2xx else 0
+
+
+def rss_mb(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def envoy(config_text, workdir, name):
+    path = Path(workdir) / f"{name}.yaml"
+    path.write_text(config_text)
+    env = {"PATH": os.environ["PATH"], "AWS_ACCESS_KEY_ID": AK, "AWS_SECRET_ACCESS_KEY": SK}
+    return subprocess.Popen([launch.env("ENVOY_BIN", str(launch.DEFAULT_ENVOY)), "-c", str(path),
+                             "--concurrency", CONCURRENCY, "--log-level", "warning", "--disable-hot-restart"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=open(Path(workdir) / f"{name}.log", "w"))
+
+
+def plain_config(port, admin, upstream_port, filters=""):
+    return f"""
+admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }} }}
+static_resources:
+  listeners:
+  - name: l
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
+    per_connection_buffer_limit_bytes: 16777216
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: l
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ path: "/monitoring/healthz" }}
+                direct_response: {{ status: 200, body: {{ inline_string: "{{}}" }} }}
+              - match: {{ prefix: "/" }}
+                route: {{ cluster: upstream, timeout: 60s, host_rewrite_literal: "127.0.0.1:{upstream_port}" }}
+          http_filters:{filters}
+          - name: envoy.filters.http.router
+            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
+  clusters:
+  - name: upstream
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: upstream
+      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {upstream_port} }} }} }} }}] }}]
+"""
+
+
+def native_filters(upstream_port):
+    return f"""
+          - name: envoy.filters.http.jwt_authn
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication
+              providers:
+                gitlab:
+                  audiences: [gitlab-ai-gateway]
+                  clock_skew_seconds: 0
+                  remote_jwks:
+                    http_uri: {{ uri: "http://127.0.0.1:{upstream_port}/oauth/discovery/keys", cluster: upstream, timeout: 5s }}
+                    cache_duration: 3600s
+                    async_fetch: {{ fast_listener: false }}
+                  payload_in_metadata: jwt_payload
+                  jwt_cache_config: {{ jwt_cache_size: 0 }}
+              rules:
+              - match: {{ path: "/monitoring/healthz" }}
+              - match: {{ prefix: "/" }}
+                requires: {{ provider_name: gitlab }}
+          - name: envoy.filters.http.aws_request_signing
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.aws_request_signing.v3.AwsRequestSigning
+              service_name: bedrock
+              region: {REGION}
+              host_rewrite: "127.0.0.1:{upstream_port}"
+              credential_provider:
+                inline_credential: {{ access_key_id: {AK}, secret_access_key: "{SK}" }}"""
+
+
+def main():
+    if not shutil.which("wrk"):
+        sys.exit("wrk is not installed (make bench installs it from Debian)")
+    workdir = tempfile.mkdtemp(prefix="duo-bench-")
+    emulator_bin = launch.env("DUO_EMULATOR_BIN", str(launch.DEFAULT_EMULATOR))
+    emu = subprocess.Popen([emulator_bin, "serve", "--listen", "127.0.0.1:0", "--access-key-id", AK,
+                            "--secret-access-key", SK, "--region", REGION], stdout=subprocess.PIPE, text=True,
+                           stderr=subprocess.DEVNULL)
+    url = emu.stdout.readline().strip().rsplit(" ", 1)[-1]
+    up_port = int(url.rsplit(":", 1)[1])
+    procs = [emu]
+    try:
+        def mint(n=1):
+            return [json.loads(http("POST", f"{url}/_emulator/mint", b"{}", {"content-type": "application/json"})[1])["token"]
+                    for _ in range(n)]
+
+        fresh_tokens = mint(int(os.environ.get("BENCH_TOKENS", "3000")))
+        token = fresh_tokens[0]
+        gitlab = {"authorization": f"Bearer {token}", "x-gitlab-authentication-type": "oidc",
+                  "x-gitlab-realm": "self-managed", "x-gitlab-instance-id": INSTANCE, "content-type": "application/json"}
+        completion = {"current_file": {"file_name": "add.py", "language_identifier": "python",
+                                       "content_above_cursor": "def add(a, b):\n    ", "content_below_cursor": "\n"},
+                      "prompt_version": 2, "model_provider": "litellm", "model_identifier": f"bedrock/{MODEL}",
+                      "stream": False}
+        bedrock_body = json.dumps({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 128, "temperature": 0,
+                                   "system": "Complete the code.", "messages": [{"role": "user", "content":
+                                   "<prefix>def add(a, b):\n    </prefix><suffix>\n</suffix>"}]}, separators=(",", ":"))
+        invoke_path = "/model/" + urllib.parse.quote(MODEL, safe="-._~") + "/invoke"
+        presigned = sigv4_headers(f"127.0.0.1:{up_port}", invoke_path, bedrock_body.encode(),
+                                  datetime.datetime.now(datetime.timezone.utc))
+
+        rows = []
+        plain_port, native_port = free_port(), free_port()
+        procs.append(envoy(plain_config(plain_port, free_port(), up_port), workdir, "plain"))
+        procs.append(envoy(plain_config(native_port, free_port(), up_port, native_filters(up_port)), workdir, "native"))
+        filter_port = free_port()
+        variants = [("filter", filter_port, {"AIGW_TOKEN_CACHE_SIZE": "0"})]
+        variants.append(("filter-cache", free_port(), {}))
+        for name, port, extra in variants:
+            env = dict(os.environ, AIGW_GITLAB_URL=url, AWS_BEDROCK_RUNTIME_ENDPOINT=url, AWS_REGION_NAME=REGION,
+                       AWS_ACCESS_KEY_ID=AK, AWS_SECRET_ACCESS_KEY=SK, AIGW_FASTAPI__API_HOST="127.0.0.1",
+                       AIGW_FASTAPI__API_PORT=str(port), ENVOY_ADMIN_PORT=str(free_port()), **extra)
+            saved = dict(os.environ)
+            os.environ.clear()
+            os.environ.update(env)
+            try:
+                config = launch.render()
+            finally:
+                os.environ.clear()
+                os.environ.update(saved)
+            procs.append(envoy(config, workdir, name))
+        for port in (plain_port, native_port, filter_port, variants[1][1]):
+            wait_ready(port)
+        time.sleep(1.0)  # JWKS fetched by every variant
+
+        scripts = {}
+        lua_script(f"{workdir}/plain.lua", "POST", invoke_path, presigned, bedrock_body)
+        native_headers = {"authorization": f"Bearer {token}", "content-type": "application/json",
+                          "accept": "application/json"}
+        lua_script(f"{workdir}/native.lua", "POST", invoke_path, native_headers, bedrock_body, fresh_tokens)
+        lua_script(f"{workdir}/filter.lua", "POST", "/v2/code/completions", gitlab, json.dumps(completion), fresh_tokens)
+        lua_script(f"{workdir}/cached.lua", "POST", "/v2/code/completions", gitlab, json.dumps(completion))
+        lua_script(f"{workdir}/stream.lua", "POST", "/v2/code/completions", gitlab,
+                   json.dumps(dict(completion, stream=True)), fresh_tokens)
+        plan = [
+            ("plain Envoy (pre-signed passthrough)", plain_port, "plain.lua", procs[1]),
+            ("native jwt_authn + aws_request_signing", native_port, "native.lua", procs[2]),
+            ("filter: completion, fresh token each request", filter_port, "filter.lua", procs[3]),
+            ("filter: completion, token reused (cache)", variants[1][1], "cached.lua", procs[4]),
+            ("filter: completion, stream", filter_port, "stream.lua", procs[3]),
+        ]
+        for label, port, script, proc in plan:
+            lat = run_wrk(port, f"{workdir}/{script}", 1)
+            thr = run_wrk(port, f"{workdir}/{script}", 16)
+            rows.append((label, lat, thr, rss_mb(proc.pid)))
+
+        base = rows[0][1][1]
+        print(f"\nEnvoy {launch.env('ENVOY_BIN', 'venv')} --concurrency {CONCURRENCY}, wrk {DURATION} per cell, "
+              f"upstream = bedrock-emulator (SigV4 verified)\n")
+        print(f"| variant | c=1 p50 ms | c=1 p99 ms | added p50 µs | c=16 req/s | c=16 p50 ms | c=16 p99 ms | RSS MB | errors |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for label, lat, thr, rss in rows:
+            print(f"| {label} | {lat[1]:.3f} | {lat[2]:.3f} | {(lat[1] - base) * 1000:+.0f} | {thr[0]:.0f} | "
+                  f"{thr[1]:.3f} | {thr[2]:.3f} | {rss:.0f} | {lat[3] + thr[3]} |")
+        print()
+        if any(lat[3] + thr[3] for _, lat, thr, _ in rows):
+            print("some requests failed: see the logs in", workdir)
+            return 1
+        return 0
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,314 @@
+//! Keeps the GitLab key set fresh for every VM: one fetch serves all workers.
+//!
+//! Per OIDC provider, proxy-wasm shared data holds
+//! - `duo_bedrock.jwks.<provider>`: a [`KeyRecord`] (the canonical JWKS JSON and its schedule), and
+//! - `duo_bedrock.jwks.<provider>.lease`: who fetches now (an expiry time, claimed with CAS).
+//!
+//! Every root context ticks; a tick re-reads the records (cheap, and only on ticks, never per
+//! request), and when a provider is due and its lease is free it claims the lease and fetches
+//! `GET /.well-known/openid-configuration` → `jwks_uri` → JWKS with `dispatch_http_call`
+//! (reference §2.2; the gateway's `urljoin(base, "/.well-known/...")` drops any base path).
+//! A failed fetch keeps the last good keys and retries with backoff. An unknown `kid` asks for
+//! an early refresh, rate-limited across all VMs through the record's `forced_at`.
+
+use super::vm::Vm;
+use crate::auth::keys::{jwks_uri_from_discovery, max_age, merge_jwks_json, KeySet};
+use crate::config::OidcProvider;
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::Status;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Refresh at least this often, whatever `Cache-Control: max-age` says.
+const MAX_REFRESH_SECS: u64 = 3600;
+/// At most one unknown-`kid` refresh per provider in this many seconds (≤ 4 per minute).
+const FORCED_REFRESH_INTERVAL_SECS: u64 = 15;
+/// A claimed lease expires after this long (a fetch is two calls of at most 10 s each).
+const LEASE_SECS: u64 = 25;
+/// Per-call timeout, as the gateway's (10 s).
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct KeyRecord {
+    /// Canonical JWKS JSON; empty until a first successful fetch.
+    #[serde(default)]
+    jwks: String,
+    #[serde(default)]
+    fetched_at: u64,
+    #[serde(default)]
+    next_refresh_at: u64,
+    #[serde(default)]
+    forced_at: u64,
+    #[serde(default)]
+    failures: u32,
+}
+
+fn record_key(p: &OidcProvider) -> String {
+    format!("duo_bedrock.jwks.{}", p.name)
+}
+
+fn lease_key(p: &OidcProvider) -> String {
+    format!("duo_bedrock.jwks.{}.lease", p.name)
+}
+
+fn read_record(p: &OidcProvider) -> (Option<KeyRecord>, Option<u32>) {
+    match hostcalls::get_shared_data(&record_key(p)) {
+        Ok((Some(bytes), cas)) => (serde_json::from_slice(&bytes).ok(), cas),
+        Ok((None, cas)) => (None, cas),
+        Err(_) => (None, None),
+    }
+}
+
+/// Read-modify-write of a provider's record with CAS; gives up after a few lost races.
+fn update_record(p: &OidcProvider, mut f: impl FnMut(&mut KeyRecord) -> bool) -> bool {
+    for _ in 0..5 {
+        let (record, cas) = read_record(p);
+        let mut record = record.unwrap_or_default();
+        if !f(&mut record) {
+            return false;
+        }
+        let Ok(bytes) = serde_json::to_vec(&record) else { return false };
+        match hostcalls::set_shared_data(&record_key(p), Some(&bytes), cas) {
+            Ok(()) => return true,
+            Err(Status::CasMismatch) => continue,
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+fn lease_held(p: &OidcProvider, now: u64) -> bool {
+    match hostcalls::get_shared_data(&lease_key(p)) {
+        Ok((Some(v), _)) => std::str::from_utf8(&v).ok().and_then(|s| s.parse::<u64>().ok()).is_some_and(|t| t > now),
+        _ => false,
+    }
+}
+
+fn claim_lease(p: &OidcProvider, now: u64) -> bool {
+    let (value, cas) = hostcalls::get_shared_data(&lease_key(p)).unwrap_or((None, None));
+    let held = value
+        .as_deref()
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|s| s.parse::<u64>().ok())
+        .is_some_and(|t| t > now);
+    if held {
+        return false;
+    }
+    let expiry = (now + LEASE_SECS).to_string();
+    hostcalls::set_shared_data(&lease_key(p), Some(expiry.as_bytes()), cas).is_ok()
+}
+
+fn release_lease(p: &OidcProvider) {
+    let _ = hostcalls::set_shared_data(&lease_key(p), Some(b"0"), None);
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Stage {
+    Discovery,
+    Keys,
+}
+
+/// The fetches this root context has in flight, by `dispatch_http_call` token.
+#[derive(Default)]
+pub struct Fetcher {
+    in_flight: HashMap<u32, (usize, Stage)>,
+    /// Shared-data CAS of each provider's record as last merged into the VM's key set.
+    seen: Vec<Option<u32>>,
+    docs: Vec<Option<String>>,
+}
+
+impl Fetcher {
+    /// One tick: pick up keys other VMs fetched, start fetches that are due.
+    pub fn tick(&mut self, vm: &mut Vm, now: u64) {
+        self.sync(vm);
+        let providers = vm.config.providers.clone();
+        let mut any_in_flight = false;
+        for (i, p) in providers.iter().enumerate() {
+            let mine = self.in_flight.values().any(|(j, _)| *j == i);
+            if !mine {
+                let (record, _) = read_record(p);
+                let due = record.as_ref().is_none_or(|r| now >= r.next_refresh_at);
+                if due && claim_lease(p, now) {
+                    self.start(i, p, Stage::Discovery, &p.cluster, &p.authority, DISCOVERY_PATH, now);
+                }
+            }
+            any_in_flight |= self.in_flight.values().any(|(j, _)| *j == i) || lease_held(p, now);
+        }
+        vm.fetch_in_flight = any_in_flight;
+    }
+
+}
+
+/// Asks every provider for an early refresh after an unknown `kid`. True when one was
+/// scheduled or is already under way, i.e. when waiting can help. Any context may call it:
+/// it only writes shared data; the root contexts' ticks do the fetching.
+pub fn request_refresh(vm: &mut Vm, now: u64) -> bool {
+    {
+        let mut helps = false;
+        for p in &vm.config.providers {
+            let scheduled = update_record(p, |r| {
+                if now.saturating_sub(r.forced_at) < FORCED_REFRESH_INTERVAL_SECS || r.next_refresh_at <= now {
+                    return false;
+                }
+                r.forced_at = now;
+                r.next_refresh_at = now;
+                true
+            });
+            let (record, _) = read_record(p);
+            let due = record.as_ref().is_none_or(|r| r.next_refresh_at <= now);
+            helps |= scheduled || due || lease_held(p, now);
+        }
+        if helps {
+            vm.fetch_in_flight = true;
+        }
+        helps
+    }
+}
+
+impl Fetcher {
+    #[allow(clippy::too_many_arguments)]
+    fn start(&mut self, i: usize, p: &OidcProvider, stage: Stage, cluster: &str, authority: &str, path: &str, now: u64) {
+        let headers = vec![
+            (":method", "GET"),
+            (":path", path),
+            (":authority", authority),
+            ("accept", "application/json"),
+            ("user-agent", "duo-bedrock-filter"),
+        ];
+        match hostcalls::dispatch_http_call(cluster, headers, None, vec![], CALL_TIMEOUT) {
+            Ok(token) => {
+                self.in_flight.insert(token, (i, stage));
+            }
+            Err(e) => self.failed(p, now, &format!("cannot call cluster '{cluster}': {e:?}")),
+        }
+    }
+
+    /// Handles a `dispatch_http_call` answer; false when the token is not ours.
+    pub fn on_response(&mut self, vm: &mut Vm, token: u32, body_size: usize, now: u64) -> bool {
+        let Some((i, stage)) = self.in_flight.remove(&token) else { return false };
+        let Some(p) = vm.config.providers.get(i).cloned() else { return true };
+        let headers = hostcalls::get_map(proxy_wasm::types::MapType::HttpCallResponseHeaders).unwrap_or_default();
+        let header = |name: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str());
+        let status = header(":status").unwrap_or("");
+        let body = hostcalls::get_buffer(proxy_wasm::types::BufferType::HttpCallResponseBody, 0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        if status != "200" {
+            let what = match stage {
+                Stage::Discovery => "openid-configuration",
+                Stage::Keys => "JWKS",
+            };
+            let status = if status.is_empty() { "no answer (timeout or connection failure)" } else { status };
+            self.failed(&p, now, &format!("{what} fetch answered {status}"));
+            return true;
+        }
+        match stage {
+            Stage::Discovery => match jwks_uri_from_discovery(&body).and_then(|uri| split_url(&uri)) {
+                Ok((authority, path)) => {
+                    let cluster = vm
+                        .config
+                        .providers
+                        .iter()
+                        .find(|q| q.authority.eq_ignore_ascii_case(&authority))
+                        .map(|q| q.cluster.clone())
+                        .unwrap_or_else(|| p.cluster.clone());
+                    self.start(i, &p, Stage::Keys, &cluster, &authority, &path, now);
+                }
+                Err(e) => self.failed(&p, now, &format!("openid-configuration: {e}")),
+            },
+            Stage::Keys => match merge_jwks_json(&[&body]) {
+                Ok(jwks) if KeySet::from_jwks(&[jwks.as_bytes()]).is_ok_and(|k| !k.is_empty()) => {
+                    let refresh = max_age(header("cache-control")).unwrap_or(MAX_REFRESH_SECS).clamp(1, MAX_REFRESH_SECS);
+                    let stored = update_record(&p, |r| {
+                        r.jwks.clone_from(&jwks);
+                        r.fetched_at = now;
+                        r.next_refresh_at = now + refresh;
+                        r.failures = 0;
+                        true
+                    });
+                    release_lease(&p);
+                    if stored {
+                        log::info!("JWKS of {} loaded ({} bytes); next refresh in {refresh} s", p.name, jwks.len());
+                    } else {
+                        log::warn!("JWKS of {} fetched but could not be shared", p.name);
+                    }
+                    self.sync(vm);
+                }
+                Ok(_) => self.failed(&p, now, "JWKS holds no usable RSA key"),
+                Err(e) => self.failed(&p, now, &format!("JWKS: {e}")),
+            },
+        }
+        true
+    }
+
+    fn failed(&mut self, p: &OidcProvider, now: u64, why: &str) {
+        let mut failures = 0;
+        update_record(p, |r| {
+            r.failures = r.failures.saturating_add(1);
+            failures = r.failures;
+            // 5 s, 10 s, 20 s, ... capped at 60 s; the last good keys stay in place.
+            r.next_refresh_at = now + (5u64 << r.failures.min(4).saturating_sub(1)).min(60);
+            true
+        });
+        release_lease(p);
+        log::warn!(
+            "GitLab key refresh failed for {} ({}), {failures} in a row: {why}; keeping the last good keys",
+            p.name,
+            p.base_url
+        );
+    }
+
+    /// Rebuilds the VM's key set when any provider's shared record changed.
+    pub fn sync(&mut self, vm: &mut Vm) {
+        let n = vm.config.providers.len();
+        self.seen.resize(n, None);
+        self.docs.resize(n, None);
+        let mut changed = false;
+        for (i, p) in vm.config.providers.iter().enumerate() {
+            let Ok((value, cas)) = hostcalls::get_shared_data(&record_key(p)) else { continue };
+            if cas == self.seen[i] {
+                continue;
+            }
+            self.seen[i] = cas;
+            let record: Option<KeyRecord> = value.and_then(|v| serde_json::from_slice(&v).ok());
+            let doc = record.map(|r| r.jwks).filter(|j| !j.is_empty());
+            if doc != self.docs[i] {
+                self.docs[i] = doc;
+                changed = true;
+            }
+        }
+        if !changed {
+            return;
+        }
+        let docs: Vec<&[u8]> = self.docs.iter().flatten().map(|d| d.as_bytes()).collect();
+        match KeySet::from_jwks(&docs) {
+            Ok(keys) if !keys.is_empty() => {
+                vm.keys = Some(Rc::new(keys));
+                vm.generation += 1;
+                vm.cache.clear();
+            }
+            Ok(_) => {}
+            Err(e) => log::warn!("shared JWKS unusable: {e}"),
+        }
+    }
+}
+
+/// `(authority, path)` of an absolute http(s) URL.
+fn split_url(url: &str) -> Result<(String, String), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| format!("jwks_uri is not an http(s) URL: {url:?}"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if authority.is_empty() {
+        return Err(format!("jwks_uri has no host: {url:?}"));
+    }
+    Ok((authority.to_string(), path.to_string()))
+}

@@ -1,0 +1,510 @@
+//! One HTTP request through the filter: the adapter between Envoy and the core.
+//!
+//! GitLab request → (headers) route + JWT → (body) typed plan → Bedrock request, signed →
+//! forwarded; Bedrock answer → (headers) mode → (body) GitLab answer, streamed or buffered.
+//! Everything that decides lives in the core modules; this file only moves bytes.
+
+use super::keys::request_refresh;
+use super::vm::{Vm, Waiter};
+use super::{now_ms, now_secs};
+use crate::auth::error::AuthError;
+use crate::auth::rules::{check_bindings, extract_token, verify, Claims};
+use crate::auth::scopes::{authorize, Requirement};
+use crate::bedrock::errors::parse_error;
+use crate::bedrock::eventstream::{EventStreamDecoder, StreamFrame};
+use crate::bedrock::invoke::build;
+use crate::bedrock::messages::MessagesResponse;
+use crate::bedrock::stream::StreamEvent;
+use crate::gitlab::code_suggestions::{plan, CodeEndpoint, RequestContext, Responder};
+use crate::gitlab::errors::{self, Family, GitlabError};
+use crate::gitlab::routes::{classify, Route};
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, BufferType, MapType};
+use std::cell::RefCell;
+use std::rc::{Rc, Weak};
+use std::time::{Duration, UNIX_EPOCH};
+
+/// Bodies above this are refused before parsing (Rails sends at most 600 000 bytes).
+const MAX_REQUEST_BODY: usize = 8 * 1024 * 1024;
+
+/// The HTTP context Envoy talks to; the state is shared with the root for key waits.
+pub struct Http(Rc<RefCell<Request>>);
+
+impl Http {
+    pub fn new(request: Rc<RefCell<Request>>) -> Self {
+        Http(request)
+    }
+}
+
+enum Auth {
+    /// Not checked yet.
+    Pending,
+    /// Waiting for the key set (first load or refresh).
+    Waiting,
+    /// Accepted; `None` when auth is bypassed by configuration.
+    Done(Option<Claims>),
+}
+
+enum Outcome {
+    Accepted(Claims),
+    Wait,
+    Rejected(AuthError),
+}
+
+/// How the upstream answer is being turned into GitLab's.
+enum ResponseMode {
+    Undecided,
+    /// Bedrock streams (200): translate each chunk as it arrives.
+    Streaming { decoder: EventStreamDecoder, started: bool, finished: bool },
+    /// Buffer the whole answer, then translate: a Bedrock JSON message.
+    Success,
+    /// A Bedrock error answer.
+    BedrockError { status: u16, error_type: Option<String>, retry_after: Option<String> },
+    /// Envoy answered itself (timeout, reset, connect failure).
+    EnvoyError { details: String },
+}
+
+struct Forwarded {
+    responder: Responder,
+    stream: bool,
+    family: Family,
+}
+
+pub struct Request {
+    vm: Rc<RefCell<Vm>>,
+    context_id: u32,
+    started_ms: u64,
+    route: Route,
+    auth: Auth,
+    body_complete: bool,
+    body_size: usize,
+    /// Set once the filter answered locally: its own reply passes back through the
+    /// response callbacks, which must leave it alone.
+    local_reply: bool,
+    forwarded: Option<Forwarded>,
+    response: ResponseMode,
+}
+
+impl Request {
+    pub fn new(vm: Rc<RefCell<Vm>>, context_id: u32) -> Self {
+        Request {
+            vm,
+            context_id,
+            started_ms: 0,
+            route: Route::Unknown,
+            auth: Auth::Pending,
+            body_complete: false,
+            body_size: 0,
+            local_reply: false,
+            forwarded: None,
+            response: ResponseMode::Undecided,
+        }
+    }
+
+    fn process_time(&self) -> String {
+        format!("{:.6}", now_ms().saturating_sub(self.started_ms) as f64 / 1000.0)
+    }
+
+    fn reply(&mut self, status: u16, body: &[u8], extra: &[(String, String)]) {
+        let time = self.process_time();
+        let mut headers: Vec<(&str, &str)> = vec![("content-type", "application/json"), ("x-process-time", &time)];
+        headers.extend(
+            extra.iter().filter(|(k, _)| !k.eq_ignore_ascii_case("content-type")).map(|(k, v)| (k.as_str(), v.as_str())),
+        );
+        self.local_reply = true;
+        if let Err(e) = hostcalls::send_http_response(u32::from(status), headers, Some(body)) {
+            log::warn!("could not send a local reply: {e:?}");
+        }
+    }
+
+    fn reply_error(&mut self, e: &GitlabError) {
+        self.reply(e.status, e.body.as_bytes(), &e.headers);
+    }
+
+    fn on_request_headers(&mut self, this: &Rc<RefCell<Request>>, end_of_stream: bool) -> Action {
+        self.started_ms = now_ms();
+        let headers = hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default();
+        let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).unwrap_or("");
+        self.route = classify(header(":method"), header(":path"));
+        if self.route.is_public() {
+            self.reply(200, b"{}", &[]);
+            return Action::Pause;
+        }
+        let vm = self.vm.clone();
+        let mut vm = vm.borrow_mut();
+        if vm.config.auth_bypass {
+            self.auth = Auth::Done(None);
+        } else {
+            match authenticate(&mut vm, &headers) {
+                Outcome::Accepted(claims) => self.auth = Auth::Done(Some(claims)),
+                Outcome::Wait => {
+                    self.auth = Auth::Waiting;
+                    let deadline_ms = now_ms() + vm.config.key_wait_ms;
+                    let generation = vm.generation;
+                    vm.waiters.push(Waiter {
+                        context_id: self.context_id,
+                        deadline_ms,
+                        generation,
+                        request: Rc::downgrade(this),
+                    });
+                }
+                Outcome::Rejected(e) => {
+                    log::info!("401 {} on {}: {}", e.reason(), self.route.name(), header(":path").split('?').next().unwrap_or(""));
+                    self.reply(e.status(), e.body().as_bytes(), &[]);
+                    return Action::Pause;
+                }
+            }
+        }
+        if end_of_stream {
+            self.body_complete = true;
+        }
+        match self.after_auth(&vm) {
+            Some(action) => action,
+            None => Action::Pause,
+        }
+    }
+
+    /// Once authenticated: route, and forward when the body is complete. `None` = keep waiting.
+    fn after_auth(&mut self, vm: &Vm) -> Option<Action> {
+        if !matches!(self.auth, Auth::Done(_)) {
+            return None;
+        }
+        if code_endpoint(&self.route).is_none() {
+            let e = match self.route {
+                Route::Unknown => errors::not_found(),
+                _ => errors::detail(501, &format!("Not implemented by this gateway yet: {}", self.route.name())),
+            };
+            self.reply_error(&e);
+            return Some(Action::Pause);
+        }
+        if !self.body_complete {
+            return None;
+        }
+        Some(self.forward(vm))
+    }
+
+    /// Called by the root when keys changed or the wait timed out. True = still waiting.
+    pub fn retry_auth(&mut self, vm: &mut Vm, timed_out: bool) -> bool {
+        if !matches!(self.auth, Auth::Waiting) || self.local_reply {
+            return false;
+        }
+        let headers = hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default();
+        match authenticate(vm, &headers) {
+            Outcome::Accepted(claims) => self.auth = Auth::Done(Some(claims)),
+            Outcome::Wait if !timed_out => return true,
+            Outcome::Wait => {
+                let e = if vm.keys.is_none() {
+                    log::warn!("401: no GitLab keys loaded within the wait (is AIGW_GITLAB_URL reachable?)");
+                    AuthError::NoKeys
+                } else {
+                    log::warn!("401: the token's key id is not in the GitLab key set, even after a refresh");
+                    AuthError::Forbidden("unknown_kid")
+                };
+                self.reply(e.status(), e.body().as_bytes(), &[]);
+                return false;
+            }
+            Outcome::Rejected(e) => {
+                log::info!("401 {} on {}", e.reason(), self.route.name());
+                self.reply(e.status(), e.body().as_bytes(), &[]);
+                return false;
+            }
+        }
+        if let Some(Action::Continue) = self.after_auth(vm) {
+            if let Err(e) = hostcalls::resume_http_request() {
+                log::warn!("could not resume a request after its key wait: {e:?}");
+            }
+        }
+        false
+    }
+
+    fn on_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.local_reply {
+            return Action::Pause;
+        }
+        self.body_size = body_size;
+        if body_size > MAX_REQUEST_BODY {
+            let e = errors::detail(413, &format!("Request body too large: at most {MAX_REQUEST_BODY} bytes"));
+            self.reply_error(&e);
+            return Action::Pause;
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        self.body_complete = true;
+        let vm = self.vm.clone();
+        let vm = vm.borrow();
+        self.after_auth(&vm).unwrap_or(Action::Pause)
+    }
+
+    /// Builds, signs and forwards the Bedrock request; or answers locally. Returns the action
+    /// for the current callback (`Continue` = the rewritten request goes upstream).
+    fn forward(&mut self, vm: &Vm) -> Action {
+        let Some(endpoint) = code_endpoint(&self.route) else { return Action::Pause };
+        let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, self.body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let flags = hostcalls::get_map_value(MapType::HttpRequestHeaders, "x-gitlab-enabled-feature-flags").ok().flatten();
+        let ctx = RequestContext {
+            now_secs: now_secs(),
+            enabled_feature_flags: flags.as_deref(),
+            default_model: vm.config.default_model.as_deref(),
+        };
+        let planned = match plan(endpoint, &body, &ctx) {
+            Ok(p) => p,
+            Err(e) => {
+                self.reply_error(&e);
+                return Action::Pause;
+            }
+        };
+        let claims = match &self.auth {
+            Auth::Done(c) => c.as_ref(),
+            _ => return Action::Pause,
+        };
+        let requirement = Requirement {
+            unit_primitive: planned.unit_primitive,
+            reject_gateway_issuer: planned.reject_gateway_issuer,
+            denied_detail: planned.denied_detail.clone(),
+        };
+        if let Err((status, body)) = authorize(claims, &requirement) {
+            self.reply(status, body.as_bytes(), &[]);
+            return Action::Pause;
+        }
+        let time = UNIX_EPOCH + Duration::from_millis(now_ms());
+        let upstream = match build(&planned.invoke, &vm.config.endpoint, &vm.config.upstream_auth, time) {
+            Ok(u) => u,
+            Err(e) => {
+                log::error!("could not sign the Bedrock request: {e}");
+                self.reply_error(&errors::detail(500, "Could not sign the Bedrock request"));
+                return Action::Pause;
+            }
+        };
+        // Only the filter-built, signed request leaves: every client header is dropped.
+        let length = upstream.body.len().to_string();
+        let mut headers: Vec<(&str, &str)> = vec![
+            (":method", upstream.method),
+            (":path", &upstream.path),
+            (":authority", &upstream.authority),
+            (":scheme", vm.config.endpoint.scheme_str()),
+            ("content-length", &length),
+        ];
+        headers.extend(upstream.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        if hostcalls::set_map(MapType::HttpRequestHeaders, headers).is_err()
+            || hostcalls::set_buffer(BufferType::HttpRequestBody, 0, self.body_size, &upstream.body).is_err()
+        {
+            self.reply_error(&errors::detail(500, "Could not forward the request"));
+            return Action::Pause;
+        }
+        self.forwarded = Some(Forwarded { responder: planned.responder, stream: planned.invoke.stream, family: Family::CodeSuggestions });
+        Action::Continue
+    }
+
+    fn on_response_headers(&mut self, end_of_stream: bool) -> Action {
+        if self.local_reply {
+            return Action::Continue;
+        }
+        let Some(fwd) = self.forwarded.as_mut() else { return Action::Continue };
+        let headers = hostcalls::get_map(MapType::HttpResponseHeaders).unwrap_or_default();
+        let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        let status = header(":status").and_then(|s| s.parse::<u16>().ok()).unwrap_or(502);
+        let details = hostcalls::get_property(vec!["response", "code_details"])
+            .ok()
+            .flatten()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        self.response = if details != "via_upstream" {
+            ResponseMode::EnvoyError { details }
+        } else if status == 200 && fwd.stream {
+            let mut out: Vec<(String, String)> = vec![(":status".into(), "200".into())];
+            out.extend(fwd.responder.stream_headers());
+            out.push(("x-process-time".into(), self.process_time()));
+            let _ = hostcalls::set_map(MapType::HttpResponseHeaders, out.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect());
+            self.response = ResponseMode::Streaming { decoder: EventStreamDecoder::new(), started: false, finished: false };
+            return Action::Continue;
+        } else if status == 200 {
+            ResponseMode::Success
+        } else {
+            ResponseMode::BedrockError { status, error_type: header("x-amzn-errortype"), retry_after: header("retry-after") }
+        };
+        if end_of_stream {
+            self.finish_buffered(&[]);
+            return Action::Continue;
+        }
+        Action::Pause
+    }
+
+    fn on_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.local_reply || self.forwarded.is_none() {
+            return Action::Continue;
+        }
+        if let ResponseMode::Streaming { .. } = self.response {
+            let chunk = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size).ok().flatten().unwrap_or_default();
+            let out = self.translate_chunk(&chunk, end_of_stream);
+            let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &out);
+            return Action::Continue;
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let body = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size).ok().flatten().unwrap_or_default();
+        let out = self.finish_buffered(&body);
+        let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &out);
+        Action::Continue
+    }
+
+    /// Translates a buffered upstream answer; sets the response headers and returns the body.
+    fn finish_buffered(&mut self, body: &[u8]) -> Vec<u8> {
+        let Some(fwd) = self.forwarded.as_mut() else { return body.to_vec() };
+        let (status, mut headers, out): (u16, Vec<(String, String)>, Vec<u8>) = match &self.response {
+            ResponseMode::Success => match serde_json::from_slice::<MessagesResponse>(body) {
+                Ok(message) => {
+                    let r = fwd.responder.complete(&message);
+                    (r.status, r.headers, r.body)
+                }
+                Err(_) => {
+                    log::warn!("unreadable Bedrock answer ({} bytes)", body.len());
+                    let e = errors::detail(502, "Inference failed: unreadable answer from Bedrock");
+                    (e.status, e.headers, e.body.into_bytes())
+                }
+            },
+            ResponseMode::BedrockError { status, error_type, retry_after } => {
+                let b = parse_error(*status, error_type.as_deref(), body);
+                log::warn!("Bedrock answered {} {}: {}", b.status, b.kind, truncate(&b.message, 300));
+                let e = errors::from_bedrock(fwd.family, b.status, &b.kind, &b.message, retry_after.as_deref());
+                (e.status, e.headers, e.body.into_bytes())
+            }
+            ResponseMode::EnvoyError { details } => {
+                log::warn!("no answer from Bedrock: {details}");
+                let e = if details.contains("timeout") {
+                    errors::upstream_timeout()
+                } else {
+                    errors::upstream_unavailable(details)
+                };
+                (e.status, e.headers, e.body.into_bytes())
+            }
+            ResponseMode::Undecided | ResponseMode::Streaming { .. } => return body.to_vec(),
+        };
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+            headers.push(("content-type".into(), "application/json".into()));
+        }
+        let mut all: Vec<(String, String)> = vec![(":status".into(), status.to_string())];
+        all.extend(headers);
+        all.push(("content-length".into(), out.len().to_string()));
+        all.push(("x-process-time".into(), self.process_time()));
+        let _ = hostcalls::set_map(MapType::HttpResponseHeaders, all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect());
+        out
+    }
+
+    /// One chunk of an event stream in, GitLab's stream bytes out.
+    fn translate_chunk(&mut self, chunk: &[u8], end_of_stream: bool) -> Vec<u8> {
+        let (Some(fwd), ResponseMode::Streaming { decoder, started, finished }) = (self.forwarded.as_mut(), &mut self.response) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        if *finished {
+            return out;
+        }
+        if !*started {
+            *started = true;
+            out.extend(fwd.responder.stream_start());
+        }
+        for frame in decoder.push(chunk) {
+            match frame {
+                StreamFrame::Event(StreamEvent::TextDelta(text)) => out.extend(fwd.responder.stream_text(&text)),
+                StreamFrame::Event(StreamEvent::MessageStart { input_tokens, .. }) => {
+                    fwd.responder.record_usage(Some(input_tokens), None)
+                }
+                StreamFrame::Event(StreamEvent::MessageDelta { output_tokens, .. }) => {
+                    fwd.responder.record_usage(None, Some(output_tokens))
+                }
+                StreamFrame::Event(StreamEvent::Error { kind, message }) | StreamFrame::Exception { kind, message } => {
+                    log::warn!("Bedrock stream ended by {kind}: {}", truncate(&message, 300));
+                    out.extend(fwd.responder.stream_error(&message));
+                    *finished = true;
+                    return out;
+                }
+                StreamFrame::Malformed(why) => {
+                    log::warn!("Bedrock stream unreadable: {why}");
+                    out.extend(fwd.responder.stream_error("unreadable stream from Bedrock"));
+                    *finished = true;
+                    return out;
+                }
+                StreamFrame::Event(_) => {}
+            }
+        }
+        if end_of_stream {
+            *finished = true;
+            out.extend(fwd.responder.stream_end());
+        }
+        out
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+fn code_endpoint(route: &Route) -> Option<CodeEndpoint> {
+    match route {
+        Route::V2CodeCompletions => Some(CodeEndpoint::V2Completions),
+        Route::V2CodeGenerations => Some(CodeEndpoint::V2Generations),
+        Route::V3CodeCompletions => Some(CodeEndpoint::V3Completions),
+        Route::V4CodeSuggestions => Some(CodeEndpoint::V4Suggestions),
+        _ => None,
+    }
+}
+
+/// The GitLab JWT checks (§2.1–§2.2), with the VM's key set and verified-token cache.
+fn authenticate(vm: &mut Vm, headers: &[(String, String)]) -> Outcome {
+    let now = now_secs();
+    let token = match extract_token(headers) {
+        Ok(t) => t,
+        Err(e) => return Outcome::Rejected(e),
+    };
+    let claims = if let Some(claims) = vm.cache.get(token, now) {
+        claims
+    } else {
+        let Some(keys) = vm.keys.clone() else { return Outcome::Wait };
+        match verify(token, &keys, &vm.config.auth, now) {
+            Ok(claims) => {
+                vm.cache.insert(token, claims.clone());
+                claims
+            }
+            Err(AuthError::UnknownKid(_)) if request_refresh(vm, now) => return Outcome::Wait,
+            Err(e) => return Outcome::Rejected(e),
+        }
+    };
+    match check_bindings(&claims, headers) {
+        Ok(()) => Outcome::Accepted(claims),
+        Err(e) => Outcome::Rejected(e),
+    }
+}
+
+impl Context for Http {}
+
+impl HttpContext for Http {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let this = self.0.clone();
+        let Ok(mut request) = self.0.try_borrow_mut() else { return Action::Pause };
+        request.on_request_headers(&this, end_of_stream)
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Ok(mut request) = self.0.try_borrow_mut() else { return Action::Pause };
+        request.on_request_body(body_size, end_of_stream)
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let Ok(mut request) = self.0.try_borrow_mut() else { return Action::Continue };
+        request.on_response_headers(end_of_stream)
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Ok(mut request) = self.0.try_borrow_mut() else { return Action::Continue };
+        request.on_response_body(body_size, end_of_stream)
+    }
+}

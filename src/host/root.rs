@@ -1,0 +1,118 @@
+//! The root context of a VM: configuration, the key-set refresher, and waking waiting requests.
+
+use super::keys::Fetcher;
+use super::request::{Http, Request};
+use super::vm::Vm;
+use super::{now_ms, now_secs};
+use crate::config::Config;
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::ContextType;
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Tick period: how quickly a waiting request sees keys another VM fetched.
+const TICK: Duration = Duration::from_millis(100);
+
+pub struct Root {
+    vm: Option<Rc<RefCell<Vm>>>,
+    fetcher: Fetcher,
+}
+
+impl Root {
+    pub fn new(_context_id: u32) -> Self {
+        Root { vm: None, fetcher: Fetcher::default() }
+    }
+
+    /// Retries every waiting request whose keys changed or whose deadline passed.
+    fn wake_waiters(&mut self, now_ms: u64) {
+        let Some(vm) = self.vm.clone() else { return };
+        let mut vm = vm.borrow_mut();
+        if vm.waiters.is_empty() {
+            return;
+        }
+        let waiters = std::mem::take(&mut vm.waiters);
+        for mut w in waiters {
+            let Some(request) = w.request.upgrade() else { continue };
+            let timed_out = now_ms >= w.deadline_ms;
+            if vm.generation == w.generation && !timed_out {
+                vm.waiters.push(w);
+                continue;
+            }
+            let Ok(mut request) = request.try_borrow_mut() else {
+                vm.waiters.push(w);
+                continue;
+            };
+            if hostcalls::set_effective_context(w.context_id).is_err() {
+                continue;
+            }
+            if request.retry_auth(&mut vm, timed_out) {
+                w.generation = vm.generation;
+                vm.waiters.push(w);
+            }
+        }
+    }
+}
+
+impl Context for Root {
+    fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
+        let Some(vm) = self.vm.clone() else { return };
+        let handled = self.fetcher.on_response(&mut vm.borrow_mut(), token_id, body_size, now_secs());
+        if handled {
+            self.wake_waiters(now_ms());
+        }
+    }
+}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, size: usize) -> bool {
+        let raw = if size == 0 { Vec::new() } else { self.get_plugin_configuration().unwrap_or_default() };
+        match Config::load(&raw, |name| std::env::var(name).ok()) {
+            Ok(config) => {
+                if config.auth_bypass {
+                    log::warn!(
+                        "AIGW_AUTH__BYPASS_EXTERNAL=true: AUTHENTICATION IS DISABLED, every request is accepted \
+                         without a token. Use only for development."
+                    );
+                }
+                log::info!(
+                    "duo-bedrock filter configured: Bedrock {} (region {}), GitLab {}, audience {}",
+                    config.endpoint.authority(),
+                    config.endpoint.region,
+                    config.providers.iter().map(|p| p.base_url.as_str()).collect::<Vec<_>>().join(", "),
+                    config.auth.audience
+                );
+                let vm = Rc::new(RefCell::new(Vm::new(Rc::new(config))));
+                if !vm.borrow().config.auth_bypass {
+                    self.fetcher.tick(&mut vm.borrow_mut(), now_secs());
+                }
+                self.vm = Some(vm);
+                self.set_tick_period(TICK);
+                true
+            }
+            Err(e) => {
+                log::error!("invalid configuration, refusing to start: {e}");
+                false
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let Some(vm) = self.vm.clone() else { return };
+        if vm.borrow().config.auth_bypass {
+            return;
+        }
+        self.fetcher.tick(&mut vm.borrow_mut(), now_secs());
+        self.wake_waiters(now_ms());
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let vm = self.vm.clone()?;
+        Some(Box::new(Http::new(Rc::new(RefCell::new(Request::new(vm, context_id))))))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}

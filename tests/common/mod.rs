@@ -1,0 +1,358 @@
+//! Test harness: boots the bundled emulator and the real Envoy (from the project virtualenv)
+//! with the built .wasm on free loopback ports, and tears both down on drop, even when a
+//! test fails. A tiny HTTP/1.1 client keeps full control over what goes on the wire.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn path_from_env(var: &str, default: &str) -> PathBuf {
+    std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| root().join(default))
+}
+
+pub fn wasm_path() -> PathBuf {
+    let p = path_from_env("DUO_FILTER_WASM", "target/wasm32-wasip1/release/duo_bedrock_filter.wasm");
+    assert!(p.exists(), "{} missing: run `make build` (or `make test`)", p.display());
+    p
+}
+
+pub fn emulator_bin() -> PathBuf {
+    let p = path_from_env("DUO_EMULATOR_BIN", "target/release/bedrock-emulator");
+    assert!(p.exists(), "{} missing: run `make build`", p.display());
+    p
+}
+
+pub fn envoy_bin() -> PathBuf {
+    let p = path_from_env("ENVOY_BIN", ".venv/bin/envoy");
+    assert!(p.exists(), "{} missing: run `make envoy`", p.display());
+    p
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub const ACCESS_KEY: &str = "AKIDEXAMPLE";
+pub const SECRET_KEY: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
+pub const REGION: &str = "us-east-1";
+pub const INSTANCE_ID: &str = "00000000-0000-4000-8000-000000000001";
+pub const MODEL: &str = "anthropic.claude-3-5-sonnet-20240620-v1:0";
+
+pub struct Emulator {
+    pub url: String,
+    pub port: u16,
+    child: Child,
+}
+
+impl Emulator {
+    pub fn start() -> Emulator {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(args: &[&str]) -> Emulator {
+        let mut child = Command::new(emulator_bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--access-key-id", ACCESS_KEY, "--secret-access-key", SECRET_KEY])
+            .args(["--region", REGION])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start emulator");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let url = line.trim().strip_prefix("bedrock-emulator listening on ").unwrap_or_else(|| panic!("emulator said {line:?}")).to_string();
+        let port = url.rsplit(':').next().unwrap().parse().unwrap();
+        Emulator { url, port, child }
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<&str>) -> Response {
+        let headers = [("content-type", "application/json")];
+        request(self.port, method, path, &headers, body.map(str::as_bytes))
+    }
+
+    /// A GitLab-style token signed by the emulator's active demo key; `knobs` as `POST /_emulator/mint`.
+    pub fn mint(&self, knobs: serde_json::Value) -> String {
+        let r = self.call("POST", "/_emulator/mint", Some(&knobs.to_string()));
+        assert_eq!(r.status, 200, "mint: {}", r.text());
+        r.json()["token"].as_str().unwrap().to_string()
+    }
+
+    pub fn token(&self) -> String {
+        self.mint(serde_json::json!({}))
+    }
+
+    pub fn oidc(&self, knobs: serde_json::Value) {
+        let r = self.call("POST", "/_emulator/oidc", Some(&knobs.to_string()));
+        assert_eq!(r.status, 200, "oidc: {}", r.text());
+    }
+
+    pub fn stats(&self) -> serde_json::Value {
+        self.call("GET", "/_emulator/stats", None).json()
+    }
+
+    /// Bedrock requests the emulator received, oldest first.
+    pub fn requests(&self) -> Vec<serde_json::Value> {
+        self.call("GET", "/_emulator/requests", None).json().as_array().cloned().unwrap_or_default()
+    }
+
+    pub fn clear_requests(&self) {
+        self.call("DELETE", "/_emulator/requests", None);
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct Sidecar {
+    pub port: u16,
+    pub admin_port: u16,
+    child: Child,
+    log: PathBuf,
+    _dir: TempDir,
+}
+
+/// Renders the Envoy config with envoy/launch.py for `env`, as `make run` does.
+pub fn render_config(env: &[(&str, String)], out: &Path) -> Result<(), String> {
+    let mut cmd = Command::new("python3");
+    cmd.arg(root().join("envoy/launch.py")).arg("render").arg("--out").arg(out);
+    for var in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION_NAME", "AWS_REGION",
+        "AWS_DEFAULT_REGION", "AWS_BEDROCK_RUNTIME_ENDPOINT", "AWS_BEARER_TOKEN_BEDROCK", "AIGW_GITLAB_URL",
+        "AIGW_CUSTOMER_PORTAL_URL", "AIGW_AUTH__BYPASS_EXTERNAL", "AIGW_DEFAULT_MODEL"] {
+        cmd.env_remove(var);
+    }
+    cmd.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    cmd.env("DUO_FILTER_WASM", wasm_path());
+    let out = cmd.output().map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+impl Sidecar {
+    /// Envoy + filter in front of `emu` (as Bedrock and as the GitLab OIDC issuer).
+    pub fn start(emu: &Emulator) -> Sidecar {
+        Self::start_with(emu, &[])
+    }
+
+    pub fn start_with(emu: &Emulator, extra: &[(&str, &str)]) -> Sidecar {
+        let mut env: Vec<(&str, String)> = vec![
+            ("AIGW_GITLAB_URL", emu.url.clone()),
+            ("AWS_BEDROCK_RUNTIME_ENDPOINT", emu.url.clone()),
+            ("AWS_REGION_NAME", REGION.into()),
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.into()),
+        ];
+        for (k, v) in extra {
+            env.retain(|(key, _)| key != k);
+            if !v.is_empty() {
+                env.push((k, v.to_string()));
+            }
+        }
+        Self::boot(env).unwrap_or_else(|e| panic!("sidecar did not start: {e}"))
+    }
+
+    /// Boots Envoy for `env`; Err(log) when it exits or does not become ready.
+    pub fn boot(mut env: Vec<(&str, String)>) -> Result<Sidecar, String> {
+        let dir = TempDir::new();
+        let port = free_port();
+        let admin_port = free_port();
+        env.push(("AIGW_FASTAPI__API_HOST", "127.0.0.1".into()));
+        env.push(("AIGW_FASTAPI__API_PORT", port.to_string()));
+        env.push(("ENVOY_ADMIN_PORT", admin_port.to_string()));
+        let config = dir.0.join("envoy.yaml");
+        render_config(&env, &config)?;
+        let log = dir.0.join("envoy.log");
+        let mut cmd = Command::new(envoy_bin());
+        cmd.arg("-c").arg(&config).args(["--concurrency", "2", "--log-level", "info", "--log-path"]).arg(&log);
+        cmd.arg("--disable-hot-restart");
+        // Secrets reach the VM through the process environment only (host_env_keys).
+        cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+        for (k, v) in &env {
+            if k.starts_with("AWS_") || k.starts_with("AIGW_SELF_SIGNED") {
+                cmd.env(k, v);
+            }
+        }
+        let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().map_err(|e| e.to_string())?;
+        let mut sidecar = Sidecar { port, admin_port, child, log, _dir: dir };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = sidecar.child.try_wait() {
+                return Err(format!("envoy exited with {status}:\n{}", sidecar.logs()));
+            }
+            if let Ok(r) = try_request(port, "GET", "/monitoring/healthz", &[], None) {
+                if r.status == 200 {
+                    return Ok(sidecar);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(format!("envoy not ready after 30 s:\n{}", sidecar.logs()))
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until Envoy exits (for refusal tests); None if it is still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    pub fn stats(&self) -> String {
+        request(self.admin_port, "GET", "/stats", &[], None).text()
+    }
+
+    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Response {
+        request(self.port, method, path, headers, body)
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- envoy log ---\n{}", self.logs());
+        }
+    }
+}
+
+/// GitLab's request headers for a token (as Rails sends them, §1.1).
+pub fn gitlab_headers(token: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("authorization", format!("Bearer {token}")),
+        ("x-gitlab-authentication-type", "oidc".into()),
+        ("x-gitlab-realm", "self-managed".into()),
+        ("x-gitlab-instance-id", INSTANCE_ID.into()),
+        ("x-gitlab-global-user-id", "user-hash".into()),
+        ("content-type", "application/json".into()),
+    ]
+}
+
+pub fn as_refs<'a>(h: &'a [(&'a str, String)]) -> Vec<(&'a str, &'a str)> {
+    h.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!("duo-bedrock-test-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// For each body chunk (chunked encoding): when it arrived, since the request was sent.
+    pub chunk_times: Vec<Duration>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+}
+
+pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Response {
+    try_request(port, method, path, headers, body).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+pub fn try_request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> std::io::Result<Response> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(90)))?;
+    s.set_nodelay(true)?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nconnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if let Some(b) = body {
+        head.push_str(&format!("content-length: {}\r\n", b.len()));
+    }
+    head.push_str("\r\n");
+    let start = Instant::now();
+    s.write_all(head.as_bytes())?;
+    if let Some(b) = body {
+        s.write_all(b)?;
+    }
+    let mut r = BufReader::new(s);
+    let mut status_line = String::new();
+    r.read_line(&mut status_line)?;
+    let status = status_line.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| std::io::Error::other(format!("bad status line {status_line:?}")))?;
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line)?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+    }
+    let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v): &(String, String)| v.clone());
+    let mut body = Vec::new();
+    let mut chunk_times = Vec::new();
+    if method == "HEAD" || status == 204 || status == 304 {
+    } else if get("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        loop {
+            let mut size = String::new();
+            r.read_line(&mut size)?;
+            let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16).map_err(std::io::Error::other)?;
+            if n == 0 {
+                break;
+            }
+            chunk_times.push(start.elapsed());
+            let mut chunk = vec![0; n];
+            r.read_exact(&mut chunk)?;
+            body.extend(chunk);
+            let mut crlf = [0; 2];
+            r.read_exact(&mut crlf)?;
+        }
+    } else if let Some(n) = get("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        body = vec![0; n];
+        r.read_exact(&mut body)?;
+    } else {
+        r.read_to_end(&mut body)?;
+    }
+    Ok(Response { status, headers, body, chunk_times })
+}
