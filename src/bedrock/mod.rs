@@ -1,6 +1,9 @@
 //! Amazon Bedrock runtime: Messages bodies, the invoke path, SigV4, event-stream decoding, errors.
 
+pub mod endpoint;
 pub mod messages;
+pub mod sigv4;
+pub mod uri;
 
 /// What the GitLab side asks of Bedrock: one InvokeModel (or its streaming twin) call.
 #[derive(Debug, Clone, PartialEq)]
