@@ -1,6 +1,30 @@
 //! Amazon Bedrock runtime: Messages bodies, the invoke path, SigV4, event-stream decoding, errors.
+//!
+//! Everything here is host-independent (no proxy-wasm calls; time is always a parameter).
+//! Data flow:
+//!
+//! * Request: [`InvokeRequest`] + [`endpoint::Endpoint`] + [`invoke::UpstreamAuth`] →
+//!   [`invoke::build`] (body from [`messages`], path from [`uri`], signature from [`sigv4`]) →
+//!   [`invoke::UpstreamRequest`], which the host sends as `:path`/`:authority`/headers/body.
+//!   Client headers for which [`invoke::stripped_request_header`] is true are never forwarded.
+//! * Non-streaming answer: 200 body → [`messages::MessagesResponse`].
+//! * Streaming answer: body chunks → [`eventstream::EventStreamDecoder::push`] →
+//!   [`eventstream::StreamFrame`] (wrapping a [`stream::StreamEvent`], an in-stream exception,
+//!   or `Malformed`).
+//! * Errors: non-2xx status + `x-amzn-errortype` + body → [`errors::parse_error`] →
+//!   [`errors::BedrockError`]; in-stream exceptions map through
+//!   [`errors::BedrockError::from_stream_exception`].
+//!
+//! Contract: `/work/shared/reference/bedrock-and-anchors.md` §E.
 
+pub mod endpoint;
+pub mod errors;
+pub mod eventstream;
+pub mod invoke;
 pub mod messages;
+pub mod sigv4;
+pub mod stream;
+pub mod uri;
 
 /// What the GitLab side asks of Bedrock: one InvokeModel (or its streaming twin) call.
 #[derive(Debug, Clone, PartialEq)]

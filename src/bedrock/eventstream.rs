@@ -1,0 +1,655 @@
+//! Incremental decoder for the `application/vnd.amazon.eventstream` body of
+//! InvokeModelWithResponseStream.
+//!
+//! Contract: `/work/shared/reference/bedrock-and-anchors.md` §E.3 (`ResponseStream` members) and
+//! §E.4 (binary framing, CRCs, headers, the `{"bytes": base64, "p": padding}` chunk payload).
+//! Frames are CRC-checked by aws-smithy-eventstream's `MessageFrameDecoder`; this module adds
+//! the buffering across arbitrary chunk boundaries, an early prelude check (CRC and a size bound,
+//! so garbage is rejected after 12 bytes instead of being buffered), and the Bedrock mapping:
+//!
+//! * `:message-type` `event` + `:event-type` `chunk` → base64 `bytes` → [`parse_event`];
+//!   other event types are skipped.
+//! * `:message-type` `exception` → [`StreamFrame::Exception`] (`:exception-type`, payload
+//!   `message`/`Message`).
+//! * `:message-type` `error` → [`StreamFrame::Exception`] (`:error-code`, `:error-message`).
+//! * Anything broken (CRC, lengths, headers, JSON, base64, event shape) → one
+//!   [`StreamFrame::Malformed`], after which the decoder stays stopped.
+
+use aws_smithy_eventstream::frame::{DecodedFrame, MessageFrameDecoder};
+use aws_smithy_types::event_stream::Message;
+use base64::Engine;
+use serde_json::Value;
+
+use super::stream::{parse_event, StreamEvent};
+
+/// Largest frame accepted (declared total length, prelude and CRCs included). Bedrock chunks
+/// carry at most 1,000,000 payload bytes (`PartBody`), base64-encoded.
+pub const MAX_FRAME_LEN: usize = 8 * 1024 * 1024;
+
+const PRELUDE_LEN: usize = 12;
+/// Prelude plus the trailing message CRC.
+const MIN_FRAME_LEN: usize = 16;
+
+/// One decoded event-stream message, as the filter needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamFrame {
+    /// An Anthropic stream event from a `chunk`.
+    Event(StreamEvent),
+    /// A modelled exception (`throttlingException`, `modelStreamErrorException`, …) or an
+    /// unmodelled error (`:error-code`).
+    Exception { kind: String, message: String },
+    /// The stream cannot be decoded any further; the decoder has stopped.
+    Malformed(String),
+}
+
+/// Stateful decoder: feed it body chunks as they arrive.
+#[derive(Debug, Default)]
+pub struct EventStreamDecoder {
+    buf: Vec<u8>,
+    frames: MessageFrameDecoder,
+    stopped: bool,
+}
+
+impl EventStreamDecoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Consumes `chunk` and returns every frame it completes, in order. After a
+    /// [`StreamFrame::Malformed`] every later call returns nothing.
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<StreamFrame> {
+        let mut out = Vec::new();
+        if self.stopped {
+            return out;
+        }
+        self.buf.extend_from_slice(chunk);
+        let mut pos = 0usize;
+        while let Some(rest) = self.buf.get(pos..) {
+            let total = match check_prelude(rest) {
+                Ok(Some(total)) => total,
+                Ok(None) => break,
+                Err(why) => {
+                    out.push(StreamFrame::Malformed(why));
+                    self.stop();
+                    return out;
+                }
+            };
+            let Some(frame) = rest.get(..total) else {
+                break; // the rest of this frame has not arrived yet
+            };
+            let result = match self.frames.decode_frame(frame) {
+                Ok(DecodedFrame::Complete(msg)) => map_message(&msg),
+                Ok(DecodedFrame::Incomplete) => Err("incomplete event-stream frame".to_string()),
+                Err(e) => Err(format!("invalid event-stream frame: {e}")),
+            };
+            match result {
+                Ok(Some(frame)) => out.push(frame),
+                Ok(None) => {}
+                Err(why) => {
+                    out.push(StreamFrame::Malformed(why));
+                    self.stop();
+                    return out;
+                }
+            }
+            pos = pos.saturating_add(total);
+        }
+        self.buf.drain(..pos.min(self.buf.len()));
+        out
+    }
+
+    /// Call at end of stream: reports a frame cut off by the end of the body, if any.
+    pub fn finish(&mut self) -> Option<StreamFrame> {
+        if self.stopped || self.buf.is_empty() {
+            self.stop();
+            return None;
+        }
+        let n = self.buf.len();
+        self.stop();
+        Some(StreamFrame::Malformed(format!(
+            "event stream ended inside a frame ({n} bytes left over)"
+        )))
+    }
+
+    /// Bytes held while waiting for the rest of a frame.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    fn stop(&mut self) {
+        self.stopped = true;
+        self.buf = Vec::new();
+    }
+}
+
+fn be_u32(b: &[u8], at: usize) -> Option<u32> {
+    let s: [u8; 4] = b.get(at..at.checked_add(4)?)?.try_into().ok()?;
+    Some(u32::from_be_bytes(s))
+}
+
+/// `Ok(None)` if fewer than 12 bytes are available; otherwise the declared total length after
+/// checking the prelude CRC and the bounds.
+fn check_prelude(b: &[u8]) -> Result<Option<usize>, String> {
+    if b.len() < PRELUDE_LEN {
+        return Ok(None);
+    }
+    let (Some(total), Some(headers), Some(crc), Some(head)) =
+        (be_u32(b, 0), be_u32(b, 4), be_u32(b, 8), b.get(..8))
+    else {
+        return Ok(None);
+    };
+    if crc32fast::hash(head) != crc {
+        return Err("event-stream prelude checksum mismatch (not an event stream?)".to_string());
+    }
+    let total = usize::try_from(total).unwrap_or(usize::MAX);
+    let headers = usize::try_from(headers).unwrap_or(usize::MAX);
+    if total > MAX_FRAME_LEN {
+        return Err(format!(
+            "event-stream frame of {total} bytes exceeds the {MAX_FRAME_LEN}-byte limit"
+        ));
+    }
+    if total < MIN_FRAME_LEN || headers > total - MIN_FRAME_LEN {
+        return Err("event-stream frame lengths are inconsistent".to_string());
+    }
+    Ok(Some(total))
+}
+
+fn header_str<'a>(msg: &'a Message, name: &str) -> Option<&'a str> {
+    msg.headers()
+        .iter()
+        .find(|h| h.name().as_str() == name)
+        .and_then(|h| h.value().as_string().ok())
+        .map(|s| s.as_str())
+}
+
+fn map_message(msg: &Message) -> Result<Option<StreamFrame>, String> {
+    match header_str(msg, ":message-type") {
+        Some("event") => {
+            if header_str(msg, ":event-type") != Some("chunk") {
+                return Ok(None);
+            }
+            let payload: Value = serde_json::from_slice(msg.payload())
+                .map_err(|e| format!("chunk payload is not JSON: {e}"))?;
+            let b64 = payload
+                .get("bytes")
+                .and_then(Value::as_str)
+                .ok_or_else(|| "chunk payload has no \"bytes\" string".to_string())?;
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map_err(|e| format!("chunk \"bytes\" is not base64: {e}"))?;
+            parse_event(&raw).map(|ev| Some(StreamFrame::Event(ev)))
+        }
+        Some("exception") => {
+            let kind = header_str(msg, ":exception-type")
+                .unwrap_or("UnknownException")
+                .to_string();
+            let message = serde_json::from_slice::<Value>(msg.payload())
+                .ok()
+                .and_then(|v| {
+                    v.get("message")
+                        .or_else(|| v.get("Message"))
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                })
+                .unwrap_or_default();
+            Ok(Some(StreamFrame::Exception { kind, message }))
+        }
+        Some("error") => Ok(Some(StreamFrame::Exception {
+            kind: header_str(msg, ":error-code")
+                .unwrap_or("UnknownError")
+                .to_string(),
+            message: header_str(msg, ":error-message").unwrap_or("").to_string(),
+        })),
+        Some(other) => Err(format!(
+            "unknown event-stream :message-type '{}'",
+            other.escape_default()
+        )),
+        None => Err("event-stream frame without a :message-type".to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bedrock::stream::InvocationMetrics;
+
+    // ---- test-only encoder (independent of aws-smithy-eventstream's writer) ----
+
+    enum Hv<'a> {
+        Str(&'a str),
+        I32(i32),
+    }
+
+    fn encode(headers: &[(&str, Hv)], payload: &[u8]) -> Vec<u8> {
+        let mut hb = Vec::new();
+        for (name, value) in headers {
+            hb.push(name.len() as u8);
+            hb.extend_from_slice(name.as_bytes());
+            match value {
+                Hv::Str(s) => {
+                    hb.push(7);
+                    hb.extend_from_slice(&(s.len() as u16).to_be_bytes());
+                    hb.extend_from_slice(s.as_bytes());
+                }
+                Hv::I32(n) => {
+                    hb.push(4);
+                    hb.extend_from_slice(&n.to_be_bytes());
+                }
+            }
+        }
+        let total = 12 + hb.len() + payload.len() + 4;
+        let mut out = Vec::with_capacity(total);
+        out.extend_from_slice(&(total as u32).to_be_bytes());
+        out.extend_from_slice(&(hb.len() as u32).to_be_bytes());
+        let pc = crc32fast::hash(&out);
+        out.extend_from_slice(&pc.to_be_bytes());
+        out.extend_from_slice(&hb);
+        out.extend_from_slice(payload);
+        let mc = crc32fast::hash(&out);
+        out.extend_from_slice(&mc.to_be_bytes());
+        out
+    }
+
+    fn chunk_frame(event_json: &str, pad: &str) -> Vec<u8> {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(event_json);
+        let payload = format!(r#"{{"bytes":"{b64}","p":"{pad}"}}"#);
+        encode(
+            &[
+                (":event-type", Hv::Str("chunk")),
+                (":content-type", Hv::Str("application/json")),
+                (":message-type", Hv::Str("event")),
+            ],
+            payload.as_bytes(),
+        )
+    }
+
+    fn exception_frame(kind: &str, payload: &str) -> Vec<u8> {
+        encode(
+            &[
+                (":exception-type", Hv::Str(kind)),
+                (":content-type", Hv::Str("application/json")),
+                (":message-type", Hv::Str("exception")),
+            ],
+            payload.as_bytes(),
+        )
+    }
+
+    /// §E.4: the decoded ai-gateway aws-anthropic fixture events, verbatim.
+    const FIXTURE: [&str; 6] = [
+        r#"{"type":"message_start","message":{"model":"claude-sonnet-4-5-20250929","id":"msg_bdrk_01Xyz","type":"message","role":"assistant","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":10,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"cache_creation":{"ephemeral_5m_input_tokens":0,"ephemeral_1h_input_tokens":0},"output_tokens":1}}}"#,
+        r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+        r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}"#,
+        r#"{"type":"content_block_stop","index":0}"#,
+        r#"{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"input_tokens":10,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":15}}"#,
+        r#"{"type":"message_stop","amazon-bedrock-invocationMetrics":{"inputTokenCount":10,"outputTokenCount":15,"invocationLatency":1798,"firstByteLatency":1507}}"#,
+    ];
+
+    fn fixture_stream() -> Vec<u8> {
+        let pads = [
+            "abcdefghijklmnopqrstuvwxyzABCDEF",
+            "abcdefgh",
+            "abcdefghijklmnopqrstuvwxyzABCDEFGHIJ",
+            "abc",
+            "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123",
+            "",
+        ];
+        FIXTURE
+            .iter()
+            .zip(pads)
+            .flat_map(|(e, p)| chunk_frame(e, p))
+            .collect()
+    }
+
+    fn expected_fixture_frames() -> Vec<StreamFrame> {
+        vec![
+            StreamFrame::Event(StreamEvent::MessageStart {
+                input_tokens: 10,
+                model: Some("claude-sonnet-4-5-20250929".into()),
+            }),
+            StreamFrame::Event(StreamEvent::Other),
+            StreamFrame::Event(StreamEvent::TextDelta("Hi".into())),
+            StreamFrame::Event(StreamEvent::Other),
+            StreamFrame::Event(StreamEvent::MessageDelta {
+                stop_reason: Some("end_turn".into()),
+                output_tokens: 15,
+            }),
+            StreamFrame::Event(StreamEvent::MessageStop {
+                metrics: Some(InvocationMetrics {
+                    input_tokens: 10,
+                    output_tokens: 15,
+                    invocation_latency_ms: 1798,
+                    first_byte_latency_ms: 1507,
+                }),
+            }),
+        ]
+    }
+
+    fn decode_in_pieces(data: &[u8], cuts: &[usize]) -> (Vec<StreamFrame>, EventStreamDecoder) {
+        let mut d = EventStreamDecoder::new();
+        let mut out = Vec::new();
+        let mut last = 0;
+        for &c in cuts.iter().chain(std::iter::once(&data.len())) {
+            out.extend(d.push(&data[last..c]));
+            last = c;
+        }
+        (out, d)
+    }
+
+    #[test]
+    fn test_encoder_matches_smithy_writer() {
+        use aws_smithy_types::event_stream::{Header, HeaderValue};
+        let msg = Message::new(&b"{\"bytes\":\"e30=\"}"[..])
+            .add_header(Header::new(
+                ":event-type",
+                HeaderValue::String("chunk".into()),
+            ))
+            .add_header(Header::new(
+                ":message-type",
+                HeaderValue::String("event".into()),
+            ))
+            .add_header(Header::new("n", HeaderValue::Int32(-7)));
+        let mut theirs = Vec::new();
+        aws_smithy_eventstream::frame::write_message_to(&msg, &mut theirs).unwrap();
+        let ours = encode(
+            &[
+                (":event-type", Hv::Str("chunk")),
+                (":message-type", Hv::Str("event")),
+                ("n", Hv::I32(-7)),
+            ],
+            b"{\"bytes\":\"e30=\"}",
+        );
+        assert_eq!(ours, theirs);
+    }
+
+    #[test]
+    fn whole_fixture_in_one_push() {
+        let data = fixture_stream();
+        let mut d = EventStreamDecoder::new();
+        assert_eq!(d.push(&data), expected_fixture_frames());
+        assert_eq!(d.buffered(), 0);
+        assert_eq!(d.finish(), None);
+    }
+
+    #[test]
+    fn split_at_every_offset() {
+        let data = fixture_stream();
+        let expected = expected_fixture_frames();
+        for i in 0..=data.len() {
+            let (out, mut d) = decode_in_pieces(&data, &[i]);
+            assert_eq!(out, expected, "split at {i}");
+            assert_eq!(d.finish(), None, "split at {i}");
+        }
+        // Every single frame split at every offset into three pieces.
+        let one = chunk_frame(FIXTURE[2], "xyz");
+        for i in 0..=one.len() {
+            for j in i..=one.len() {
+                let (out, _) = decode_in_pieces(&one, &[i, j]);
+                assert_eq!(
+                    out,
+                    vec![StreamFrame::Event(StreamEvent::TextDelta("Hi".into()))]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn one_byte_pushes() {
+        let data = fixture_stream();
+        let largest = FIXTURE
+            .iter()
+            .map(|e| {
+                chunk_frame(
+                    e,
+                    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123",
+                )
+                .len()
+            })
+            .max()
+            .unwrap();
+        let mut d = EventStreamDecoder::new();
+        let mut out = Vec::new();
+        for b in &data {
+            out.extend(d.push(std::slice::from_ref(b)));
+            assert!(
+                d.buffered() < largest,
+                "never more than one partial frame held"
+            );
+        }
+        assert_eq!(out, expected_fixture_frames());
+        assert_eq!(d.push(&[]), vec![]);
+    }
+
+    #[test]
+    fn many_frames_per_chunk_and_odd_chunk_sizes() {
+        let mut data = Vec::new();
+        let mut expected = Vec::new();
+        for i in 0..500 {
+            let text = format!("t{i} ✓\n");
+            let ev = serde_json::json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":text}});
+            data.extend(chunk_frame(&ev.to_string(), &"p".repeat(i % 37)));
+            expected.push(StreamFrame::Event(StreamEvent::TextDelta(text)));
+        }
+        let mut d = EventStreamDecoder::new();
+        assert_eq!(d.push(&data), expected);
+        // Pseudo-random chunking.
+        let mut seed = 12345u64;
+        let mut cuts = Vec::new();
+        let mut at = 0usize;
+        loop {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            at += 1 + (seed >> 33) as usize % 700;
+            if at >= data.len() {
+                break;
+            }
+            cuts.push(at);
+        }
+        let (out, _) = decode_in_pieces(&data, &cuts);
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn exceptions_and_errors() {
+        let mut data = chunk_frame(FIXTURE[2], "");
+        data.extend(exception_frame(
+            "throttlingException",
+            r#"{"message":"Too many requests, please wait before trying again."}"#,
+        ));
+        data.extend(exception_frame(
+            "modelStreamErrorException",
+            r#"{"Message":"boom","originalStatusCode":500}"#,
+        ));
+        data.extend(exception_frame("internalServerException", "not json"));
+        data.extend(encode(
+            &[
+                (":message-type", Hv::Str("error")),
+                (":error-code", Hv::Str("InternalFailure")),
+                (":error-message", Hv::Str("An internal error occurred")),
+            ],
+            b"",
+        ));
+        data.extend(encode(&[(":message-type", Hv::Str("exception"))], b"{}"));
+        let mut d = EventStreamDecoder::new();
+        assert_eq!(
+            d.push(&data),
+            vec![
+                StreamFrame::Event(StreamEvent::TextDelta("Hi".into())),
+                StreamFrame::Exception {
+                    kind: "throttlingException".into(),
+                    message: "Too many requests, please wait before trying again.".into()
+                },
+                StreamFrame::Exception {
+                    kind: "modelStreamErrorException".into(),
+                    message: "boom".into()
+                },
+                StreamFrame::Exception {
+                    kind: "internalServerException".into(),
+                    message: String::new()
+                },
+                StreamFrame::Exception {
+                    kind: "InternalFailure".into(),
+                    message: "An internal error occurred".into()
+                },
+                StreamFrame::Exception {
+                    kind: "UnknownException".into(),
+                    message: String::new()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn non_chunk_events_are_skipped() {
+        let mut data = encode(
+            &[
+                (":message-type", Hv::Str("event")),
+                (":event-type", Hv::Str("initial-response")),
+            ],
+            b"{}",
+        );
+        data.extend(chunk_frame(FIXTURE[2], ""));
+        let mut d = EventStreamDecoder::new();
+        assert_eq!(
+            d.push(&data),
+            vec![StreamFrame::Event(StreamEvent::TextDelta("Hi".into()))]
+        );
+    }
+
+    fn assert_malformed_then_stopped(data: &[u8], expect_before: usize) {
+        let mut d = EventStreamDecoder::new();
+        let out = d.push(data);
+        assert_eq!(out.len(), expect_before + 1, "{out:?}");
+        assert!(
+            matches!(out.last(), Some(StreamFrame::Malformed(_))),
+            "{out:?}"
+        );
+        assert!(d.push(&chunk_frame(FIXTURE[2], "")).is_empty());
+        assert_eq!(d.finish(), None);
+        assert_eq!(d.buffered(), 0);
+    }
+
+    #[test]
+    fn bad_message_crc() {
+        let mut data = chunk_frame(FIXTURE[2], "");
+        let mut bad = chunk_frame(FIXTURE[2], "");
+        let n = bad.len();
+        bad[n - 1] ^= 1;
+        data.extend(bad);
+        assert_malformed_then_stopped(&data, 1);
+        // Corrupted payload byte, CRCs untouched.
+        let mut bad = chunk_frame(FIXTURE[2], "");
+        bad[30] ^= 0x20;
+        assert_malformed_then_stopped(&bad, 0);
+    }
+
+    #[test]
+    fn bad_prelude_is_rejected_before_buffering() {
+        let mut bad = chunk_frame(FIXTURE[2], "");
+        bad[9] ^= 1; // prelude CRC
+        let mut d = EventStreamDecoder::new();
+        let out = d.push(&bad[..12]);
+        assert!(
+            matches!(out.as_slice(), [StreamFrame::Malformed(_)]),
+            "{out:?}"
+        );
+        assert!(d.push(&bad[12..]).is_empty());
+    }
+
+    #[test]
+    fn garbage_input() {
+        for g in [
+            &b"HTTP/1.1 500 Internal Server Error\r\n\r\n"[..],
+            br#"{"message":"The security token included in the request is invalid."}"#,
+            &[0u8; 64],
+            &[0xffu8; 16],
+        ] {
+            assert_malformed_then_stopped(g, 0);
+        }
+        // Fewer than 12 bytes of garbage: nothing yet, reported at finish.
+        let mut d = EventStreamDecoder::new();
+        assert!(d.push(b"oops").is_empty());
+        assert!(matches!(d.finish(), Some(StreamFrame::Malformed(_))));
+        assert!(d.push(&chunk_frame(FIXTURE[2], "")).is_empty());
+    }
+
+    fn prelude(total: u32, headers: u32) -> Vec<u8> {
+        let mut p = Vec::new();
+        p.extend_from_slice(&total.to_be_bytes());
+        p.extend_from_slice(&headers.to_be_bytes());
+        let c = crc32fast::hash(&p);
+        p.extend_from_slice(&c.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn length_bounds() {
+        // Too large (valid prelude CRC): refused at once, nothing buffered.
+        assert_malformed_then_stopped(&prelude(MAX_FRAME_LEN as u32 + 1, 0), 0);
+        assert_malformed_then_stopped(&prelude(u32::MAX, 0), 0);
+        // Smaller than a prelude + CRC.
+        assert_malformed_then_stopped(&prelude(15, 0), 0);
+        assert_malformed_then_stopped(&prelude(0, 0), 0);
+        // Headers longer than the frame.
+        assert_malformed_then_stopped(&prelude(100, 85), 0);
+        // Exactly at the limit is accepted (waits for the bytes).
+        let mut d = EventStreamDecoder::new();
+        assert!(d.push(&prelude(MAX_FRAME_LEN as u32, 0)).is_empty());
+        assert!(matches!(d.finish(), Some(StreamFrame::Malformed(_))));
+        // Empty frame (no headers, no payload): no :message-type.
+        let empty = encode(&[], b"");
+        assert_eq!(empty.len(), 16);
+        assert_malformed_then_stopped(&empty, 0);
+    }
+
+    #[test]
+    fn truncated_stream() {
+        let data = fixture_stream();
+        for cut in [1, 11, 12, 13, 100, data.len() - 1] {
+            let mut d = EventStreamDecoder::new();
+            let out = d.push(&data[..cut]);
+            assert!(out.len() < 6);
+            match d.finish() {
+                Some(StreamFrame::Malformed(m)) => assert!(m.contains("ended inside a frame")),
+                other => panic!("cut {cut}: {other:?}"),
+            }
+            assert!(d.push(&data[cut..]).is_empty());
+        }
+    }
+
+    #[test]
+    fn bad_chunk_payloads() {
+        let h = [
+            (":event-type", Hv::Str("chunk")),
+            (":message-type", Hv::Str("event")),
+        ];
+        for payload in [
+            &b"not json"[..],
+            br#"{"p":"x"}"#,
+            br#"{"bytes":5}"#,
+            br#"{"bytes":"***not base64***"}"#,
+            br#"{"bytes":"e30"}"#,          // missing padding
+            br#"{"bytes":"bm90IGpzb24="}"#, // "not json"
+            br#"{"bytes":"e30="}"#,         // "{}": no type
+        ] {
+            let mut data = chunk_frame(FIXTURE[2], "");
+            data.extend(encode(&h, payload));
+            assert_malformed_then_stopped(&data, 1);
+        }
+        // Unknown message type, non-string message type.
+        assert_malformed_then_stopped(&encode(&[(":message-type", Hv::Str("weird"))], b""), 0);
+        assert_malformed_then_stopped(&encode(&[(":message-type", Hv::I32(1))], b""), 0);
+    }
+
+    #[test]
+    fn malformed_header_block() {
+        // Header type 42 does not exist; CRCs are valid so the frame decoder must reject it.
+        let mut hb = vec![1u8, b'x', 42];
+        hb.extend_from_slice(&[0, 0]);
+        let total = 12 + hb.len() + 4;
+        let mut f = prelude(total as u32, hb.len() as u32);
+        f.extend_from_slice(&hb);
+        let c = crc32fast::hash(&f);
+        f.extend_from_slice(&c.to_be_bytes());
+        assert_malformed_then_stopped(&f, 0);
+    }
+}

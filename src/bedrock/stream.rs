@@ -1,0 +1,307 @@
+//! Anthropic Messages streaming events, as carried inside Bedrock `chunk` events.
+//!
+//! Contract: `/work/shared/reference/bedrock-and-anchors.md` §E.4 ("Anthropic events inside
+//! `bytes`": `message_start`, `content_block_*`, `message_delta`, `message_stop` with
+//! `amazon-bedrock-invocationMetrics`). Only what the GitLab side needs is kept: text deltas,
+//! token usage, the stop reason and in-stream errors. Everything else (`ping`, tool-use JSON
+//! deltas, thinking, block start/stop, unknown types) becomes [`StreamEvent::Other`].
+
+use serde_json::Value;
+
+/// One decoded Anthropic stream event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamEvent {
+    /// `message_start`: prompt token count and the model that answers.
+    MessageStart {
+        input_tokens: u64,
+        model: Option<String>,
+    },
+    /// A piece of answer text (`content_block_delta` with a `text_delta`).
+    TextDelta(String),
+    /// `message_delta`: why generation stopped, and the output token count so far.
+    MessageDelta {
+        stop_reason: Option<String>,
+        output_tokens: u64,
+    },
+    /// `message_stop`, with Bedrock's invocation metrics when present.
+    MessageStop { metrics: Option<InvocationMetrics> },
+    /// An in-stream `error` event (`{"type":"error","error":{"type":..,"message":..}}`).
+    Error { kind: String, message: String },
+    /// Anything else; safe to ignore.
+    Other,
+}
+
+/// `amazon-bedrock-invocationMetrics` from the final `message_stop`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InvocationMetrics {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub invocation_latency_ms: u64,
+    pub first_byte_latency_ms: u64,
+}
+
+fn u64_at(v: &Value, key: &str) -> u64 {
+    v.get(key).and_then(Value::as_u64).unwrap_or(0)
+}
+
+fn str_at(v: &Value, key: &str) -> Option<String> {
+    v.get(key).and_then(Value::as_str).map(str::to_string)
+}
+
+/// Parses one event JSON object. Errors only when the input is not a JSON object with a string
+/// `type`; unknown or partial shapes degrade to [`StreamEvent::Other`] or zero counts.
+pub fn parse_event(json: &[u8]) -> Result<StreamEvent, String> {
+    let v: Value =
+        serde_json::from_slice(json).map_err(|e| format!("stream event is not JSON: {e}"))?;
+    let Some(kind) = v.get("type").and_then(Value::as_str) else {
+        return Err("stream event has no \"type\"".to_string());
+    };
+    let null = Value::Null;
+    Ok(match kind {
+        "message_start" => {
+            let msg = v.get("message").unwrap_or(&null);
+            let usage = msg.get("usage").unwrap_or(&null);
+            StreamEvent::MessageStart {
+                input_tokens: u64_at(usage, "input_tokens"),
+                model: str_at(msg, "model"),
+            }
+        }
+        "content_block_delta" => {
+            let delta = v.get("delta").unwrap_or(&null);
+            match (
+                delta.get("type").and_then(Value::as_str),
+                delta.get("text").and_then(Value::as_str),
+            ) {
+                (Some("text_delta"), Some(text)) => StreamEvent::TextDelta(text.to_string()),
+                _ => StreamEvent::Other,
+            }
+        }
+        "content_block_start" => {
+            // Always empty in practice, but keep any initial text rather than lose it.
+            let block = v.get("content_block").unwrap_or(&null);
+            match (
+                block.get("type").and_then(Value::as_str),
+                block.get("text").and_then(Value::as_str),
+            ) {
+                (Some("text"), Some(text)) if !text.is_empty() => {
+                    StreamEvent::TextDelta(text.to_string())
+                }
+                _ => StreamEvent::Other,
+            }
+        }
+        "message_delta" => {
+            let delta = v.get("delta").unwrap_or(&null);
+            let usage = v.get("usage").unwrap_or(&null);
+            StreamEvent::MessageDelta {
+                stop_reason: str_at(delta, "stop_reason"),
+                output_tokens: u64_at(usage, "output_tokens"),
+            }
+        }
+        "message_stop" => {
+            let metrics = v
+                .get("amazon-bedrock-invocationMetrics")
+                .filter(|m| m.is_object())
+                .map(|m| InvocationMetrics {
+                    input_tokens: u64_at(m, "inputTokenCount"),
+                    output_tokens: u64_at(m, "outputTokenCount"),
+                    invocation_latency_ms: u64_at(m, "invocationLatency"),
+                    first_byte_latency_ms: u64_at(m, "firstByteLatency"),
+                });
+            StreamEvent::MessageStop { metrics }
+        }
+        "error" => {
+            let err = v.get("error").unwrap_or(&null);
+            StreamEvent::Error {
+                kind: str_at(err, "type").unwrap_or_else(|| "error".to_string()),
+                message: str_at(err, "message").unwrap_or_default(),
+            }
+        }
+        _ => StreamEvent::Other,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> StreamEvent {
+        parse_event(s.as_bytes()).unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    /// The decoded ai-gateway "aws-anthropic" fixture events (§E.4).
+    #[test]
+    fn ai_gateway_fixture_events() {
+        assert_eq!(
+            p(
+                r#"{"type":"message_start","message":{"model":"claude-sonnet-4-5-20250929","id":"msg_bdrk_01","type":"message","role":"assistant","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":10,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"cache_creation":{"ephemeral_5m_input_tokens":0,"ephemeral_1h_input_tokens":0},"output_tokens":1}}}"#
+            ),
+            StreamEvent::MessageStart {
+                input_tokens: 10,
+                model: Some("claude-sonnet-4-5-20250929".into())
+            }
+        );
+        assert_eq!(
+            p(
+                r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#
+            ),
+            StreamEvent::Other
+        );
+        assert_eq!(
+            p(
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}"#
+            ),
+            StreamEvent::TextDelta("Hi".into())
+        );
+        assert_eq!(
+            p(r#"{"type":"content_block_stop","index":0}"#),
+            StreamEvent::Other
+        );
+        assert_eq!(
+            p(
+                r#"{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"input_tokens":10,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":15}}"#
+            ),
+            StreamEvent::MessageDelta {
+                stop_reason: Some("end_turn".into()),
+                output_tokens: 15
+            }
+        );
+        assert_eq!(
+            p(
+                r#"{"type":"message_stop","amazon-bedrock-invocationMetrics":{"inputTokenCount":10,"outputTokenCount":15,"invocationLatency":1798,"firstByteLatency":1507}}"#
+            ),
+            StreamEvent::MessageStop {
+                metrics: Some(InvocationMetrics {
+                    input_tokens: 10,
+                    output_tokens: 15,
+                    invocation_latency_ms: 1798,
+                    first_byte_latency_ms: 1507
+                })
+            }
+        );
+    }
+
+    #[test]
+    fn non_text_and_unknown_events_are_other() {
+        for s in [
+            r#"{"type":"ping"}"#,
+            r#"{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"a\""}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"hmm"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"signature_delta","signature":"x"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":7}}"#,
+            r#"{"type":"content_block_delta"}"#,
+            r#"{"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"t","name":"f","input":{}}}"#,
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"thinking","thinking":""}}"#,
+            r#"{"type":"future_event","x":1}"#,
+            r#"{"type":""}"#,
+        ] {
+            assert_eq!(p(s), StreamEvent::Other, "{s}");
+        }
+    }
+
+    #[test]
+    fn text_and_unicode() {
+        assert_eq!(
+            p(
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"\n    return a + b  # 合計 😀\u0000"}}"#
+            ),
+            StreamEvent::TextDelta("\n    return a + b  # 合計 😀\u{0}".into())
+        );
+        assert_eq!(
+            p(
+                r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":"pre"}}"#
+            ),
+            StreamEvent::TextDelta("pre".into())
+        );
+    }
+
+    #[test]
+    fn partial_shapes_default_to_zero_or_none() {
+        assert_eq!(
+            p(r#"{"type":"message_start"}"#),
+            StreamEvent::MessageStart {
+                input_tokens: 0,
+                model: None
+            }
+        );
+        assert_eq!(
+            p(r#"{"type":"message_start","message":{"usage":{"input_tokens":-3},"model":5}}"#),
+            StreamEvent::MessageStart {
+                input_tokens: 0,
+                model: None
+            }
+        );
+        assert_eq!(
+            p(r#"{"type":"message_delta","delta":{"stop_reason":null}}"#),
+            StreamEvent::MessageDelta {
+                stop_reason: None,
+                output_tokens: 0
+            }
+        );
+        assert_eq!(
+            p(
+                r#"{"type":"message_delta","delta":{"stop_reason":"max_tokens"},"usage":{"output_tokens":1.5}}"#
+            ),
+            StreamEvent::MessageDelta {
+                stop_reason: Some("max_tokens".into()),
+                output_tokens: 0
+            }
+        );
+        assert_eq!(
+            p(r#"{"type":"message_stop"}"#),
+            StreamEvent::MessageStop { metrics: None }
+        );
+        assert_eq!(
+            p(r#"{"type":"message_stop","amazon-bedrock-invocationMetrics":"x"}"#),
+            StreamEvent::MessageStop { metrics: None }
+        );
+        assert_eq!(
+            p(
+                r#"{"type":"message_stop","amazon-bedrock-invocationMetrics":{"outputTokenCount":18446744073709551615}}"#
+            ),
+            StreamEvent::MessageStop {
+                metrics: Some(InvocationMetrics {
+                    output_tokens: u64::MAX,
+                    ..Default::default()
+                })
+            }
+        );
+    }
+
+    #[test]
+    fn error_events() {
+        assert_eq!(
+            p(r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#),
+            StreamEvent::Error {
+                kind: "overloaded_error".into(),
+                message: "Overloaded".into()
+            }
+        );
+        assert_eq!(
+            p(r#"{"type":"error"}"#),
+            StreamEvent::Error {
+                kind: "error".into(),
+                message: String::new()
+            }
+        );
+    }
+
+    #[test]
+    fn invalid_input_is_an_error_not_a_panic() {
+        for s in [
+            "",
+            "{",
+            "null",
+            "[]",
+            "\"message_stop\"",
+            "{}",
+            r#"{"type":1}"#,
+            "{\"type\":\"ping\"} trailing",
+        ] {
+            assert!(parse_event(s.as_bytes()).is_err(), "{s}");
+        }
+        assert!(parse_event(&[0xff, 0xfe]).is_err());
+        let deep = "[".repeat(100_000);
+        assert!(parse_event(deep.as_bytes()).is_err());
+    }
+}
