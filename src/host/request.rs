@@ -286,7 +286,7 @@ impl Request {
             (":method", upstream.method),
             (":path", &upstream.path),
             (":authority", &upstream.authority),
-            (":scheme", vm.config.endpoint.scheme_str()),
+            (":scheme", vm.config.endpoint.scheme.as_str()),
             ("content-length", &length),
         ];
         headers.extend(upstream.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
