@@ -14,7 +14,7 @@
 //!
 //! Code completions are not post-processed, and neither are streams (as in GitLab).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use crate::prompts::generation::{NEW_CODE_CLOSE, NEW_CODE_OPEN};
 
@@ -123,7 +123,8 @@ pub fn clean_model_reflection(prefix: &str, completion: &str) -> String {
     let lines: Vec<&str> = tail.split_inclusive('\n').collect();
     let trimmed: Vec<&str> = lines.iter().map(|l| l.trim()).collect();
     let prefix_lines: Vec<&str> = prefix.lines().map(str::trim).collect();
-    let mut index: HashMap<&str, Vec<usize>> = HashMap::new();
+    // BTreeMap, not HashMap: no random seed needed inside the Wasm VM.
+    let mut index: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (j, l) in prefix_lines.iter().enumerate() {
         if !l.is_empty() {
             index.entry(l).or_default().push(j);
