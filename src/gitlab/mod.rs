@@ -1,2 +1,21 @@
-//! gitlab
+//! The GitLab side of the gateway: what GitLab sends, what it expects back.
+//!
+//! Contract: `/work/shared/reference/gitlab-ai-gateway.md`.
+//!
+//! * [`errors`] — FastAPI-shaped error answers and the Bedrock → GitLab error mapping (§3).
+//! * [`response`] — [`GitlabResponse`], a complete host-independent answer.
+//! * [`model`] — Bedrock model id from GitLab's `bedrock/<model-id>` identifier (§5.1).
+//! * [`validate`] — pydantic-like body validation with FastAPI `loc` paths (§1, §3).
+//! * [`routes`] — which endpoint a method + path is (§1).
+//! * [`code_suggestions`] — `/v2/code/completions`, `/v2/code/generations`,
+//!   `/v3/code/completions`, `/v4/code/suggestions` (§1.1–§1.3, §5.2–§5.3).
+
+pub mod code_suggestions;
+pub mod errors;
+pub mod model;
+pub mod response;
+pub mod validate;
 pub mod routes;
+
+pub use errors::{Family, GitlabError, ValidationIssue};
+pub use response::GitlabResponse;

@@ -1,1 +1,78 @@
-//! prompts
+//! Prompt building for Code Suggestions: GitLab request fields → Anthropic Messages bodies.
+//!
+//! Contract: `gitlab-ai-gateway.md` §5.2 (code completion: fill-in-the-middle, temperature 0,
+//! 128 tokens, ~2048-token input budget with 7 % for the suffix) and §5.3 (code generation:
+//! existing code around a cursor marker, optional related files/snippets/libraries, assistant
+//! prefill `<new_code>`, stop at `</new_code>`, temperature 0.2, 2048 tokens).
+//!
+//! The wording is this project's own. Templates are plain text files in
+//! `src/prompts/templates/`, compiled in with `include_str!` and filled by [`render`], a tiny
+//! `{{name}}` replacer (no template engine).
+//!
+//! * [`completion::completion_request`] — FIM completion prompt with the byte budget.
+//! * [`generation::generation_request`] — code generation prompt.
+//! * [`language::language_name`] — language name from the editor id or the file extension.
+//! * [`budget`] — UTF-8-safe, line-preferring truncation helpers.
+
+pub mod budget;
+pub mod completion;
+pub mod generation;
+pub mod language;
+
+pub use completion::{completion_request, BudgetReport, CompletionInput, CompletionPrompt};
+pub use generation::{generation_request, GenerationExample, GenerationInput};
+pub use language::language_name;
+
+/// Replaces every `{{name}}` in `template` whose name is in `vars` with its value, in a single
+/// pass: values are never scanned again, so code that itself contains `{{...}}` is inserted
+/// literally. Unknown `{{names}}` and unmatched braces are kept as they are.
+pub fn render(template: &str, vars: &[(&str, &str)]) -> String {
+    let extra: usize = vars.iter().map(|(_, v)| v.len()).sum();
+    let mut out = String::with_capacity(template.len().saturating_add(extra));
+    let mut rest = template;
+    while let Some(open) = rest.find("{{") {
+        let (before, after_open) = rest.split_at(open);
+        out.push_str(before);
+        let inner = after_open.get(2..).unwrap_or("");
+        let Some(close) = inner.find("}}") else {
+            out.push_str(after_open);
+            return out;
+        };
+        let name = inner.get(..close).unwrap_or("");
+        match vars.iter().find(|(k, _)| *k == name.trim()) {
+            Some((_, value)) => {
+                out.push_str(value);
+                rest = inner.get(close + 2..).unwrap_or("");
+            }
+            None => {
+                // Keep the literal "{{" and continue scanning right after it.
+                out.push_str("{{");
+                rest = inner;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_replaces_known_names_once() {
+        assert_eq!(
+            render("a {{x}} b {{ y }}", &[("x", "1"), ("y", "2")]),
+            "a 1 b 2"
+        );
+        assert_eq!(render("{{x}}{{x}}", &[("x", "ab")]), "abab");
+        // values are not re-expanded
+        assert_eq!(render("{{x}}", &[("x", "{{y}}"), ("y", "no")]), "{{y}}");
+        // unknown names and stray braces are kept
+        assert_eq!(render("{{nope}} {{x}}", &[("x", "1")]), "{{nope}} 1");
+        assert_eq!(render("a {{x", &[("x", "1")]), "a {{x");
+        assert_eq!(render("}} {{{x}}}", &[("x", "1")]), "}} {{{x}}}");
+        assert_eq!(render("", &[]), "");
+        assert_eq!(render("é{{x}}é", &[("x", "ü")]), "éüé");
+    }
+}

@@ -1,0 +1,342 @@
+//! Code Suggestions: from a GitLab request body to a Bedrock call, and back.
+//!
+//! Contract: `gitlab-ai-gateway.md` §1.1–§1.3 (endpoints, bodies, responses), §2.4 (scope per
+//! endpoint), §5.2–§5.3 (prompts, post-processing), §6 (limits, feature flags).
+//!
+//! Host-independent: no proxy-wasm calls, time is passed in. The host:
+//! 1. classifies the path into a [`CodeEndpoint`];
+//! 2. once the whole body arrived, calls [`plan`] (a `GitlabError` is a complete answer);
+//! 3. checks [`Plan::unit_primitive`] against the JWT scopes (and rejects tokens issued by
+//!    `gitlab-ai-gateway` when [`Plan::reject_gateway_issuer`]), answering 403
+//!    `{"detail": Plan::denied_detail}` on failure;
+//! 4. sends [`Plan::invoke`] to Bedrock;
+//! 5. answers with [`Responder::complete`] (non-stream) or [`Responder::stream_headers`] +
+//!    `stream_start` / `stream_text` / `stream_end` / `stream_error` (stream).
+//!
+//! Note: validation (422) and model selection (400/422) happen in `plan`, before the scope
+//! check. GitLab's gateway also validates bodies before its handler checks scopes; for model
+//! errors the order differs (both are answers GitLab handles as failures).
+//!
+//! Modules: [`v2`] and [`v3`] typed requests, [`responses`] answer shapes and the
+//! [`Responder`], [`postprocess`] generation clean-up.
+
+pub mod postprocess;
+pub mod responses;
+pub mod v2;
+pub mod v3;
+
+use crate::bedrock::InvokeRequest;
+use crate::prompts::{
+    self, budget::estimate_tokens, completion::COMPLETION_MAX_TOKENS,
+    generation::GENERATION_MAX_TOKENS, CompletionInput, GenerationExample, GenerationInput,
+};
+
+use super::errors::GitlabError;
+use super::model::bedrock_model_id;
+
+pub use responses::{parse_feature_flags, Responder, SuggestionKind};
+
+use responses::ResponderParts;
+use v2::ContextItem;
+
+/// Scope needed for completions.
+pub const COMPLETE_CODE: &str = "complete_code";
+/// Scope needed for generations.
+pub const GENERATE_CODE: &str = "generate_code";
+
+/// The four Code Suggestions routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeEndpoint {
+    /// `POST /v2/code/completions` (alias `/v2/completions`).
+    V2Completions,
+    /// `POST /v2/code/generations`.
+    V2Generations,
+    /// `POST /v3/code/completions`.
+    V3Completions,
+    /// `POST /v4/code/suggestions`.
+    V4Suggestions,
+}
+
+/// Per-request facts from the host.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestContext<'a> {
+    /// Unix time in seconds (the `created` / `timestamp` of answers).
+    pub now_secs: u64,
+    /// `x-gitlab-enabled-feature-flags`, `None` when the header is absent.
+    pub enabled_feature_flags: Option<&'a str>,
+    /// The filter's configured default model (`bedrock/<id>` or a bare id).
+    pub default_model: Option<&'a str>,
+}
+
+/// What to do for one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// The scope (unit primitive) the JWT must carry.
+    pub unit_primitive: &'static str,
+    /// Reject tokens whose issuer is `gitlab-ai-gateway`.
+    pub reject_gateway_issuer: bool,
+    /// The 403 `detail` when the scope check fails.
+    pub denied_detail: String,
+    pub invoke: InvokeRequest,
+    pub responder: Responder,
+    /// `code_completions` or `code_generations`, for logs and metrics.
+    pub feature: &'static str,
+}
+
+/// Validates the body, picks the model, builds the prompt and the responder.
+pub fn plan(
+    endpoint: CodeEndpoint,
+    body: &[u8],
+    ctx: &RequestContext<'_>,
+) -> Result<Plan, GitlabError> {
+    match endpoint {
+        CodeEndpoint::V2Completions | CodeEndpoint::V2Generations => plan_v2(endpoint, body, ctx),
+        CodeEndpoint::V3Completions | CodeEndpoint::V4Suggestions => plan_v3(endpoint, body, ctx),
+    }
+}
+
+fn plan_v2(
+    endpoint: CodeEndpoint,
+    body: &[u8],
+    ctx: &RequestContext<'_>,
+) -> Result<Plan, GitlabError> {
+    let req = v2::parse(body)?;
+    let model_id = bedrock_model_id(req.model_identifier.as_deref(), ctx.default_model)?;
+    let cf = &req.current_file;
+    let lang = prompts::language_name(cf.language_identifier.as_deref(), &cf.file_name);
+
+    if endpoint == CodeEndpoint::V2Completions {
+        let (invoke_body, sent, used) = completion_body(
+            &lang,
+            &cf.file_name,
+            &cf.content_above_cursor,
+            &cf.content_below_cursor,
+            &req.context,
+        );
+        return Ok(Plan {
+            unit_primitive: COMPLETE_CODE,
+            reject_gateway_issuer: false,
+            denied_detail: "Unauthorized to access code completions".to_string(),
+            invoke: InvokeRequest {
+                model_id,
+                stream: req.stream,
+                body: invoke_body,
+            },
+            responder: Responder::new(ResponderParts {
+                endpoint,
+                kind: SuggestionKind::Completion,
+                lang,
+                prefix: String::new(),
+                feature_flags: parse_feature_flags(ctx.enabled_feature_flags),
+                created: ctx.now_secs,
+                max_tokens: COMPLETION_MAX_TOKENS,
+                context_tokens_sent: sent,
+                context_tokens_used: used,
+            }),
+            feature: "code_completions",
+        });
+    }
+
+    let (files, snippets) = related_from_context(&req.context);
+    let input = GenerationInput {
+        language: &lang,
+        file_name: &cf.file_name,
+        code_above: &cf.content_above_cursor,
+        code_below: &cf.content_below_cursor,
+        instruction: req.prompt.as_deref(),
+        related_files: files.iter().map(String::as_str).collect(),
+        related_snippets: snippets.iter().map(String::as_str).collect(),
+        libraries: Vec::new(),
+        examples: Vec::new(),
+    };
+    Ok(Plan {
+        unit_primitive: GENERATE_CODE,
+        reject_gateway_issuer: true,
+        denied_detail: "Unauthorized to access code generations".to_string(),
+        invoke: InvokeRequest {
+            model_id,
+            stream: req.stream,
+            body: prompts::generation_request(&input),
+        },
+        responder: Responder::new(ResponderParts {
+            endpoint,
+            kind: SuggestionKind::Generation,
+            lang: lang.clone(),
+            prefix: cf.content_above_cursor.clone(),
+            feature_flags: parse_feature_flags(ctx.enabled_feature_flags),
+            created: ctx.now_secs,
+            max_tokens: GENERATION_MAX_TOKENS,
+            context_tokens_sent: 0,
+            context_tokens_used: 0,
+        }),
+        feature: "code_generations",
+    })
+}
+
+/// Stream flag of v3/v4: the component payload's `stream`, else the top-level `stream`
+/// (Rails sends both, equal), else `false` for v3 and `true` for v4 (GitLab only calls v4
+/// for streaming clients).
+fn v3_stream(endpoint: CodeEndpoint, req: &v3::V3Request) -> bool {
+    req.payload
+        .stream
+        .or(req.stream)
+        .unwrap_or(endpoint == CodeEndpoint::V4Suggestions)
+}
+
+fn plan_v3(
+    endpoint: CodeEndpoint,
+    body: &[u8],
+    ctx: &RequestContext<'_>,
+) -> Result<Plan, GitlabError> {
+    let req = v3::parse(body)?;
+    let model_id = bedrock_model_id(req.model_identifier.as_deref(), ctx.default_model)?;
+    let stream = v3_stream(endpoint, &req);
+    let p = &req.payload;
+    let lang = prompts::language_name(p.language_identifier.as_deref(), &p.file_name);
+    let denied_detail = "Unauthorized to access code suggestions".to_string();
+
+    if req.kind == v3::EditorKind::Completion {
+        let (invoke_body, sent, used) = completion_body(
+            &lang,
+            &p.file_name,
+            &p.content_above_cursor,
+            &p.content_below_cursor,
+            &req.code_context,
+        );
+        return Ok(Plan {
+            unit_primitive: COMPLETE_CODE,
+            reject_gateway_issuer: true,
+            denied_detail,
+            invoke: InvokeRequest {
+                model_id,
+                stream,
+                body: invoke_body,
+            },
+            responder: Responder::new(ResponderParts {
+                endpoint,
+                kind: SuggestionKind::Completion,
+                lang,
+                prefix: String::new(),
+                feature_flags: parse_feature_flags(ctx.enabled_feature_flags),
+                created: ctx.now_secs,
+                max_tokens: COMPLETION_MAX_TOKENS,
+                context_tokens_sent: sent,
+                context_tokens_used: used,
+            }),
+            feature: "code_completions",
+        });
+    }
+
+    let pe = p.prompt_enhancer.clone().unwrap_or_default();
+    // Without a prompt_enhancer, code_context components stand in for related files.
+    let (ctx_files, ctx_snippets) = if p.prompt_enhancer.is_none() {
+        related_from_context(&req.code_context)
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let instruction = pe
+        .user_instruction
+        .as_deref()
+        .filter(|s| !s.trim().is_empty())
+        .or(p.prompt.as_deref());
+    let input = GenerationInput {
+        language: &lang,
+        file_name: &p.file_name,
+        code_above: pe
+            .trimmed_content_above_cursor
+            .as_deref()
+            .unwrap_or(&p.content_above_cursor),
+        code_below: pe
+            .trimmed_content_below_cursor
+            .as_deref()
+            .unwrap_or(&p.content_below_cursor),
+        instruction,
+        related_files: pe
+            .related_files
+            .iter()
+            .chain(ctx_files.iter())
+            .map(String::as_str)
+            .collect(),
+        related_snippets: pe
+            .related_snippets
+            .iter()
+            .chain(ctx_snippets.iter())
+            .map(String::as_str)
+            .collect(),
+        libraries: pe.libraries.iter().map(String::as_str).collect(),
+        examples: pe
+            .examples
+            .iter()
+            .map(|(example, response)| GenerationExample { example, response })
+            .collect(),
+    };
+    Ok(Plan {
+        unit_primitive: GENERATE_CODE,
+        reject_gateway_issuer: false,
+        denied_detail,
+        invoke: InvokeRequest {
+            model_id,
+            stream,
+            body: prompts::generation_request(&input),
+        },
+        responder: Responder::new(ResponderParts {
+            endpoint,
+            kind: SuggestionKind::Generation,
+            lang: lang.clone(),
+            prefix: p.content_above_cursor.clone(),
+            feature_flags: parse_feature_flags(ctx.enabled_feature_flags),
+            created: ctx.now_secs,
+            max_tokens: GENERATION_MAX_TOKENS,
+            context_tokens_sent: 0,
+            context_tokens_used: 0,
+        }),
+        feature: "code_generations",
+    })
+}
+
+/// Completion body plus estimated context tokens (sent, used).
+fn completion_body(
+    lang: &str,
+    file_name: &str,
+    above: &str,
+    below: &str,
+    context: &[ContextItem],
+) -> (crate::bedrock::messages::MessagesRequest, u64, u64) {
+    let prompt = prompts::completion_request(&CompletionInput {
+        language: lang,
+        file_name,
+        prefix: above,
+        suffix: below,
+        context: context.iter().map(|c| c.content.as_str()).collect(),
+    });
+    (
+        prompt.request,
+        estimate_tokens(prompt.report.context_bytes_sent),
+        estimate_tokens(prompt.report.context_bytes_used),
+    )
+}
+
+/// IDE context items as related files (`type == "file"`) and snippets (everything else),
+/// wrapped the way GitLab Rails wraps them for the generation prompt.
+fn related_from_context(items: &[ContextItem]) -> (Vec<String>, Vec<String>) {
+    let mut files = Vec::new();
+    let mut snippets = Vec::new();
+    for item in items.iter().filter(|i| !i.content.trim().is_empty()) {
+        let name = item.name.replace('"', "&quot;");
+        if item.kind == "file" {
+            files.push(format!(
+                "<file_content file_name=\"{name}\">\n{}\n</file_content>\n",
+                item.content
+            ));
+        } else {
+            snippets.push(format!(
+                "<snippet_content name=\"{name}\">\n{}\n</snippet_content>\n",
+                item.content
+            ));
+        }
+    }
+    (files, snippets)
+}
+
+#[cfg(test)]
+mod tests;

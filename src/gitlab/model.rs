@@ -1,0 +1,300 @@
+//! Bedrock model selection from GitLab's self-hosted model identifier.
+//!
+//! Contract: `gitlab-ai-gateway.md` §5.1 (identifier `bedrock/<model>` → LiteLLM provider
+//! `bedrock`, model `<model>`; an identifier without a provider prefix means `custom_openai`)
+//! and `bedrock-and-anchors.md` §E.7 (accepted Bedrock model id forms, 1..=2048 characters).
+//!
+//! Accepted identifiers:
+//! * `bedrock/<id>`, and LiteLLM's route prefixes `bedrock/converse/<id>` and
+//!   `bedrock/invoke/<id>` (the route is stripped: this gateway always uses InvokeModel);
+//! * `<id>` may be a foundation model id (`anthropic.claude-3-5-sonnet-20240620-v1:0`), a
+//!   cross-region inference profile (`us.`/`eu.`/`apac.`/`global.` + foundation id), or an
+//!   ARN (foundation-model, inference-profile, application-inference-profile,
+//!   provisioned-model, ...).
+//!
+//! **Decision:** because the request bodies built here are Anthropic Messages bodies, a
+//! non-ARN id that is not an Anthropic model (e.g. `bedrock/amazon.nova-pro-v1:0`) gets a
+//! clear 400 instead of an opaque Bedrock validation error. ARNs cannot be checked and pass.
+//!
+//! `model_endpoint` / `model_api_key` are never read (the gateway ignores them for Bedrock
+//! too); the api key is never stored or logged.
+
+use super::errors::GitlabError;
+
+/// Maximum length of a Bedrock model identifier (service model `InvokeModelIdentifier`).
+pub const MAX_MODEL_ID_LEN: usize = 2048;
+
+/// Longest piece of a rejected identifier quoted back in an error detail.
+const MAX_ECHO_CHARS: usize = 100;
+
+/// Resolves the Bedrock model id for a request.
+///
+/// `identifier` is GitLab's `model_identifier` / `model_metadata.identifier`; when it is
+/// absent or blank, `default_model` (the filter's configured default, which may be written
+/// with or without the `bedrock/` prefix) is used.
+pub fn bedrock_model_id(
+    identifier: Option<&str>,
+    default_model: Option<&str>,
+) -> Result<String, GitlabError> {
+    match identifier.map(str::trim).filter(|s| !s.is_empty()) {
+        Some(id) => from_identifier(id),
+        None => from_default(default_model),
+    }
+}
+
+fn from_identifier(identifier: &str) -> Result<String, GitlabError> {
+    let Some(rest) = strip_prefix_ignore_case(identifier, "bedrock/") else {
+        return Err(GitlabError::detail(
+            400,
+            &format!(
+                "Model identifier '{}' is not served by this gateway: only bedrock/<model-id> identifiers are supported",
+                echo(identifier)
+            ),
+        ));
+    };
+    let id = strip_route(rest);
+    validate_model_id(id).map_err(|why| {
+        GitlabError::detail(
+            422,
+            &format!("Invalid Bedrock model id in model identifier: {why}"),
+        )
+    })?;
+    check_anthropic(id, identifier)?;
+    Ok(id.to_string())
+}
+
+fn from_default(default_model: Option<&str>) -> Result<String, GitlabError> {
+    let Some(default) = default_model.map(str::trim).filter(|s| !s.is_empty()) else {
+        return Err(GitlabError::detail(
+            422,
+            "No model configured: the request has no model identifier and the gateway has no default model; set the self-hosted model identifier to bedrock/<model-id> in GitLab or configure a default model",
+        ));
+    };
+    let id = match strip_prefix_ignore_case(default, "bedrock/") {
+        Some(rest) => strip_route(rest),
+        None => default,
+    };
+    validate_model_id(id).map_err(|why| {
+        GitlabError::detail(
+            500,
+            &format!("The gateway's default model is invalid: {why}"),
+        )
+    })?;
+    check_anthropic(id, default)?;
+    Ok(id.to_string())
+}
+
+/// Checks a bare Bedrock model id: 1..=2048 characters of `A-Za-z0-9-._:/`.
+/// The error text never quotes the id.
+pub fn validate_model_id(id: &str) -> Result<(), &'static str> {
+    if id.is_empty() {
+        return Err("the model id is empty");
+    }
+    if id.len() > MAX_MODEL_ID_LEN {
+        return Err("the model id is longer than 2048 characters");
+    }
+    let ok = id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':' | b'/'));
+    if !ok {
+        return Err("only letters, digits and - . _ : / are allowed");
+    }
+    Ok(())
+}
+
+/// `converse/<id>` and `invoke/<id>` are LiteLLM route selectors, not part of the id.
+fn strip_route(rest: &str) -> &str {
+    for route in ["converse/", "invoke/"] {
+        if let Some(id) = strip_prefix_ignore_case(rest, route) {
+            return id;
+        }
+    }
+    rest
+}
+
+/// Non-ARN ids must name an Anthropic model, optionally behind a geography prefix
+/// (`us.`, `eu.`, `apac.`, `global.`, or any other short lower-case region group).
+fn check_anthropic(id: &str, shown: &str) -> Result<(), GitlabError> {
+    if id.starts_with("arn:") {
+        return Ok(());
+    }
+    let is_anthropic = id.starts_with("anthropic.")
+        || id.split_once('.').is_some_and(|(geo, rest)| {
+            !geo.is_empty()
+                && geo.len() <= 8
+                && geo.bytes().all(|b| b.is_ascii_lowercase())
+                && rest.starts_with("anthropic.")
+        });
+    if is_anthropic {
+        Ok(())
+    } else {
+        Err(GitlabError::detail(
+            400,
+            &format!(
+                "Model identifier '{}' is not supported by this gateway: only Anthropic Claude models on Amazon Bedrock (or their inference profile / provisioned ARNs) are supported",
+                echo(shown)
+            ),
+        ))
+    }
+}
+
+fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.get(..prefix.len())?;
+    if head.eq_ignore_ascii_case(prefix) {
+        s.get(prefix.len()..)
+    } else {
+        None
+    }
+}
+
+/// A bounded, control-character-free copy of user input for error texts.
+fn echo(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_ECHO_CHARS)
+        .collect();
+    if s.chars()
+        .filter(|c| !c.is_control())
+        .nth(MAX_ECHO_CHARS)
+        .is_some()
+    {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(id: &str) -> String {
+        bedrock_model_id(Some(id), None).unwrap_or_else(|e| panic!("{id}: {}", e.body))
+    }
+
+    fn err(id: Option<&str>, default: Option<&str>) -> GitlabError {
+        bedrock_model_id(id, default).expect_err("should fail")
+    }
+
+    #[test]
+    fn bedrock_forms() {
+        assert_eq!(
+            ok("bedrock/anthropic.claude-3-5-sonnet-20240620-v1:0"),
+            "anthropic.claude-3-5-sonnet-20240620-v1:0"
+        );
+        assert_eq!(
+            ok("  bedrock/us.anthropic.claude-3-7-sonnet-20250219-v1:0 "),
+            "us.anthropic.claude-3-7-sonnet-20250219-v1:0"
+        );
+        for geo in ["eu", "apac", "global", "jp"] {
+            let id = format!("{geo}.anthropic.claude-sonnet-4-20250514-v1:0");
+            assert_eq!(ok(&format!("bedrock/{id}")), id);
+        }
+        assert_eq!(
+            ok("bedrock/converse/anthropic.claude-3-haiku-20240307-v1:0"),
+            "anthropic.claude-3-haiku-20240307-v1:0"
+        );
+        assert_eq!(
+            ok("bedrock/invoke/us.anthropic.claude-3-haiku-20240307-v1:0"),
+            "us.anthropic.claude-3-haiku-20240307-v1:0"
+        );
+        assert_eq!(ok("Bedrock/anthropic.claude-v2"), "anthropic.claude-v2");
+    }
+
+    #[test]
+    fn arn_forms() {
+        for arn in [
+            "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/abc",
+            "arn:aws:bedrock:us-east-1:123456789012:provisioned-model/xyz",
+            "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-3-5-sonnet-20240620-v1:0",
+            "arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-3-5-sonnet-20240620-v1:0",
+            "arn:aws-us-gov:bedrock:us-gov-west-1:123456789012:imported-model/m1",
+        ] {
+            assert_eq!(ok(&format!("bedrock/{arn}")), arn);
+            assert_eq!(ok(&format!("bedrock/invoke/{arn}")), arn);
+        }
+    }
+
+    #[test]
+    fn non_bedrock_identifiers_get_400() {
+        for id in [
+            "custom_openai/gpt-4",
+            "claude-3",
+            "vertex_ai/claude-3-5-sonnet@20240620",
+            "anthropic.claude-3-5-sonnet-20240620-v1:0",
+            "openai/bedrock/anthropic.claude",
+        ] {
+            let e = err(Some(id), Some("bedrock/anthropic.claude-v2"));
+            assert_eq!(e.status, 400, "{id}");
+            let v: serde_json::Value = serde_json::from_str(&e.body).unwrap();
+            assert_eq!(
+                v["detail"],
+                format!("Model identifier '{id}' is not served by this gateway: only bedrock/<model-id> identifiers are supported")
+            );
+        }
+    }
+
+    #[test]
+    fn non_anthropic_bedrock_models_get_400() {
+        for id in [
+            "bedrock/amazon.nova-pro-v1:0",
+            "bedrock/us.meta.llama3-1-70b-instruct-v1:0",
+            "bedrock/mistral.mistral-large-2402-v1:0",
+            "bedrock/averylonggeo.anthropic.claude",
+        ] {
+            let e = err(Some(id), None);
+            assert_eq!(e.status, 400, "{id}");
+            assert!(e.body.contains("only Anthropic Claude models"));
+        }
+    }
+
+    #[test]
+    fn invalid_ids_get_422_without_echo() {
+        let long = format!("bedrock/anthropic.{}", "a".repeat(2040));
+        for id in [
+            "bedrock/",
+            "bedrock/converse/",
+            "bedrock/anthropic.claude v2",
+            "bedrock/anthropic.claude?x=1",
+            "bedrock/anthropic.claude%3A0",
+            "bedrock/anthropic.claudé",
+            long.as_str(),
+        ] {
+            let e = err(Some(id), None);
+            assert_eq!(e.status, 422, "{id}");
+            assert!(e.body.starts_with(r#"{"detail":"Invalid Bedrock model id"#));
+            assert!(!e.body.contains("claude v2"));
+        }
+        // exactly 2048 characters is fine
+        let max = format!("anthropic.{}", "a".repeat(2048 - 10));
+        assert_eq!(ok(&format!("bedrock/{max}")).len(), 2048);
+    }
+
+    #[test]
+    fn default_model_is_used_when_identifier_missing() {
+        for id in [None, Some(""), Some("   ")] {
+            assert_eq!(
+                bedrock_model_id(id, Some("bedrock/anthropic.claude-3-haiku-20240307-v1:0"))
+                    .unwrap(),
+                "anthropic.claude-3-haiku-20240307-v1:0"
+            );
+            assert_eq!(
+                bedrock_model_id(id, Some("us.anthropic.claude-3-haiku-20240307-v1:0")).unwrap(),
+                "us.anthropic.claude-3-haiku-20240307-v1:0"
+            );
+        }
+        let e = err(None, None);
+        assert_eq!(e.status, 422);
+        assert!(e.body.starts_with(r#"{"detail":"No model configured: "#));
+        assert_eq!(err(Some(""), Some("  ")).status, 422);
+        assert_eq!(err(None, Some("bad id")).status, 500);
+    }
+
+    #[test]
+    fn echo_is_bounded() {
+        let id = format!("x/{}\n", "y".repeat(500));
+        let e = err(Some(&id), None);
+        assert!(e.body.len() < 400, "{}", e.body);
+        assert!(!e.body.contains("\\n"));
+    }
+}
