@@ -42,7 +42,9 @@ pub fn validate(body: &[u8]) -> Result<ParsedRequest, String> {
     };
     for key in ["model", "stream"] {
         if obj.contains_key(key) {
-            return Err(malformed(&format!("extraneous key [{key}] is not permitted")));
+            return Err(malformed(&format!(
+                "extraneous key [{key}] is not permitted"
+            )));
         }
     }
     match obj.get("anthropic_version") {
@@ -141,7 +143,11 @@ pub fn validate(body: &[u8]) -> Result<ParsedRequest, String> {
             for s in a {
                 match s.as_str() {
                     Some(s) if !s.is_empty() => out.push(s.to_string()),
-                    _ => return Err("stop_sequences: each stop sequence must be a non-empty string".into()),
+                    _ => {
+                        return Err(
+                            "stop_sequences: each stop sequence must be a non-empty string".into(),
+                        )
+                    }
                 }
             }
             out
@@ -307,9 +313,11 @@ pub fn stream_events(
     ev.push(json!({"type": "message_delta",
         "delta": {"stop_reason": g.stop_reason, "stop_sequence": g.stop_sequence},
         "usage": {"output_tokens": g.output_tokens}}));
-    ev.push(json!({"type": "message_stop", "amazon-bedrock-invocationMetrics": {
+    ev.push(
+        json!({"type": "message_stop", "amazon-bedrock-invocationMetrics": {
         "inputTokenCount": g.input_tokens, "outputTokenCount": g.output_tokens,
-        "invocationLatency": latency_ms, "firstByteLatency": first_byte_ms}}));
+        "invocationLatency": latency_ms, "firstByteLatency": first_byte_ms}}),
+    );
     ev
 }
 
@@ -352,27 +360,74 @@ mod tests {
     fn rejects_bad_shapes() {
         let cases: Vec<(Value, &str)> = vec![
             (json!([]), "JSONObject"),
-            (json!({"max_tokens": 1, "messages": []}), "anthropic_version"),
-            (json!({"anthropic_version": "2023-06-01", "max_tokens": 1, "messages": []}), "not a valid enum"),
-            (json!({"anthropic_version": ANTHROPIC_VERSION, "messages": []}), "max_tokens"),
-            (json!({"anthropic_version": ANTHROPIC_VERSION, "max_tokens": "5", "messages": []}), "Integer"),
-            (json!({"anthropic_version": ANTHROPIC_VERSION, "max_tokens": 0, "messages": []}), "greater"),
-            (json!({"anthropic_version": ANTHROPIC_VERSION, "max_tokens": 1.5, "messages": []}), "Integer"),
-            (json!({"anthropic_version": ANTHROPIC_VERSION, "max_tokens": 5}), "messages"),
-            (json!({"anthropic_version": ANTHROPIC_VERSION, "max_tokens": 5, "messages": {}}), "JSONArray"),
-            (json!({"anthropic_version": ANTHROPIC_VERSION, "max_tokens": 5, "messages": []}), "at least one"),
-            (json!({"anthropic_version": ANTHROPIC_VERSION, "max_tokens": 5, "messages": [{"role": "assistant", "content": "x"}]}), "first message"),
-            (json!({"anthropic_version": ANTHROPIC_VERSION, "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]}), "role"),
-            (json!({"anthropic_version": ANTHROPIC_VERSION, "max_tokens": 5, "messages": [{"role": "user"}]}), "content"),
-            (json!({"anthropic_version": ANTHROPIC_VERSION, "max_tokens": 5, "messages": [{"role": "user", "content": [{"text": "x"}]}]}), "type"),
-            (json!({"anthropic_version": ANTHROPIC_VERSION, "max_tokens": 5, "messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "<new_code> "}]}), "trailing whitespace"),
-            (json!({"anthropic_version": ANTHROPIC_VERSION, "max_tokens": 5, "stop_sequences": [""], "messages": [{"role": "user", "content": "x"}]}), "stop sequence"),
+            (
+                json!({"max_tokens": 1, "messages": []}),
+                "anthropic_version",
+            ),
+            (
+                json!({"anthropic_version": "2023-06-01", "max_tokens": 1, "messages": []}),
+                "not a valid enum",
+            ),
+            (
+                json!({"anthropic_version": ANTHROPIC_VERSION, "messages": []}),
+                "max_tokens",
+            ),
+            (
+                json!({"anthropic_version": ANTHROPIC_VERSION, "max_tokens": "5", "messages": []}),
+                "Integer",
+            ),
+            (
+                json!({"anthropic_version": ANTHROPIC_VERSION, "max_tokens": 0, "messages": []}),
+                "greater",
+            ),
+            (
+                json!({"anthropic_version": ANTHROPIC_VERSION, "max_tokens": 1.5, "messages": []}),
+                "Integer",
+            ),
+            (
+                json!({"anthropic_version": ANTHROPIC_VERSION, "max_tokens": 5}),
+                "messages",
+            ),
+            (
+                json!({"anthropic_version": ANTHROPIC_VERSION, "max_tokens": 5, "messages": {}}),
+                "JSONArray",
+            ),
+            (
+                json!({"anthropic_version": ANTHROPIC_VERSION, "max_tokens": 5, "messages": []}),
+                "at least one",
+            ),
+            (
+                json!({"anthropic_version": ANTHROPIC_VERSION, "max_tokens": 5, "messages": [{"role": "assistant", "content": "x"}]}),
+                "first message",
+            ),
+            (
+                json!({"anthropic_version": ANTHROPIC_VERSION, "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]}),
+                "role",
+            ),
+            (
+                json!({"anthropic_version": ANTHROPIC_VERSION, "max_tokens": 5, "messages": [{"role": "user"}]}),
+                "content",
+            ),
+            (
+                json!({"anthropic_version": ANTHROPIC_VERSION, "max_tokens": 5, "messages": [{"role": "user", "content": [{"text": "x"}]}]}),
+                "type",
+            ),
+            (
+                json!({"anthropic_version": ANTHROPIC_VERSION, "max_tokens": 5, "messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "<new_code> "}]}),
+                "trailing whitespace",
+            ),
+            (
+                json!({"anthropic_version": ANTHROPIC_VERSION, "max_tokens": 5, "stop_sequences": [""], "messages": [{"role": "user", "content": "x"}]}),
+                "stop sequence",
+            ),
         ];
         for (b, want) in cases {
             let e = validate(&body(b.clone())).unwrap_err();
             assert!(e.contains(want), "{b}: {e}");
         }
-        assert!(validate(b"not json").unwrap_err().starts_with("Malformed input request"));
+        assert!(validate(b"not json")
+            .unwrap_err()
+            .starts_with("Malformed input request"));
         assert!(validate(b"").is_err());
         assert!(validate(&[0xff, 0xfe]).is_err());
     }
@@ -455,7 +510,10 @@ mod tests {
                 "message_stop"
             ]
         );
-        assert_eq!(ev[7]["amazon-bedrock-invocationMetrics"]["outputTokenCount"], 3);
+        assert_eq!(
+            ev[7]["amazon-bedrock-invocationMetrics"]["outputTokenCount"],
+            3
+        );
         assert_eq!(ev[6]["delta"]["stop_reason"], "end_turn");
         let m = message_json("msg_bdrk_01x", "m", &g);
         assert_eq!(m["content"][0]["text"], "return a + b");

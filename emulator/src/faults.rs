@@ -108,7 +108,11 @@ pub fn parse(model_id: &str) -> Faults {
                 Some(t) => t,
                 None => return 0,
             };
-            let n: String = digits.chars().take_while(|c| c.is_ascii_digit()).take(9).collect();
+            let n: String = digits
+                .chars()
+                .take_while(|c| c.is_ascii_digit())
+                .take(9)
+                .collect();
             n.parse().unwrap_or(0)
         };
         match name {
@@ -135,7 +139,10 @@ mod tests {
 
     #[test]
     fn plain_model_has_no_faults() {
-        assert_eq!(parse("anthropic.claude-3-5-sonnet-20240620-v1:0"), Faults::default());
+        assert_eq!(
+            parse("anthropic.claude-3-5-sonnet-20240620-v1:0"),
+            Faults::default()
+        );
         assert_eq!(parse(""), Faults::default());
         assert_eq!(parse("fault-"), Faults::default());
         assert_eq!(parse("fault-unknown-fault"), Faults::default());
@@ -166,7 +173,8 @@ mod tests {
 
     #[test]
     fn timing_and_stream_knobs_combine() {
-        let f = parse("anthropic.claude-fault-slow-250-fault-drip-20-fault-split-fault-badcrc-v1:0");
+        let f =
+            parse("anthropic.claude-fault-slow-250-fault-drip-20-fault-split-fault-badcrc-v1:0");
         assert_eq!(f.slow_ms, 250);
         assert_eq!(f.drip_ms, 20);
         assert!(f.split && f.badcrc);
@@ -183,7 +191,10 @@ mod tests {
         assert_eq!(parse("fault-slow").slow_ms, 0);
         assert_eq!(parse("fault-slow-").slow_ms, 0);
         assert_eq!(parse("fault-slow-abc").slow_ms, 0);
-        assert_eq!(parse("fault-slow-99999999999999999999").slow_ms, 999_999_999);
+        assert_eq!(
+            parse("fault-slow-99999999999999999999").slow_ms,
+            999_999_999
+        );
         assert_eq!(parse("fault-drip-12:0").drip_ms, 12);
         assert_eq!(parse("fault-slowfault-drip-5").drip_ms, 5);
         assert_eq!(parse("ü-fault-drip-7ü").drip_ms, 7);

@@ -117,7 +117,11 @@ fn serve(args: &[String]) {
             running.issuer,
             config.access_key_id,
             config.region.as_deref().unwrap_or("(any)"),
-            if config.api_key.is_some() { "on" } else { "off" },
+            if config.api_key.is_some() {
+                "on"
+            } else {
+                "off"
+            },
         );
         {
             let mut out = std::io::stdout().lock();

@@ -83,8 +83,7 @@ pub struct DemoKey {
 
 impl DemoKey {
     fn load(name: &'static str, pem: &str) -> Result<Self, String> {
-        let private =
-            RsaPrivateKey::from_pkcs8_pem(pem).map_err(|e| format!("key {name}: {e}"))?;
+        let private = RsaPrivateKey::from_pkcs8_pem(pem).map_err(|e| format!("key {name}: {e}"))?;
         let public = private.to_public_key();
         let n = URL_SAFE_NO_PAD.encode(public.n().to_bytes_be());
         let e = URL_SAFE_NO_PAD.encode(public.e().to_bytes_be());
@@ -224,7 +223,8 @@ pub struct MintRequest {
 /// is seconds since the Unix epoch.
 pub fn mint(req: &MintRequest, default_iss: &str, now: i64) -> Result<String, String> {
     let key_name = req.key.as_deref().unwrap_or("demo-1");
-    let key = demo_key(key_name).ok_or_else(|| format!("unknown key {key_name:?} (demo-1, demo-2)"))?;
+    let key =
+        demo_key(key_name).ok_or_else(|| format!("unknown key {key_name:?} (demo-1, demo-2)"))?;
     let iat = req.iat.unwrap_or(now);
     let ttl = req.ttl.unwrap_or(3600);
     let aud: Vec<String> = match &req.aud {
@@ -246,7 +246,10 @@ pub fn mint(req: &MintRequest, default_iss: &str, now: i64) -> Result<String, St
     claims.insert("jti".into(), json!(crate::ids::uuid_v4()));
     claims.insert("aud".into(), json!(aud));
     claims.insert("sub".into(), json!(sub));
-    claims.insert("iss".into(), json!(req.iss.as_deref().unwrap_or(default_iss)));
+    claims.insert(
+        "iss".into(),
+        json!(req.iss.as_deref().unwrap_or(default_iss)),
+    );
     claims.insert("iat".into(), json!(iat));
     claims.insert("nbf".into(), json!(req.nbf.unwrap_or(iat - 5)));
     claims.insert("exp".into(), json!(req.exp.unwrap_or(iat + ttl)));
@@ -372,10 +375,7 @@ mod tests {
         assert_eq!(c["sub"], DEMO_INSTANCE_ID);
         assert_eq!(c["gitlab_realm"], "self-managed");
         assert_eq!(c["skip_usage_cutoff"], false);
-        assert_eq!(
-            c["nbf"].as_i64().unwrap(),
-            c["iat"].as_i64().unwrap() - 5
-        );
+        assert_eq!(c["nbf"].as_i64().unwrap(), c["iat"].as_i64().unwrap() - 5);
         assert_eq!(
             c["exp"].as_i64().unwrap(),
             c["iat"].as_i64().unwrap() + 3600
@@ -408,8 +408,10 @@ mod tests {
         .unwrap();
         let token = mint(&req, "unused", now()).unwrap();
         let parts: Vec<&str> = token.split('.').collect();
-        let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
-        let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+        let header: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
+        let claims: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
         assert_eq!(header["kid"], "forged");
         assert_eq!(claims["aud"], json!(["other-aud"]));
         assert_eq!(claims["sub"], "inst-1");
@@ -438,7 +440,10 @@ mod tests {
                 ..Default::default()
             };
             let token = mint(&req, "iss", now()).unwrap();
-            assert!(decode::<Value>(&token, &key, &validation()).is_err(), "{mode}");
+            assert!(
+                decode::<Value>(&token, &key, &validation()).is_err(),
+                "{mode}"
+            );
         }
         let none = mint(
             &MintRequest {

@@ -277,7 +277,13 @@ fn set_header(r: &mut Resp, name: &'static str, value: &str) {
 }
 
 /// A Bedrock/Coral error answer.
-fn aws_error(status: u16, error_type: &str, namespace: &str, message: &str, request_id: &str) -> Resp {
+fn aws_error(
+    status: u16,
+    error_type: &str,
+    namespace: &str,
+    message: &str,
+    request_id: &str,
+) -> Resp {
     let mut r = json_resp(status, &json!({ "message": message }));
     set_header(
         &mut r,
@@ -303,7 +309,10 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Resp, BoxEr
         (_, p) if p.starts_with("/model/") => return bedrock_call(state, req, started).await,
         (&Method::GET, "/healthz") => Ok(json_resp(200, &json!({"status": "ok"}))),
         (&Method::GET, "/.well-known/openid-configuration") => {
-            state.stats.discovery_fetches.fetch_add(1, Ordering::Relaxed);
+            state
+                .stats
+                .discovery_fetches
+                .fetch_add(1, Ordering::Relaxed);
             Ok(oidc_answer(&state, false).await)
         }
         (&Method::GET, "/oauth/discovery/keys") => {
@@ -329,7 +338,10 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Resp, BoxEr
         (&Method::GET, "/_emulator/requests") => {
             let records = lock(&state.records);
             let list: Vec<&Record> = records.iter().collect();
-            Ok(json_resp(200, &serde_json::to_value(list).unwrap_or(Value::Null)))
+            Ok(json_resp(
+                200,
+                &serde_json::to_value(list).unwrap_or(Value::Null),
+            ))
         }
         (&Method::DELETE, "/_emulator/requests") => {
             lock(&state.records).clear();
@@ -339,7 +351,10 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Resp, BoxEr
     };
     if state.verbose {
         if let Ok(r) = &resp {
-            eprintln!("bedrock-emulator: {method} {path} -> {}", r.status().as_u16());
+            eprintln!(
+                "bedrock-emulator: {method} {path} -> {}",
+                r.status().as_u16()
+            );
         }
     }
     resp
@@ -647,11 +662,20 @@ async fn bedrock_call(
     rec.canonical_request = auth.canonical_request;
     rec.string_to_sign = auth.string_to_sign;
     if let Some((kind, message)) = auth.error {
-        state.stats.signature_failures.fetch_add(1, Ordering::Relaxed);
+        state
+            .stats
+            .signature_failures
+            .fetch_add(1, Ordering::Relaxed);
         rec.status = kind.status();
         rec.error = Some(format!("{}: {message}", kind.error_type()));
         record(&state, rec);
-        return Ok(aws_error(kind.status(), kind.error_type(), NS_CORAL, &message, &request_id));
+        return Ok(aws_error(
+            kind.status(),
+            kind.error_type(),
+            NS_CORAL,
+            &message,
+            &request_id,
+        ));
     }
     rec.signature_valid = true;
 
@@ -677,7 +701,13 @@ async fn bedrock_call(
         rec.status = s.status;
         rec.error = Some(format!("{}: {}", s.error_type, s.message));
         record(&state, rec);
-        return Ok(aws_error(s.status, s.error_type, NS_BEDROCK, s.message, &request_id));
+        return Ok(aws_error(
+            s.status,
+            s.error_type,
+            NS_BEDROCK,
+            s.message,
+            &request_id,
+        ));
     }
     let parsed: ParsedRequest = match bedrock::validate(&body) {
         Ok(p) => p,
@@ -685,7 +715,13 @@ async fn bedrock_call(
             rec.status = 400;
             rec.error = Some(format!("ValidationException: {message}"));
             record(&state, rec);
-            return Ok(aws_error(400, "ValidationException", NS_BEDROCK, &message, &request_id));
+            return Ok(aws_error(
+                400,
+                "ValidationException",
+                NS_BEDROCK,
+                &message,
+                &request_id,
+            ));
         }
     };
     let reply = state

@@ -283,7 +283,10 @@ impl Verifier {
         }
         if self.require_signed_token
             && !header_values(input.headers, "x-amz-security-token").is_empty()
-            && !auth.signed_headers.iter().any(|h| h == "x-amz-security-token")
+            && !auth
+                .signed_headers
+                .iter()
+                .any(|h| h == "x-amz-security-token")
         {
             return Err(SigError::new(
                 SigErrorKind::InvalidSignature,
@@ -494,7 +497,10 @@ pub fn header_values<'h>(headers: &'h [(String, String)], name: &str) -> Vec<&'h
 pub fn canonical_header_value(v: &str) -> String {
     let mut out = String::with_capacity(v.len());
     let mut pending_space = false;
-    for c in v.trim_matches(|c: char| c == ' ' || c == '\t' || c == '\r' || c == '\n').chars() {
+    for c in v
+        .trim_matches(|c: char| c == ' ' || c == '\t' || c == '\r' || c == '\n')
+        .chars()
+    {
         if c == ' ' || c == '\t' || c == '\r' || c == '\n' {
             pending_space = true;
         } else {

@@ -153,7 +153,11 @@ fn aws_test_suite_every_case() {
         // Using the opposite normalisation flag must still behave per flag.
         let other = canonical_request(&req.input(), &signed, !normalize, &hex_sha256(&req.body));
         let path_is_plain = normalize_path(&req.path) == req.path;
-        assert_eq!(other == creq, path_is_plain, "{name}: normalize flag effect");
+        assert_eq!(
+            other == creq,
+            path_is_plain,
+            "{name}: normalize flag effect"
+        );
         checked += 1;
     }
     assert_eq!(checked, dirs.len());
@@ -340,12 +344,17 @@ fn clock_window_is_15_minutes() {
     let err = v.verify(&req.input(), now + 901).unwrap_err();
     assert_eq!(err.kind, SigErrorKind::InvalidSignature);
     assert!(
-        err.message.starts_with("Signature expired: 20261127T104918Z is now earlier than"),
+        err.message
+            .starts_with("Signature expired: 20261127T104918Z is now earlier than"),
         "{}",
         err.message
     );
     let err = v.verify(&req.input(), now - 901).unwrap_err();
-    assert!(err.message.starts_with("Signature not yet current"), "{}", err.message);
+    assert!(
+        err.message.starts_with("Signature not yet current"),
+        "{}",
+        err.message
+    );
 }
 
 #[test]
@@ -379,7 +388,9 @@ fn scope_checks() {
     let a = auth_of(&req).replace("/20261127/", "/20261126/");
     set_header(&mut req, "Authorization", &a);
     let err = v.verify(&req.input(), now).unwrap_err();
-    assert!(err.message.starts_with("Date in Credential scope does not match"));
+    assert!(err
+        .message
+        .starts_with("Date in Credential scope does not match"));
 
     let (mut req, v, now) = base_case();
     let a = auth_of(&req).replace("aws4_request", "aws5_request");
@@ -445,7 +456,12 @@ fn missing_or_bad_amz_date() {
         v.verify(&req.input(), now).unwrap_err().kind,
         SigErrorKind::IncompleteSignature
     );
-    for bad in ["2026-11-27T10:49:18Z", "20261327T104918Z", "20261127T104918", "２０２６"] {
+    for bad in [
+        "2026-11-27T10:49:18Z",
+        "20261327T104918Z",
+        "20261127T104918",
+        "２０２６",
+    ] {
         let (mut req, v, now) = base_case();
         set_header(&mut req, "X-Amz-Date", bad);
         assert!(v.verify(&req.input(), now).is_err(), "{bad}");
@@ -455,8 +471,14 @@ fn missing_or_bad_amz_date() {
 #[test]
 fn canonical_pieces() {
     assert_eq!(canonical_uri("", true), "/");
-    assert_eq!(canonical_uri("/model/a%3Ab/invoke", true), "/model/a%253Ab/invoke");
-    assert_eq!(canonical_uri("/model/a:b/invoke", true), "/model/a%3Ab/invoke");
+    assert_eq!(
+        canonical_uri("/model/a%3Ab/invoke", true),
+        "/model/a%253Ab/invoke"
+    );
+    assert_eq!(
+        canonical_uri("/model/a:b/invoke", true),
+        "/model/a%3Ab/invoke"
+    );
     assert_eq!(canonical_uri("/a b/ü", false), "/a%20b/%C3%BC");
     assert_eq!(normalize_path("/a/./b/../c//"), "/a/c/");
     assert_eq!(normalize_path("/../../"), "/");
