@@ -7,7 +7,8 @@
 //! `msg_bdrk_` ids, usage, the six stream event kinds and
 //! `amazon-bedrock-invocationMetrics`).
 
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 
 /// The only `anthropic_version` Bedrock accepts for Claude Messages.
 pub const ANTHROPIC_VERSION: &str = "bedrock-2023-05-31";
@@ -247,21 +248,112 @@ pub fn generate(reply: &str, req: &ParsedRequest) -> Generation {
     }
 }
 
-/// The InvokeModel response body.
-pub fn message_json(id: &str, model: &str, g: &Generation) -> Value {
-    json!({
-        "id": id,
-        "type": "message",
-        "role": "assistant",
-        "model": model,
-        "content": [{"type": "text", "text": g.text}],
-        "stop_reason": g.stop_reason,
-        "stop_sequence": g.stop_sequence,
-        "usage": {
-            "input_tokens": g.input_tokens,
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0,
-            "output_tokens": g.output_tokens,
+#[derive(Serialize)]
+struct TextBlock<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    text: &'a str,
+}
+
+#[derive(Serialize)]
+struct Usage {
+    input_tokens: u64,
+    cache_creation_input_tokens: u64,
+    cache_read_input_tokens: u64,
+    output_tokens: u64,
+}
+
+/// Anthropic `Message` with fields in the order Anthropic/Bedrock send them.
+#[derive(Serialize)]
+struct MessageOut<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    role: &'static str,
+    model: &'a str,
+    content: Vec<TextBlock<'a>>,
+    stop_reason: Option<&'a str>,
+    stop_sequence: Option<&'a str>,
+    usage: Usage,
+}
+
+#[derive(Serialize)]
+struct TextDelta<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    text: &'a str,
+}
+
+#[derive(Serialize)]
+struct StopDelta<'a> {
+    stop_reason: &'a str,
+    stop_sequence: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct DeltaUsage {
+    output_tokens: u64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct InvocationMetrics {
+    input_token_count: u64,
+    output_token_count: u64,
+    invocation_latency: u64,
+    first_byte_latency: u64,
+}
+
+/// Anthropic stream events; `type` is serialised first.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Event<'a> {
+    MessageStart {
+        message: MessageOut<'a>,
+    },
+    ContentBlockStart {
+        index: u32,
+        content_block: TextBlock<'a>,
+    },
+    ContentBlockDelta {
+        index: u32,
+        delta: TextDelta<'a>,
+    },
+    ContentBlockStop {
+        index: u32,
+    },
+    MessageDelta {
+        delta: StopDelta<'a>,
+        usage: DeltaUsage,
+    },
+    MessageStop {
+        #[serde(rename = "amazon-bedrock-invocationMetrics")]
+        metrics: InvocationMetrics,
+    },
+}
+
+fn to_json<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+/// The InvokeModel response body (JSON text, Anthropic field order).
+pub fn message_json(id: &str, model: &str, g: &Generation) -> String {
+    to_json(&MessageOut {
+        id,
+        kind: "message",
+        role: "assistant",
+        model,
+        content: vec![TextBlock {
+            kind: "text",
+            text: &g.text,
+        }],
+        stop_reason: Some(g.stop_reason),
+        stop_sequence: g.stop_sequence.as_deref(),
+        usage: Usage {
+            input_tokens: g.input_tokens,
+            cache_creation_input_tokens: 0,
+            cache_read_input_tokens: 0,
+            output_tokens: g.output_tokens,
         },
     })
 }
@@ -286,8 +378,8 @@ pub fn split_deltas(text: &str) -> Vec<&str> {
     out
 }
 
-/// The Anthropic stream events (as JSON values) for one generation, in order:
-/// message_start, content_block_start, content_block_delta…,
+/// The Anthropic stream events (JSON text each) for one generation, in
+/// order: message_start, content_block_start, content_block_delta…,
 /// content_block_stop, message_delta, message_stop.
 pub fn stream_events(
     id: &str,
@@ -295,35 +387,67 @@ pub fn stream_events(
     g: &Generation,
     latency_ms: u64,
     first_byte_ms: u64,
-) -> Vec<Value> {
+) -> Vec<String> {
     let mut ev = vec![
-        json!({"type": "message_start", "message": {
-            "id": id, "type": "message", "role": "assistant", "model": model,
-            "content": [], "stop_reason": null, "stop_sequence": null,
-            "usage": {"input_tokens": g.input_tokens, "cache_creation_input_tokens": 0,
-                      "cache_read_input_tokens": 0, "output_tokens": 1}}}),
-        json!({"type": "content_block_start", "index": 0,
-               "content_block": {"type": "text", "text": ""}}),
+        to_json(&Event::MessageStart {
+            message: MessageOut {
+                id,
+                kind: "message",
+                role: "assistant",
+                model,
+                content: Vec::new(),
+                stop_reason: None,
+                stop_sequence: None,
+                usage: Usage {
+                    input_tokens: g.input_tokens,
+                    cache_creation_input_tokens: 0,
+                    cache_read_input_tokens: 0,
+                    output_tokens: 1,
+                },
+            },
+        }),
+        to_json(&Event::ContentBlockStart {
+            index: 0,
+            content_block: TextBlock {
+                kind: "text",
+                text: "",
+            },
+        }),
     ];
     for piece in split_deltas(&g.text) {
-        ev.push(json!({"type": "content_block_delta", "index": 0,
-                       "delta": {"type": "text_delta", "text": piece}}));
+        ev.push(to_json(&Event::ContentBlockDelta {
+            index: 0,
+            delta: TextDelta {
+                kind: "text_delta",
+                text: piece,
+            },
+        }));
     }
-    ev.push(json!({"type": "content_block_stop", "index": 0}));
-    ev.push(json!({"type": "message_delta",
-        "delta": {"stop_reason": g.stop_reason, "stop_sequence": g.stop_sequence},
-        "usage": {"output_tokens": g.output_tokens}}));
-    ev.push(
-        json!({"type": "message_stop", "amazon-bedrock-invocationMetrics": {
-        "inputTokenCount": g.input_tokens, "outputTokenCount": g.output_tokens,
-        "invocationLatency": latency_ms, "firstByteLatency": first_byte_ms}}),
-    );
+    ev.push(to_json(&Event::ContentBlockStop { index: 0 }));
+    ev.push(to_json(&Event::MessageDelta {
+        delta: StopDelta {
+            stop_reason: g.stop_reason,
+            stop_sequence: g.stop_sequence.as_deref(),
+        },
+        usage: DeltaUsage {
+            output_tokens: g.output_tokens,
+        },
+    }));
+    ev.push(to_json(&Event::MessageStop {
+        metrics: InvocationMetrics {
+            input_token_count: g.input_tokens,
+            output_token_count: g.output_tokens,
+            invocation_latency: latency_ms,
+            first_byte_latency: first_byte_ms,
+        },
+    }));
     ev
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn body(v: Value) -> Vec<u8> {
         serde_json::to_vec(&v).unwrap()
@@ -495,7 +619,13 @@ mod tests {
     fn stream_event_sequence() {
         let p = validate(&body(ok_body())).unwrap();
         let g = generate(DEFAULT_REPLY, &p);
-        let ev = stream_events("msg_bdrk_01x", "m", &g, 10, 5);
+        let ev: Vec<Value> = stream_events("msg_bdrk_01x", "m", &g, 10, 5)
+            .iter()
+            .map(|e| serde_json::from_str(e).unwrap())
+            .collect();
+        for e in stream_events("msg_bdrk_01x", "m", &g, 10, 5) {
+            assert!(e.starts_with(r#"{"type":""#), "{e}");
+        }
         let types: Vec<&str> = ev.iter().map(|e| e["type"].as_str().unwrap()).collect();
         assert_eq!(
             types,
@@ -515,7 +645,9 @@ mod tests {
             3
         );
         assert_eq!(ev[6]["delta"]["stop_reason"], "end_turn");
-        let m = message_json("msg_bdrk_01x", "m", &g);
+        let text = message_json("msg_bdrk_01x", "m", &g);
+        assert!(text.starts_with(r#"{"id":"msg_bdrk_01x","type":"message","role":"assistant","model":"m","content":[{"type":"text","#), "{text}");
+        let m: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(m["content"][0]["text"], "return a + b");
         assert_eq!(m["stop_sequence"], Value::Null);
     }

@@ -8,6 +8,8 @@
 //! [`bedrock`] (validation and fake generation), [`faults`] (model-id knobs),
 //! [`oidc`] (keys, JWKS, minting), [`server`] (HTTP surface), [`ids`].
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod bedrock;
 pub mod eventstream;
 pub mod faults;

@@ -735,7 +735,7 @@ async fn bedrock_call(
 
     if !stream {
         let latency = started.elapsed().as_millis() as u64;
-        let body = bedrock::message_json(&msg_id, &model_id, &generation).to_string();
+        let body = bedrock::message_json(&msg_id, &model_id, &generation);
         let mut r = full(200, "application/json", body);
         set_header(&mut r, "x-amzn-requestid", &request_id);
         set_header(
@@ -784,8 +784,7 @@ async fn stream_frames(
     let latency = first_byte + f.drip_ms.saturating_mul(n_events) + 1;
     let events = bedrock::stream_events(&msg_id, &model_id, &g, latency, first_byte);
     let last = events.len().saturating_sub(1);
-    for (i, ev) in events.iter().enumerate() {
-        let json = ev.to_string();
+    for (i, json) in events.iter().enumerate() {
         if f.midstream && i == 4 {
             let frame = eventstream::exception_frame(
                 "modelStreamErrorException",

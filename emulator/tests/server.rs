@@ -3,6 +3,8 @@
 //! signer the filter uses), so the emulator's independent verifier is checked
 //! against it; streams are decoded with `aws-smithy-eventstream`.
 
+#![allow(clippy::unwrap_used)]
+
 use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
 use aws_smithy_eventstream::frame::{DecodedFrame, MessageFrameDecoder};
@@ -241,11 +243,10 @@ fn decode_stream(chunks: &[Vec<u8>]) -> Result<Vec<Message>, String> {
     let mut out = Vec::new();
     for c in chunks {
         buf.extend_from_slice(c);
-        loop {
-            match dec.decode_frame(&mut buf).map_err(|e| e.to_string())? {
-                DecodedFrame::Complete(m) => out.push(m),
-                DecodedFrame::Incomplete => break,
-            }
+        while let DecodedFrame::Complete(m) =
+            dec.decode_frame(&mut buf).map_err(|e| e.to_string())?
+        {
+            out.push(m);
         }
     }
     if !buf.is_empty() {
