@@ -41,6 +41,8 @@ use tokio::sync::{mpsc, oneshot};
 pub const MAX_BODY: usize = 25_000_000;
 /// How many Bedrock requests the recorder keeps.
 pub const RECORD_LIMIT: usize = 200;
+/// Recorded bodies are cut to this many bytes (`body_bytes` keeps the size).
+pub const RECORD_BODY_LIMIT: usize = 1 << 20;
 
 /// Everything `serve` can be configured with.
 #[derive(Debug, Clone)]
@@ -104,6 +106,7 @@ struct Record {
     query: String,
     headers: BTreeMap<String, String>,
     body: String,
+    body_bytes: usize,
     model_id: String,
     operation: String,
     auth: &'static str,
@@ -631,7 +634,8 @@ async fn bedrock_call(
         path: raw_path.clone(),
         query: raw_query.clone(),
         headers: header_map,
-        body: String::from_utf8_lossy(&body).into_owned(),
+        body: String::from_utf8_lossy(&body[..body.len().min(RECORD_BODY_LIMIT)]).into_owned(),
+        body_bytes: body.len(),
         model_id: model_id.clone(),
         operation: operation.to_string(),
         auth: "none",
