@@ -1,0 +1,687 @@
+//! End-to-end tests of the `bedrock-emulator` binary over real TCP with a
+//! tiny std-only HTTP/1.1 client. Requests are signed with `aws-sigv4` (the
+//! signer the filter uses), so the emulator's independent verifier is checked
+//! against it; streams are decoded with `aws-smithy-eventstream`.
+
+#![allow(clippy::unwrap_used)]
+
+use aws_credential_types::Credentials;
+use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
+use aws_smithy_eventstream::frame::{DecodedFrame, MessageFrameDecoder};
+use aws_smithy_runtime_api::client::identity::Identity;
+use aws_smithy_types::event_stream::{HeaderValue, Message};
+use base64::Engine as _;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+const AKID: &str = "AKIDTEST";
+const SECRET: &str = "test/secret/key";
+const REGION: &str = "us-east-1";
+const MODEL: &str = "anthropic.claude-3-5-sonnet-20240620-v1%3A0";
+
+struct Emulator {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(extra: &[&str]) -> Emulator {
+    let mut args = vec![
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--access-key-id",
+        AKID,
+        "--secret-access-key",
+        SECRET,
+        "--region",
+        REGION,
+        "--api-key",
+        "bedrock-api-key-123",
+    ];
+    args.extend_from_slice(extra);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bedrock-emulator"))
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn emulator");
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("bedrock-emulator listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    Emulator { child, addr }
+}
+
+#[derive(Debug)]
+struct Resp {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    /// Transfer-encoding chunks, when chunked.
+    chunks: Vec<Vec<u8>>,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+/// Send one HTTP/1.1 request with `Connection: close` and read the answer.
+/// `Err` when the server closed without answering.
+fn raw_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Result<Resp, String> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\n");
+    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+        req.push_str(&format!("host: {addr}\r\n"));
+    }
+    for (n, v) in headers {
+        req.push_str(&format!("{n}: {v}\r\n"));
+    }
+    req.push_str(&format!(
+        "content-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    ));
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    if raw.is_empty() {
+        return Err("connection closed without an answer".into());
+    }
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("no header end")?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let mut rest = &raw[split + 4..];
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines.next().unwrap()[9..12].parse().unwrap();
+    let headers: Vec<(String, String)> = lines
+        .map(|l| {
+            let (n, v) = l.split_once(':').unwrap();
+            (n.trim().to_lowercase(), v.trim().to_string())
+        })
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"));
+    let mut chunks = Vec::new();
+    let body = if chunked {
+        let mut body = Vec::new();
+        loop {
+            let eol = rest
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .ok_or("bad chunk")?;
+            let size = usize::from_str_radix(std::str::from_utf8(&rest[..eol]).unwrap().trim(), 16)
+                .map_err(|e| e.to_string())?;
+            rest = &rest[eol + 2..];
+            if size == 0 {
+                break;
+            }
+            chunks.push(rest[..size].to_vec());
+            body.extend_from_slice(&rest[..size]);
+            rest = &rest[size + 2..];
+        }
+        body
+    } else {
+        rest.to_vec()
+    };
+    Ok(Resp {
+        status,
+        headers,
+        body,
+        chunks,
+    })
+}
+
+fn get(addr: &str, path: &str) -> Resp {
+    raw_request(addr, "GET", path, &[], b"").unwrap()
+}
+
+fn post_json(addr: &str, path: &str, v: &Value) -> Resp {
+    raw_request(
+        addr,
+        "POST",
+        path,
+        &[("content-type".into(), "application/json".into())],
+        v.to_string().as_bytes(),
+    )
+    .unwrap()
+}
+
+/// Sign with aws-sigv4 (service `bedrock`) and return all headers to send.
+fn signed_headers(addr: &str, path: &str, body: &[u8], secret: &str) -> Vec<(String, String)> {
+    let url = format!("http://{addr}{path}");
+    let base = vec![
+        ("content-type".to_string(), "application/json".to_string()),
+        ("accept".to_string(), "application/json".to_string()),
+    ];
+    let identity: Identity = Credentials::new(AKID, secret, None, None, "test").into();
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region(REGION)
+        .name("bedrock")
+        .time(SystemTime::now())
+        .settings(SigningSettings::default())
+        .build()
+        .unwrap()
+        .into();
+    let signable = SignableRequest::new(
+        "POST",
+        url.as_str(),
+        base.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+        SignableBody::Bytes(body),
+    )
+    .unwrap();
+    let (instructions, _sig) = sign(signable, &params).unwrap().into_parts();
+    let mut out = base.clone();
+    for (n, v) in instructions.headers() {
+        out.push((n.to_string(), v.to_string()));
+    }
+    out
+}
+
+fn invoke_body() -> Vec<u8> {
+    json!({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 128,
+           "system": "Complete the code.",
+           "messages": [{"role": "user", "content": "<prefix>def add(a, b):\n    </prefix>"}]})
+    .to_string()
+    .into_bytes()
+}
+
+fn bedrock(addr: &str, model: &str, op: &str, body: &[u8]) -> Result<Resp, String> {
+    let path = format!("/model/{model}/{op}");
+    let headers = signed_headers(addr, &path, body, SECRET);
+    raw_request(addr, "POST", &path, &headers, body)
+}
+
+fn header_str<'m>(m: &'m Message, name: &str) -> Option<&'m str> {
+    m.headers()
+        .iter()
+        .find(|h| h.name().as_str() == name)
+        .and_then(|h| match h.value() {
+            HeaderValue::String(s) => Some(s.as_str()),
+            _ => None,
+        })
+}
+
+/// Decode an event-stream body with an independent decoder, feeding it the
+/// HTTP chunks one by one. Returns messages, or the decoder error.
+fn decode_stream(chunks: &[Vec<u8>]) -> Result<Vec<Message>, String> {
+    let mut dec = MessageFrameDecoder::new();
+    let mut buf = bytes::BytesMut::new();
+    let mut out = Vec::new();
+    for c in chunks {
+        buf.extend_from_slice(c);
+        while let DecodedFrame::Complete(m) =
+            dec.decode_frame(&mut buf).map_err(|e| e.to_string())?
+        {
+            out.push(m);
+        }
+    }
+    if !buf.is_empty() {
+        return Err(format!("{} trailing bytes", buf.len()));
+    }
+    Ok(out)
+}
+
+fn anthropic_events(msgs: &[Message]) -> Vec<Value> {
+    msgs.iter()
+        .filter(|m| header_str(m, ":message-type") == Some("event"))
+        .map(|m| {
+            let p: Value = serde_json::from_slice(m.payload()).unwrap();
+            let b = base64::engine::general_purpose::STANDARD
+                .decode(p["bytes"].as_str().unwrap())
+                .unwrap();
+            assert!(p["p"].is_string());
+            serde_json::from_slice(&b).unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn signed_invoke_stream_records_and_oidc() {
+    let emu = start(&[]);
+    let a = emu.addr.as_str();
+    assert_eq!(get(a, "/healthz").status, 200);
+
+    // InvokeModel, signed by aws-sigv4 with %3A in the path.
+    let r = bedrock(a, MODEL, "invoke", &invoke_body()).unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.header("x-amzn-requestid").unwrap().len(), 36);
+    assert!(r.header("x-amzn-bedrock-invocation-latency").is_some());
+    assert_eq!(r.header("x-amzn-bedrock-output-token-count"), Some("3"));
+    let m = r.json();
+    assert!(m["id"].as_str().unwrap().starts_with("msg_bdrk_"));
+    assert_eq!(m["type"], "message");
+    assert_eq!(m["role"], "assistant");
+    assert_eq!(m["model"], "anthropic.claude-3-5-sonnet-20240620-v1:0");
+    assert_eq!(m["content"][0]["text"], "return a + b");
+    assert_eq!(m["stop_reason"], "end_turn");
+    assert_eq!(
+        r.header("x-amzn-bedrock-input-token-count").unwrap(),
+        m["usage"]["input_tokens"].to_string()
+    );
+
+    // InvokeModelWithResponseStream.
+    let r = bedrock(a, MODEL, "invoke-with-response-stream", &invoke_body()).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/vnd.amazon.eventstream")
+    );
+    assert_eq!(
+        r.header("x-amzn-bedrock-content-type"),
+        Some("application/json")
+    );
+    assert!(r.header("x-amzn-requestid").is_some());
+    let msgs = decode_stream(&r.chunks).unwrap();
+    assert_eq!(r.chunks.len(), msgs.len(), "one HTTP chunk per frame");
+    for m in &msgs {
+        assert_eq!(header_str(m, ":event-type"), Some("chunk"));
+        assert_eq!(header_str(m, ":content-type"), Some("application/json"));
+    }
+    let events = anthropic_events(&msgs);
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types.first(), Some(&"message_start"));
+    assert_eq!(types.last(), Some(&"message_stop"));
+    assert!(
+        types
+            .iter()
+            .filter(|t| **t == "content_block_delta")
+            .count()
+            >= 3
+    );
+    let text: String = events
+        .iter()
+        .filter(|e| e["type"] == "content_block_delta")
+        .map(|e| e["delta"]["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(text, "return a + b");
+    let stop = events.last().unwrap();
+    assert_eq!(
+        stop["amazon-bedrock-invocationMetrics"]["outputTokenCount"],
+        3
+    );
+
+    // Recorder.
+    let recs = get(a, "/_emulator/requests").json();
+    let recs = recs.as_array().unwrap();
+    assert_eq!(recs.len(), 2);
+    assert_eq!(recs[0]["path"], format!("/model/{MODEL}/invoke"));
+    assert_eq!(recs[0]["method"], "POST");
+    assert_eq!(recs[0]["signature_valid"], true);
+    assert_eq!(recs[0]["error"], Value::Null);
+    assert_eq!(
+        recs[0]["model_id"],
+        "anthropic.claude-3-5-sonnet-20240620-v1:0"
+    );
+    assert!(recs[0]["headers"]["authorization"]
+        .as_str()
+        .unwrap()
+        .starts_with("AWS4-HMAC-SHA256 Credential=AKIDTEST/"));
+    assert!(recs[0]["body"]
+        .as_str()
+        .unwrap()
+        .contains("bedrock-2023-05-31"));
+    assert!(recs[1]["canonical_request"]
+        .as_str()
+        .unwrap()
+        .contains("v1%253A0/invoke-with-response-stream"));
+    assert_eq!(
+        raw_request(a, "DELETE", "/_emulator/requests", &[], b"")
+            .unwrap()
+            .status,
+        200
+    );
+    assert_eq!(get(a, "/_emulator/requests").json(), json!([]));
+
+    // OIDC discovery + JWKS.
+    let issuer = format!("http://{a}");
+    let d = get(a, "/.well-known/openid-configuration");
+    assert_eq!(d.status, 200);
+    let dj = d.json();
+    assert_eq!(dj["issuer"], issuer);
+    assert_eq!(dj["jwks_uri"], format!("{issuer}/oauth/discovery/keys"));
+    let k = get(a, "/oauth/discovery/keys");
+    assert_eq!(k.status, 200);
+    assert_eq!(k.header("content-type"), Some("application/json"));
+    assert_eq!(
+        k.header("cache-control"),
+        Some("max-age=86400, public, must-revalidate, no-transform")
+    );
+    let jwks = k.json();
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 1);
+
+    // Mint over HTTP and verify with the served JWKS.
+    let t = post_json(a, "/_emulator/mint", &json!({"scopes": ["complete_code"]}));
+    assert_eq!(t.status, 200);
+    let token = t.json()["token"].as_str().unwrap().to_string();
+    let header = jsonwebtoken::decode_header(&token).unwrap();
+    let set: jsonwebtoken::jwk::JwkSet = serde_json::from_value(jwks.clone()).unwrap();
+    let jwk = set.find(header.kid.as_deref().unwrap()).unwrap();
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    v.set_audience(&["gitlab-ai-gateway"]);
+    let data = jsonwebtoken::decode::<Value>(
+        &token,
+        &jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap(),
+        &v,
+    )
+    .unwrap();
+    assert_eq!(data.claims["iss"], issuer);
+    assert_eq!(data.claims["scopes"], json!(["complete_code"]));
+
+    // Rotate to demo-2, shorten max-age, then go down.
+    let s = post_json(
+        a,
+        "/_emulator/oidc",
+        &json!({"active_keys": ["demo-2"], "max_age": 60}),
+    );
+    assert_eq!(s.status, 200);
+    let k2 = get(a, "/oauth/discovery/keys");
+    assert_eq!(
+        k2.header("cache-control"),
+        Some("max-age=60, public, must-revalidate, no-transform")
+    );
+    assert_ne!(k2.json()["keys"][0]["kid"], jwks["keys"][0]["kid"]);
+    assert_eq!(
+        post_json(a, "/_emulator/oidc", &json!({"active_keys": ["nope"]})).status,
+        400
+    );
+    post_json(a, "/_emulator/oidc", &json!({"down": true}));
+    assert_eq!(get(a, "/oauth/discovery/keys").status, 503);
+    assert_eq!(get(a, "/.well-known/openid-configuration").status, 503);
+    post_json(
+        a,
+        "/_emulator/oidc",
+        &json!({"down": false, "delay_ms": 300}),
+    );
+    let t0 = Instant::now();
+    assert_eq!(get(a, "/oauth/discovery/keys").status, 200);
+    assert!(t0.elapsed() >= Duration::from_millis(300));
+
+    let stats = get(a, "/_emulator/stats").json();
+    assert_eq!(
+        stats,
+        json!({"discovery_fetches": 2, "jwks_fetches": 4, "invocations": 2, "signature_failures": 0})
+    );
+
+    let nf = get(a, "/nope");
+    assert_eq!(nf.status, 404);
+    assert_eq!(nf.json(), json!({"message": "not found"}));
+}
+
+#[test]
+fn authentication_failures() {
+    let emu = start(&[]);
+    let a = emu.addr.as_str();
+    let path = format!("/model/{MODEL}/invoke");
+    let body = invoke_body();
+
+    // Tampered body after signing.
+    let headers = signed_headers(a, &path, &body, SECRET);
+    let mut tampered = body.clone();
+    tampered.push(b' ');
+    let r = raw_request(a, "POST", &path, &headers, &tampered).unwrap();
+    assert_eq!(r.status, 403);
+    assert_eq!(
+        r.header("x-amzn-errortype"),
+        Some(
+            "InvalidSignatureException:http://internal.amazon.com/coral/com.amazon.coral.service/"
+        )
+    );
+    assert_eq!(
+        r.json(),
+        json!({"message": "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details."})
+    );
+
+    // Wrong secret.
+    let headers = signed_headers(a, &path, &body, "wrong");
+    let r = raw_request(a, "POST", &path, &headers, &body).unwrap();
+    assert_eq!(r.status, 403);
+
+    // Unknown access key.
+    let headers: Vec<(String, String)> = signed_headers(a, &path, &body, SECRET)
+        .into_iter()
+        .map(|(n, v)| (n, v.replace("AKIDTEST", "AKIDOTHER")))
+        .collect();
+    let r = raw_request(a, "POST", &path, &headers, &body).unwrap();
+    assert_eq!(r.status, 403);
+    assert!(r
+        .header("x-amzn-errortype")
+        .unwrap()
+        .starts_with("UnrecognizedClientException:"));
+    assert_eq!(
+        r.json()["message"],
+        "The security token included in the request is invalid."
+    );
+
+    // Signed for a raw ':' but sent with %3A (or vice versa) must fail.
+    let raw_colon = path.replace("%3A", ":");
+    let headers = signed_headers(a, &raw_colon, &body, SECRET);
+    let r = raw_request(a, "POST", &path, &headers, &body).unwrap();
+    assert_eq!(r.status, 403);
+
+    // No Authorization at all.
+    let r = raw_request(a, "POST", &path, &[], &body).unwrap();
+    assert_eq!(r.status, 403);
+
+    // Bedrock API key.
+    let ok = raw_request(
+        a,
+        "POST",
+        &path,
+        &[("authorization".into(), "Bearer bedrock-api-key-123".into())],
+        &body,
+    )
+    .unwrap();
+    assert_eq!(ok.status, 200);
+    let bad = raw_request(
+        a,
+        "POST",
+        &path,
+        &[("authorization".into(), "Bearer nope".into())],
+        &body,
+    )
+    .unwrap();
+    assert_eq!(bad.status, 403);
+
+    let stats = get(a, "/_emulator/stats").json();
+    assert_eq!(stats["signature_failures"], 6);
+    assert_eq!(stats["invocations"], 7);
+    let recs = get(a, "/_emulator/requests").json();
+    let recs = recs.as_array().unwrap();
+    assert_eq!(recs.len(), 7);
+    assert_eq!(recs[0]["signature_valid"], false);
+    assert!(recs[0]["error"]
+        .as_str()
+        .unwrap()
+        .starts_with("InvalidSignatureException"));
+    assert!(recs[0]["canonical_request"].is_string());
+    assert_eq!(recs[5]["auth"], "bearer");
+    assert_eq!(recs[5]["signature_valid"], true);
+}
+
+#[test]
+fn validation_and_faults() {
+    let emu = start(&[]);
+    let a = emu.addr.as_str();
+
+    // Extraneous key.
+    let mut b: Value = serde_json::from_slice(&invoke_body()).unwrap();
+    b["model"] = json!("x");
+    let r = bedrock(a, MODEL, "invoke", b.to_string().as_bytes()).unwrap();
+    assert_eq!(r.status, 400);
+    assert!(r
+        .header("x-amzn-errortype")
+        .unwrap()
+        .starts_with("ValidationException:"));
+    assert!(r.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("extraneous key [model] is not permitted"));
+
+    // Status knobs.
+    for (knob, status, ty) in [
+        ("throttle", 429, "ThrottlingException"),
+        ("notready", 429, "ModelNotReadyException"),
+        ("403", 403, "AccessDeniedException"),
+        ("503", 503, "ServiceUnavailableException"),
+        ("424", 424, "ModelErrorException"),
+    ] {
+        let model = format!("anthropic.claude-fault-{knob}-v1%3A0");
+        let r = bedrock(a, &model, "invoke", &invoke_body()).unwrap();
+        assert_eq!(r.status, status, "{knob}");
+        assert!(r
+            .header("x-amzn-errortype")
+            .unwrap()
+            .starts_with(&format!("{ty}:")));
+        assert!(r.json()["message"].is_string());
+    }
+    let r = bedrock(a, "m-fault-throttle", "invoke", &invoke_body()).unwrap();
+    assert_eq!(
+        r.json(),
+        json!({"message": "Too many requests, please wait before trying again."})
+    );
+
+    // Mid-stream exception.
+    let r = bedrock(
+        a,
+        "m-fault-midstream",
+        "invoke-with-response-stream",
+        &invoke_body(),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+    let msgs = decode_stream(&r.chunks).unwrap();
+    let last = msgs.last().unwrap();
+    assert_eq!(header_str(last, ":message-type"), Some("exception"));
+    assert_eq!(
+        header_str(last, ":exception-type"),
+        Some("modelStreamErrorException")
+    );
+    let events = anthropic_events(&msgs);
+    assert_eq!(events[0]["type"], "message_start");
+    assert!(events.iter().any(|e| e["type"] == "content_block_delta"));
+    assert!(!events.iter().any(|e| e["type"] == "message_stop"));
+
+    // Split frames still decode to the same events; more chunks than frames.
+    let r = bedrock(
+        a,
+        "m-fault-split",
+        "invoke-with-response-stream",
+        &invoke_body(),
+    )
+    .unwrap();
+    let msgs = decode_stream(&r.chunks).unwrap();
+    assert!(r.chunks.len() > msgs.len());
+    assert_eq!(anthropic_events(&msgs).len(), 8);
+
+    // Bad CRC is caught by an independent decoder.
+    let r = bedrock(
+        a,
+        "m-fault-badcrc",
+        "invoke-with-response-stream",
+        &invoke_body(),
+    )
+    .unwrap();
+    assert!(decode_stream(&r.chunks).is_err());
+
+    // Drip and slow.
+    let t0 = Instant::now();
+    let r = bedrock(
+        a,
+        "m-fault-drip-30",
+        "invoke-with-response-stream",
+        &invoke_body(),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+    assert!(t0.elapsed() >= Duration::from_millis(30 * 7));
+    let t0 = Instant::now();
+    let r = bedrock(a, "m-fault-slow-250", "invoke", &invoke_body()).unwrap();
+    assert_eq!(r.status, 200);
+    assert!(t0.elapsed() >= Duration::from_millis(250));
+
+    // Reset: connection closed without an answer.
+    assert!(bedrock(a, "m-fault-reset", "invoke", &invoke_body()).is_err());
+
+    // Generation prefill + stop sequence.
+    let body = json!({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 2048,
+        "stop_sequences": ["</new_code>"],
+        "messages": [{"role": "user", "content": "add"}, {"role": "assistant", "content": "<new_code>"}]});
+    let r = bedrock(a, MODEL, "invoke", body.to_string().as_bytes()).unwrap();
+    let m = r.json();
+    assert_eq!(m["content"][0]["text"], "\nreturn a + b\n");
+    assert_eq!(m["stop_reason"], "stop_sequence");
+    assert_eq!(m["stop_sequence"], "</new_code>");
+
+    // Unknown operation.
+    assert_eq!(
+        bedrock(a, MODEL, "converse", &invoke_body())
+            .unwrap()
+            .status,
+        404
+    );
+}
+
+#[test]
+fn reply_override_and_sigterm() {
+    let emu = start(&["--reply", "print('hi')", "--latency-ms", "5"]);
+    let a = emu.addr.clone();
+    let r = bedrock(&a, MODEL, "invoke", &invoke_body()).unwrap();
+    assert_eq!(r.json()["content"][0]["text"], "print('hi')");
+    post_json(&a, "/_emulator/reply", &json!({"reply": "x = 1"}));
+    let r = bedrock(&a, MODEL, "invoke", &invoke_body()).unwrap();
+    assert_eq!(r.json()["content"][0]["text"], "x = 1");
+
+    let mut emu = emu;
+    let status = Command::new("kill")
+        .args(["-TERM", &emu.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(st) = emu.child.try_wait().unwrap() {
+            assert!(st.success(), "exit status {st:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "emulator did not exit on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
