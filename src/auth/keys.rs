@@ -24,9 +24,9 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use jsonwebtoken::DecodingKey;
 use rsa::pkcs1::der::Decode as _;
 use rsa::traits::PublicKeyParts as _;
+use rsa::RsaPublicKey;
 use serde_json::Value;
 
 /// Upper bound on the number of keys kept in a [`KeySet`].
@@ -131,7 +131,7 @@ struct RsaKey {
     n: Vec<u8>,
     /// Big-endian public exponent without leading zero bytes.
     e: Vec<u8>,
-    decoding: DecodingKey,
+    public: RsaPublicKey,
 }
 
 /// The RSA keys a token may be signed with, by `kid`.
@@ -212,16 +212,16 @@ impl KeySet {
     }
 
     /// The key with this `kid`.
-    pub fn get(&self, kid: &str) -> Option<&DecodingKey> {
+    pub fn get(&self, kid: &str) -> Option<&RsaPublicKey> {
         self.keys
             .iter()
             .find(|k| k.kid.as_deref() == Some(kid))
-            .map(|k| &k.decoding)
+            .map(|k| &k.public)
     }
 
     /// Every key, in document order (used for tokens without a `kid`).
-    pub fn all(&self) -> impl Iterator<Item = &DecodingKey> {
-        self.keys.iter().map(|k| &k.decoding)
+    pub fn all(&self) -> impl Iterator<Item = &RsaPublicKey> {
+        self.keys.iter().map(|k| &k.public)
     }
 
     /// Number of usable keys.
@@ -310,7 +310,7 @@ fn parse_rsa_jwk(jwk: &Value) -> Option<RsaKey> {
 fn rsa_key(kid: Option<String>, n: &[u8], e: &[u8]) -> Option<RsaKey> {
     let n = strip_leading_zeros(n);
     let e = strip_leading_zeros(e);
-    let public = rsa::RsaPublicKey::new(
+    let public = RsaPublicKey::new(
         rsa::BigUint::from_bytes_be(n),
         rsa::BigUint::from_bytes_be(e),
     )
@@ -322,7 +322,7 @@ fn rsa_key(kid: Option<String>, n: &[u8], e: &[u8]) -> Option<RsaKey> {
         kid,
         n: n.to_vec(),
         e: e.to_vec(),
-        decoding: DecodingKey::from_rsa_raw_components(n, e),
+        public,
     })
 }
 
