@@ -24,7 +24,6 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use rsa::pkcs1::der::Decode as _;
 use rsa::traits::PublicKeyParts as _;
 use rsa::RsaPublicKey;
 use serde_json::Value;
@@ -382,27 +381,112 @@ fn rsa_public_components_from_private_pem(pem: &str) -> Result<(Vec<u8>, Vec<u8>
         unescaped = text.replace("\\n", "\n");
         text = unescaped.trim();
     }
-    let (label, der) = rsa::pkcs1::der::pem::decode_vec(text.as_bytes())
-        .map_err(|e| format!("not a PEM document: {e}"))?;
-    let pkcs1_der: Vec<u8> = match label {
-        "RSA PRIVATE KEY" => der,
-        "PRIVATE KEY" => {
-            let info = rsa::pkcs8::PrivateKeyInfo::from_der(&der)
-                .map_err(|e| format!("bad PKCS#8 key: {e}"))?;
-            if info.algorithm.oid != rsa::pkcs1::ALGORITHM_OID {
-                return Err("PKCS#8 key is not an RSA key".to_string());
-            }
-            info.private_key.to_vec()
-        }
+    let (label, der) = pem_decode(text)?;
+    let pkcs1: &[u8] = match label {
+        "RSA PRIVATE KEY" => &der,
+        "PRIVATE KEY" => pkcs8_rsa_private_key(&der).ok_or("bad PKCS#8 RSA private key")?,
         "ENCRYPTED PRIVATE KEY" => return Err("encrypted private keys are not supported".into()),
         other => return Err(format!("unsupported PEM label {other:?}")),
     };
-    let key = rsa::pkcs1::RsaPrivateKey::from_der(&pkcs1_der)
-        .map_err(|e| format!("bad PKCS#1 key: {e}"))?;
-    Ok((
-        key.modulus.as_bytes().to_vec(),
-        key.public_exponent.as_bytes().to_vec(),
-    ))
+    pkcs1_public_components(pkcs1)
+        .map(|(n, e)| (n.to_vec(), e.to_vec()))
+        .ok_or_else(|| "bad PKCS#1 RSA private key".to_string())
+}
+
+/// Minimal RFC 7468 PEM: `-----BEGIN <label>-----`, base64 lines, `-----END <label>-----`.
+/// Encapsulated headers (legacy OpenSSL encryption, `Proc-Type: ...`) are refused.
+fn pem_decode(text: &str) -> Result<(&str, Vec<u8>), String> {
+    const BEGIN: &str = "-----BEGIN ";
+    const DASHES: &str = "-----";
+    let rest = text.strip_prefix(BEGIN).ok_or("not a PEM document")?;
+    let (label, rest) = rest.split_once(DASHES).ok_or("not a PEM document")?;
+    let end_marker = format!("-----END {label}-----");
+    let (body, _) = rest.split_once(&end_marker).ok_or("PEM end line missing")?;
+    if body.contains(':') {
+        return Err("encrypted private keys are not supported".into());
+    }
+    let b64: String = body.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|_| "PEM body is not base64".to_string())?;
+    Ok((label, der))
+}
+
+/// One DER element at the start of `input`: (tag, contents, rest). Definite lengths only,
+/// at most 4 length bytes; every slice is bounds-checked.
+fn der_tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let count = usize::from(first & 0x7f);
+        if count == 0 || count > 4 {
+            return None;
+        }
+        let (len_bytes, rest) = rest.split_at_checked(count)?;
+        let len = len_bytes.iter().try_fold(0usize, |acc, &b| {
+            acc.checked_mul(256)?.checked_add(usize::from(b))
+        })?;
+        (len, rest)
+    };
+    let (contents, rest) = rest.split_at_checked(len)?;
+    Some((tag, contents, rest))
+}
+
+const DER_INTEGER: u8 = 0x02;
+const DER_OCTET_STRING: u8 = 0x04;
+const DER_OID: u8 = 0x06;
+const DER_SEQUENCE: u8 = 0x30;
+/// DER contents of OID 1.2.840.113549.1.1.1 (rsaEncryption).
+const RSA_ENCRYPTION_OID: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
+
+/// PKCS#1 `RSAPrivateKey ::= SEQUENCE { version INTEGER, modulus INTEGER,
+/// publicExponent INTEGER, ... }` → (modulus, publicExponent), big-endian.
+fn pkcs1_public_components(der: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (tag, seq, _) = der_tlv(der)?;
+    if tag != DER_SEQUENCE {
+        return None;
+    }
+    let (tag, _version, rest) = der_tlv(seq)?;
+    if tag != DER_INTEGER {
+        return None;
+    }
+    let (tag, n, rest) = der_tlv(rest)?;
+    if tag != DER_INTEGER {
+        return None;
+    }
+    let (tag, e, _) = der_tlv(rest)?;
+    if tag != DER_INTEGER {
+        return None;
+    }
+    Some((n, e))
+}
+
+/// PKCS#8 `PrivateKeyInfo ::= SEQUENCE { version INTEGER, algorithm SEQUENCE { OID, params },
+/// privateKey OCTET STRING, ... }` → the PKCS#1 key inside, if the algorithm is RSA.
+fn pkcs8_rsa_private_key(der: &[u8]) -> Option<&[u8]> {
+    let (tag, seq, _) = der_tlv(der)?;
+    if tag != DER_SEQUENCE {
+        return None;
+    }
+    let (tag, _version, rest) = der_tlv(seq)?;
+    if tag != DER_INTEGER {
+        return None;
+    }
+    let (tag, alg, rest) = der_tlv(rest)?;
+    if tag != DER_SEQUENCE {
+        return None;
+    }
+    let (tag, oid, _) = der_tlv(alg)?;
+    if tag != DER_OID || oid != RSA_ENCRYPTION_OID {
+        return None;
+    }
+    let (tag, key, _) = der_tlv(rest)?;
+    if tag != DER_OCTET_STRING {
+        return None;
+    }
+    Some(key)
 }
 
 /// The `max-age` directive of a `Cache-Control` header (seconds), if any. Directive names
@@ -781,6 +865,54 @@ mod tests {
         // Truncated real key.
         let cut = &KEY1_PEM[..KEY1_PEM.len() / 2];
         assert!(jwk_from_private_pem(cut, "k").is_err());
+    }
+
+    #[test]
+    fn der_reader_bounds() {
+        assert_eq!(der_tlv(&[]), None);
+        assert_eq!(der_tlv(&[0x02]), None);
+        assert_eq!(der_tlv(&[0x02, 0x01]), None); // content missing
+        assert_eq!(
+            der_tlv(&[0x02, 0x01, 0x05, 0xff]),
+            Some((0x02, &[5u8][..], &[0xffu8][..]))
+        );
+        assert_eq!(der_tlv(&[0x30, 0x80, 0x00, 0x00]), None); // indefinite length
+        assert_eq!(der_tlv(&[0x30, 0x85, 1, 1, 1, 1, 1]), None); // 5 length bytes
+        assert_eq!(der_tlv(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]), None); // longer than input
+        assert_eq!(der_tlv(&[0x30, 0x82, 0x00]), None); // length bytes cut
+        let long = [&[0x04u8, 0x81, 0x80][..], &[7u8; 0x80][..]].concat();
+        assert_eq!(der_tlv(&long).map(|t| t.1.len()), Some(0x80));
+        assert_eq!(pkcs1_public_components(&[0x30, 0x00]), None);
+        assert_eq!(pkcs1_public_components(&[0x31, 0x00]), None);
+        assert_eq!(pkcs8_rsa_private_key(&[0x30, 0x03, 0x02, 0x01, 0x00]), None);
+        // A PKCS#8 EC key (OID 1.2.840.10045.2.1) is refused.
+        let ec = [
+            0x30, 0x13, 0x02, 0x01, 0x00, 0x30, 0x09, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d,
+            0x02, 0x01, 0x04, 0x03, 0x30, 0x01, 0x00,
+        ];
+        assert_eq!(pkcs8_rsa_private_key(&ec), None);
+        // Every prefix of a real key fails cleanly.
+        let (_, der) = pem_decode(KEY1_PEM.trim()).unwrap();
+        for cut in 0..64 {
+            assert!(pkcs1_public_components(&der[..cut]).is_none());
+        }
+    }
+
+    #[test]
+    fn pem_decoding() {
+        let (label, der) = pem_decode(KEY2_PEM.trim()).unwrap();
+        assert_eq!(label, "PRIVATE KEY");
+        assert!(pkcs8_rsa_private_key(&der).is_some());
+        let crlf = KEY1_PEM.replace('\n', "\r\n");
+        assert!(jwk_from_private_pem(&crlf, "k").is_ok());
+        assert!(pem_decode("-----BEGIN X-----\nAAAA\n").is_err()); // no end line
+        assert!(pem_decode("-----BEGIN X-----\n@@@@\n-----END X-----").is_err());
+        let legacy = "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,00\n\nAAAA\n-----END RSA PRIVATE KEY-----";
+        assert!(jwk_from_private_pem(legacy, "k")
+            .unwrap_err()
+            .contains("encrypted"));
+        // Mismatched END label.
+        assert!(pem_decode("-----BEGIN A-----\nAAAA\n-----END B-----").is_err());
     }
 
     #[test]
