@@ -150,7 +150,9 @@ struct RawHeader {
 /// (RSASSA-PKCS1-v1_5 + SHA-256 over the first two segments, RustCrypto `rsa`); only then is
 /// the payload decoded and the claims checked: `exp` present and a number, `aud` present, `nbf`/`exp` against `now`,
 /// `aud` contains [`AuthConfig::audience`]. Failures are [`AuthError::Forbidden`] with a
-/// distinct reason, [`AuthError::UnknownKid`] or [`AuthError::NoKeys`].
+/// distinct reason, [`AuthError::UnknownKid`] or [`AuthError::NoKeys`]. Header members other
+/// than `alg` and `kid` (`jwk`, `jku`, `x5u`, `x5c`, `crit`, `typ`...) are ignored: keys only
+/// ever come from the [`KeySet`].
 pub fn verify(token: &str, keys: &KeySet, cfg: &AuthConfig, now: u64) -> Result<Claims, AuthError> {
     if token.len() > cfg.max_token_bytes {
         return Err(AuthError::Forbidden("too_large"));
@@ -856,6 +858,31 @@ pub(crate) mod tests {
             b64(&rails_claims().to_string())
         );
         assert_eq!(forbidden(&t), "malformed");
+    }
+
+    #[test]
+    fn header_supplied_keys_ignored() {
+        // An attacker-supplied `jwk` / `jku` / `x5u` in the header is never used: the token is
+        // signed with key 2, embeds key 2's JWK and points at key 1's kid.
+        let jwks: Value = serde_json::from_str(JWKS).unwrap();
+        let header = json!({
+            "alg": "RS256", "kid": "test-key-1",
+            "jwk": jwks["keys"][1], "jku": "https://evil.example/jwks", "x5u": "https://evil.example/c"
+        });
+        let h64 = b64(&header.to_string());
+        let p64 = b64(&rails_claims().to_string());
+        let signing_input = format!("{h64}.{p64}");
+        let key2 = EncodingKey::from_rsa_pem(KEY2_PEM.as_bytes()).unwrap();
+        let sig =
+            jsonwebtoken::crypto::sign(signing_input.as_bytes(), &key2, Algorithm::RS256).unwrap();
+        let t = format!("{signing_input}.{sig}");
+        assert_eq!(forbidden(&t), "bad_signature");
+        // The same construction with the right kid verifies (the extra members are ignored).
+        let header = json!({"alg": "RS256", "kid": "test-key-2", "jku": "https://evil.example/"});
+        let signing_input = format!("{}.{p64}", b64(&header.to_string()));
+        let sig =
+            jsonwebtoken::crypto::sign(signing_input.as_bytes(), &key2, Algorithm::RS256).unwrap();
+        assert!(v(&format!("{signing_input}.{sig}")).is_ok());
     }
 
     #[test]
