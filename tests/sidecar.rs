@@ -79,10 +79,16 @@ fn launcher_rejects_bad_environment_with_a_clear_message() {
     let err = render_config(&[("AIGW_GITLAB_URL", "https://gitlab.example.com".into())], &out).unwrap_err();
     assert!(err.contains("AWS_REGION_NAME"), "{err}");
     // Real Bedrock: TLS with SNI to the regional endpoint, system CA bundle.
-    render_config(&[("AIGW_GITLAB_URL", "https://gitlab.example.com".into()), ("AWS_REGION_NAME", "eu-west-1".into())], &out).unwrap();
+    let env = [
+        ("AIGW_GITLAB_URL", "https://gitlab.example.com".to_string()),
+        ("AWS_REGION_NAME", "eu-west-1".into()),
+        ("AWS_ACCESS_KEY_ID", "AKIDRENDERTEST".into()),
+        ("AWS_SECRET_ACCESS_KEY", "render-test-secret".into()),
+    ];
+    render_config(&env, &out).unwrap();
     let yaml = std::fs::read_to_string(&out).unwrap();
     assert!(yaml.contains(r#"sni: "bedrock-runtime.eu-west-1.amazonaws.com""#), "{yaml}");
-    assert!(!yaml.contains("AKID") && !yaml.contains("SECRET"), "no secret in the rendered file");
+    assert!(!yaml.contains("AKIDRENDERTEST") && !yaml.contains("render-test-secret"), "no secret in the rendered file");
     let status = std::process::Command::new(envoy_bin()).args(["--mode", "validate", "-c"]).arg(&out).output().unwrap();
     assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
 }

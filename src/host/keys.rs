@@ -114,7 +114,8 @@ enum Stage {
 /// The fetches this root context has in flight, by `dispatch_http_call` token.
 #[derive(Default)]
 pub struct Fetcher {
-    in_flight: HashMap<u32, (usize, Stage)>,
+    /// token → (provider index, stage, started at).
+    in_flight: HashMap<u32, (usize, Stage, u64)>,
     /// Shared-data CAS of each provider's record as last merged into the VM's key set.
     seen: Vec<Option<u32>>,
     docs: Vec<Option<String>>,
@@ -124,10 +125,12 @@ impl Fetcher {
     /// One tick: pick up keys other VMs fetched, start fetches that are due.
     pub fn tick(&mut self, vm: &mut Vm, now: u64) {
         self.sync(vm);
+        // A call the host never answered (it should, after CALL_TIMEOUT) must not block refreshes.
+        self.in_flight.retain(|_, (_, _, started)| now.saturating_sub(*started) < LEASE_SECS);
         let providers = vm.config.providers.clone();
         let mut any_in_flight = false;
         for (i, p) in providers.iter().enumerate() {
-            let mine = self.in_flight.values().any(|(j, _)| *j == i);
+            let mine = self.in_flight.values().any(|(j, _, _)| *j == i);
             if !mine {
                 let (record, _) = read_record(p);
                 let due = record.as_ref().is_none_or(|r| now >= r.next_refresh_at);
@@ -135,7 +138,7 @@ impl Fetcher {
                     self.start(i, p, Stage::Discovery, &p.cluster, &p.authority, DISCOVERY_PATH, now);
                 }
             }
-            any_in_flight |= self.in_flight.values().any(|(j, _)| *j == i) || lease_held(p, now);
+            any_in_flight |= self.in_flight.values().any(|(j, _, _)| *j == i) || lease_held(p, now);
         }
         vm.fetch_in_flight = any_in_flight;
     }
@@ -180,7 +183,7 @@ impl Fetcher {
         ];
         match hostcalls::dispatch_http_call(cluster, headers, None, vec![], CALL_TIMEOUT) {
             Ok(token) => {
-                self.in_flight.insert(token, (i, stage));
+                self.in_flight.insert(token, (i, stage, now));
             }
             Err(e) => self.failed(p, now, &format!("cannot call cluster '{cluster}': {e:?}")),
         }
@@ -188,7 +191,7 @@ impl Fetcher {
 
     /// Handles a `dispatch_http_call` answer; false when the token is not ours.
     pub fn on_response(&mut self, vm: &mut Vm, token: u32, body_size: usize, now: u64) -> bool {
-        let Some((i, stage)) = self.in_flight.remove(&token) else { return false };
+        let Some((i, stage, _)) = self.in_flight.remove(&token) else { return false };
         let Some(p) = vm.config.providers.get(i).cloned() else { return true };
         let headers = hostcalls::get_map(proxy_wasm::types::MapType::HttpCallResponseHeaders).unwrap_or_default();
         let header = |name: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str());

@@ -22,7 +22,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
 use std::cell::RefCell;
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
 /// Bodies above this are refused before parsing (Rails sends at most 600 000 bytes).
@@ -172,8 +172,8 @@ impl Request {
         }
         if code_endpoint(&self.route).is_none() {
             let e = match self.route {
-                Route::Unknown => errors::not_found(),
-                _ => errors::detail(501, &format!("Not implemented by this gateway yet: {}", self.route.name())),
+                Route::Unknown => GitlabError::not_found(),
+                _ => GitlabError::detail(501, &format!("Not implemented by this gateway yet: {}", self.route.name())),
             };
             self.reply_error(&e);
             return Some(Action::Pause);
@@ -224,7 +224,7 @@ impl Request {
         }
         self.body_size = body_size;
         if body_size > MAX_REQUEST_BODY {
-            let e = errors::detail(413, &format!("Request body too large: at most {MAX_REQUEST_BODY} bytes"));
+            let e = GitlabError::detail(413, &format!("Request body too large: at most {MAX_REQUEST_BODY} bytes"));
             self.reply_error(&e);
             return Action::Pause;
         }
@@ -276,7 +276,7 @@ impl Request {
             Ok(u) => u,
             Err(e) => {
                 log::error!("could not sign the Bedrock request: {e}");
-                self.reply_error(&errors::detail(500, "Could not sign the Bedrock request"));
+                self.reply_error(&GitlabError::detail(500, "Could not sign the Bedrock request"));
                 return Action::Pause;
             }
         };
@@ -293,7 +293,7 @@ impl Request {
         if hostcalls::set_map(MapType::HttpRequestHeaders, headers).is_err()
             || hostcalls::set_buffer(BufferType::HttpRequestBody, 0, self.body_size, &upstream.body).is_err()
         {
-            self.reply_error(&errors::detail(500, "Could not forward the request"));
+            self.reply_error(&GitlabError::detail(500, "Could not forward the request"));
             return Action::Pause;
         }
         self.forwarded = Some(Forwarded { responder: planned.responder, stream: planned.invoke.stream, family: Family::CodeSuggestions });
@@ -364,7 +364,7 @@ impl Request {
                 }
                 Err(_) => {
                     log::warn!("unreadable Bedrock answer ({} bytes)", body.len());
-                    let e = errors::detail(502, "Inference failed: unreadable answer from Bedrock");
+                    let e = GitlabError::detail(502, "Inference failed: unreadable answer from Bedrock");
                     (e.status, e.headers, e.body.into_bytes())
                 }
             },
@@ -377,9 +377,9 @@ impl Request {
             ResponseMode::EnvoyError { details } => {
                 log::warn!("no answer from Bedrock: {details}");
                 let e = if details.contains("timeout") {
-                    errors::upstream_timeout()
+                    GitlabError::upstream_timeout()
                 } else {
-                    errors::upstream_unavailable(details)
+                    GitlabError::upstream_unavailable(details)
                 };
                 (e.status, e.headers, e.body.into_bytes())
             }
@@ -471,7 +471,7 @@ fn authenticate(vm: &mut Vm, headers: &[(String, String)]) -> Outcome {
         let Some(keys) = vm.keys.clone() else { return Outcome::Wait };
         match verify(token, &keys, &vm.config.auth, now) {
             Ok(claims) => {
-                vm.cache.insert(token, claims.clone());
+                vm.cache.insert(token, claims.clone(), now);
                 claims
             }
             Err(AuthError::UnknownKid(_)) if request_refresh(vm, now) => return Outcome::Wait,

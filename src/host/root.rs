@@ -83,11 +83,8 @@ impl RootContext for Root {
                     config.providers.iter().map(|p| p.base_url.as_str()).collect::<Vec<_>>().join(", "),
                     config.auth.audience
                 );
-                let vm = Rc::new(RefCell::new(Vm::new(Rc::new(config))));
-                if !vm.borrow().config.auth_bypass {
-                    self.fetcher.tick(&mut vm.borrow_mut(), now_secs());
-                }
-                self.vm = Some(vm);
+                // The first tick (not configure time: clusters may not be ready) fetches the keys.
+                self.vm = Some(Rc::new(RefCell::new(Vm::new(Rc::new(config)))));
                 self.set_tick_period(TICK);
                 true
             }

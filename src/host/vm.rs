@@ -35,7 +35,7 @@ pub struct Vm {
 impl Vm {
     pub fn new(config: Rc<Config>) -> Self {
         Vm {
-            cache: TokenCache::new(config.token_cache_size),
+            cache: TokenCache::new(config.token_cache_size, config.auth.leeway_secs),
             config,
             keys: None,
             generation: 0,

@@ -176,7 +176,7 @@ impl Sidecar {
         render_config(&env, &config)?;
         let log = dir.0.join("envoy.log");
         let mut cmd = Command::new(envoy_bin());
-        cmd.arg("-c").arg(&config).args(["--concurrency", "2", "--log-level", "info", "--log-path"]).arg(&log);
+        cmd.arg("-c").arg(&config).args(["--concurrency", "2", "--log-level", "info"]);
         cmd.arg("--disable-hot-restart");
         // Secrets reach the VM through the process environment only (host_env_keys).
         cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
@@ -185,7 +185,8 @@ impl Sidecar {
                 cmd.env(k, v);
             }
         }
-        let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().map_err(|e| e.to_string())?;
+        let log_file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
+        let child = cmd.stdout(Stdio::null()).stderr(log_file).spawn().map_err(|e| e.to_string())?;
         let mut sidecar = Sidecar { port, admin_port, child, log, _dir: dir };
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
