@@ -185,7 +185,9 @@ fn invalid_bodies_are_422_and_never_reach_bedrock() {
     assert!(emu.requests().is_empty());
     // What Rails may send: up to 600 000 bytes.
     let mut big = completion(MODEL, false);
-    big["context"] = json!([{"type": "file", "name": "big.rb", "content": "# filler\n".repeat(60_000)}]);
+    let filler = "# filler\n".repeat(30_000);
+    big["context"] = json!([{"type": "file", "name": "a.rb", "content": filler}, {"type": "file", "name": "b.rb", "content": filler}]);
+    assert!(big.to_string().len() > 595_000);
     let r = post(&sidecar, &token, "/v2/code/completions", &big, &[]);
     assert_eq!(r.status, 200, "{}", r.text());
 }

@@ -280,19 +280,25 @@ impl Request {
                 return Action::Pause;
             }
         };
-        // Only the filter-built, signed request leaves: every client header is dropped.
+        // Only the filter-built, signed request leaves: every client header is dropped, except the
+        // correlation id; x-forwarded-proto is rewritten (Envoy's route lookup needs the header).
         let length = upstream.body.len().to_string();
-        let mut headers: Vec<(&str, &str)> = vec![
+        let client_headers = hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default();
+        let mut ok = client_headers
+            .iter()
+            .filter(|(name, _)| !name.starts_with(':') && name != "x-forwarded-proto" && name != "x-request-id")
+            .all(|(name, _)| hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None).is_ok());
+        let mut set = vec![
             (":method", upstream.method),
-            (":path", &upstream.path),
-            (":authority", &upstream.authority),
-            (":scheme", vm.config.endpoint.scheme.as_str()),
-            ("content-length", &length),
+            (":path", upstream.path.as_str()),
+            (":authority", upstream.authority.as_str()),
+            ("x-forwarded-proto", vm.config.endpoint.scheme.as_str()),
+            ("content-length", length.as_str()),
         ];
-        headers.extend(upstream.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        if hostcalls::set_map(MapType::HttpRequestHeaders, headers).is_err()
-            || hostcalls::set_buffer(BufferType::HttpRequestBody, 0, self.body_size, &upstream.body).is_err()
-        {
+        set.extend(upstream.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        ok &= set.into_iter().all(|(k, v)| hostcalls::set_map_value(MapType::HttpRequestHeaders, k, Some(v)).is_ok());
+        ok &= hostcalls::set_buffer(BufferType::HttpRequestBody, 0, self.body_size, &upstream.body).is_ok();
+        if !ok {
             self.reply_error(&GitlabError::detail(500, "Could not forward the request"));
             return Action::Pause;
         }
