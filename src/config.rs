@@ -92,9 +92,15 @@ pub struct Config {
 
 impl Config {
     /// Parses and validates the plugin configuration and the secrets from the environment.
-    pub fn load(plugin_json: &[u8], env: impl Fn(&str) -> Option<String>) -> Result<Config, String> {
+    pub fn load(
+        plugin_json: &[u8],
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, String> {
         let raw: Raw = if plugin_json.iter().all(u8::is_ascii_whitespace) {
-            return Err("plugin configuration is empty: expected a JSON object with at least gitlab_url".into());
+            return Err(
+                "plugin configuration is empty: expected a JSON object with at least gitlab_url"
+                    .into(),
+            );
         } else {
             serde_json::from_slice(plugin_json).map_err(|e| format!("plugin configuration: {e}"))?
         };
@@ -104,31 +110,56 @@ impl Config {
         let gitlab_url = raw
             .gitlab_url
             .ok_or("gitlab_url (AIGW_GITLAB_URL) is required: the GitLab instance whose OIDC keys sign Duo tokens")?;
-        providers.push(provider("Gitlab", "gitlab_url", &gitlab_url, &raw.gitlab_cluster)?);
+        providers.push(provider(
+            "Gitlab",
+            "gitlab_url",
+            &gitlab_url,
+            &raw.gitlab_cluster,
+        )?);
         if let Some(url) = raw.customer_portal_url {
             let cluster = raw
                 .customer_portal_cluster
                 .ok_or("customer_portal_cluster is required with customer_portal_url")?;
-            providers.push(provider("CustomersDot", "customer_portal_url", &url, &cluster)?);
+            providers.push(provider(
+                "CustomersDot",
+                "customer_portal_url",
+                &url,
+                &cluster,
+            )?);
         }
 
         if raw.audience.trim().is_empty() {
             return Err("audience (AIGW_CLOUD_CONNECTOR_SERVICE_NAME) must not be empty".into());
         }
         if raw.jwt_leeway_secs > 300 {
-            return Err(format!("jwt_leeway_secs={}: at most 300", raw.jwt_leeway_secs));
+            return Err(format!(
+                "jwt_leeway_secs={}: at most 300",
+                raw.jwt_leeway_secs
+            ));
         }
         if !(1..=600).contains(&raw.upstream_timeout_secs) {
-            return Err(format!("upstream_timeout_secs={}: expected 1..600", raw.upstream_timeout_secs));
+            return Err(format!(
+                "upstream_timeout_secs={}: expected 1..600",
+                raw.upstream_timeout_secs
+            ));
         }
         if !(100..=30_000).contains(&raw.key_wait_ms) {
-            return Err(format!("key_wait_ms={}: expected 100..30000", raw.key_wait_ms));
+            return Err(format!(
+                "key_wait_ms={}: expected 100..30000",
+                raw.key_wait_ms
+            ));
         }
         if raw.token_cache_size > 100_000 {
-            return Err(format!("token_cache_size={}: at most 100000", raw.token_cache_size));
+            return Err(format!(
+                "token_cache_size={}: at most 100000",
+                raw.token_cache_size
+            ));
         }
         if !(1024..=65_536).contains(&raw.max_token_bytes) {
-            return Err(format!("max_token_bytes={}: expected 1024..65536", raw.max_token_bytes));
+            return Err(format!(
+                "max_token_bytes={}: expected 1024..65536",
+                raw.max_token_bytes
+            ));
         }
         let endpoint = Endpoint::resolve(raw.bedrock_endpoint.as_deref(), raw.region.as_deref())
             .map_err(|e| format!("bedrock_endpoint/region: {e}"))?;
@@ -140,15 +171,25 @@ impl Config {
             let secret_access_key = env("AWS_SECRET_ACCESS_KEY");
             match (access_key_id, secret_access_key) {
                 (Some(access_key_id), Some(secret_access_key)) => UpstreamAuth::SigV4 {
-                    creds: Credentials { access_key_id, secret_access_key, session_token: env("AWS_SESSION_TOKEN") },
+                    creds: Credentials {
+                        access_key_id,
+                        secret_access_key,
+                        session_token: env("AWS_SESSION_TOKEN"),
+                    },
                     region: endpoint.region.clone(),
                 },
-                (Some(_), None) => return Err("AWS_SECRET_ACCESS_KEY is not set (AWS_ACCESS_KEY_ID is)".into()),
-                (None, Some(_)) => return Err("AWS_ACCESS_KEY_ID is not set (AWS_SECRET_ACCESS_KEY is)".into()),
+                (Some(_), None) => {
+                    return Err("AWS_SECRET_ACCESS_KEY is not set (AWS_ACCESS_KEY_ID is)".into())
+                }
+                (None, Some(_)) => {
+                    return Err("AWS_ACCESS_KEY_ID is not set (AWS_SECRET_ACCESS_KEY is)".into())
+                }
                 (None, None) => {
-                    return Err("no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
+                    return Err(
+                        "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
                                 (or AWS_BEARER_TOKEN_BEDROCK) in the VM environment"
-                        .into())
+                            .into(),
+                    )
                 }
             }
         };
@@ -172,7 +213,12 @@ impl Config {
     }
 }
 
-fn provider(name: &'static str, field: &str, url: &str, cluster: &str) -> Result<OidcProvider, String> {
+fn provider(
+    name: &'static str,
+    field: &str,
+    url: &str,
+    cluster: &str,
+) -> Result<OidcProvider, String> {
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"))
@@ -197,34 +243,67 @@ mod tests {
     use super::*;
 
     fn env_with(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+        move |name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
     }
-    const KEYS: &[(&str, &str)] = &[("AWS_ACCESS_KEY_ID", "AKID"), ("AWS_SECRET_ACCESS_KEY", "SECRET")];
+    const KEYS: &[(&str, &str)] = &[
+        ("AWS_ACCESS_KEY_ID", "AKID"),
+        ("AWS_SECRET_ACCESS_KEY", "SECRET"),
+    ];
 
     #[test]
     fn minimal_config_gets_defaults() {
-        let c = Config::load(br#"{"gitlab_url":"https://gitlab.example.com","region":"eu-west-1"}"#, env_with(KEYS)).unwrap();
+        let c = Config::load(
+            br#"{"gitlab_url":"https://gitlab.example.com","region":"eu-west-1"}"#,
+            env_with(KEYS),
+        )
+        .unwrap();
         assert_eq!(c.auth.audience, "gitlab-ai-gateway");
         assert_eq!(c.auth.leeway_secs, 0);
         assert_eq!(c.providers[0].authority, "gitlab.example.com");
-        assert_eq!(c.endpoint.authority(), "bedrock-runtime.eu-west-1.amazonaws.com");
+        assert_eq!(
+            c.endpoint.authority(),
+            "bedrock-runtime.eu-west-1.amazonaws.com"
+        );
         assert!(matches!(c.upstream_auth, UpstreamAuth::SigV4 { .. }));
         assert_eq!(c.upstream_timeout_secs, 60);
     }
 
     #[test]
     fn errors_name_the_field() {
-        let e = |json: &str, env: &'static [(&'static str, &'static str)]| Config::load(json.as_bytes(), env_with(env)).unwrap_err();
+        let e = |json: &str, env: &'static [(&'static str, &'static str)]| {
+            Config::load(json.as_bytes(), env_with(env)).unwrap_err()
+        };
         assert!(e("", KEYS).contains("empty"));
         assert!(e("{", KEYS).contains("plugin configuration"));
         assert!(e(r#"{"region":"us-east-1"}"#, KEYS).contains("gitlab_url"));
         assert!(e(r#"{"gitlab_url":"ftp://x","region":"us-east-1"}"#, KEYS).contains("gitlab_url"));
         assert!(e(r#"{"gitlab_url":"https://g"}"#, KEYS).contains("region"));
-        assert!(e(r#"{"gitlab_url":"https://g","region":"us-east-1","typo":1}"#, KEYS).contains("typo"));
-        assert!(e(r#"{"gitlab_url":"https://g","region":"us-east-1"}"#, &[]).contains("AWS_ACCESS_KEY_ID"));
-        assert!(e(r#"{"gitlab_url":"https://g","region":"us-east-1"}"#, &[("AWS_ACCESS_KEY_ID", "A")]).contains("AWS_SECRET_ACCESS_KEY"));
-        assert!(e(r#"{"gitlab_url":"https://g","region":"us-east-1","upstream_timeout_secs":0}"#, KEYS).contains("upstream_timeout_secs"));
-        assert!(e(r#"{"gitlab_url":"https://g","region":"us-east-1","audience":" "}"#, KEYS).contains("audience"));
+        assert!(e(
+            r#"{"gitlab_url":"https://g","region":"us-east-1","typo":1}"#,
+            KEYS
+        )
+        .contains("typo"));
+        assert!(e(r#"{"gitlab_url":"https://g","region":"us-east-1"}"#, &[])
+            .contains("AWS_ACCESS_KEY_ID"));
+        assert!(e(
+            r#"{"gitlab_url":"https://g","region":"us-east-1"}"#,
+            &[("AWS_ACCESS_KEY_ID", "A")]
+        )
+        .contains("AWS_SECRET_ACCESS_KEY"));
+        assert!(e(
+            r#"{"gitlab_url":"https://g","region":"us-east-1","upstream_timeout_secs":0}"#,
+            KEYS
+        )
+        .contains("upstream_timeout_secs"));
+        assert!(e(
+            r#"{"gitlab_url":"https://g","region":"us-east-1","audience":" "}"#,
+            KEYS
+        )
+        .contains("audience"));
     }
 
     #[test]
@@ -237,7 +316,11 @@ mod tests {
         assert!(matches!(c.upstream_auth, UpstreamAuth::Bearer(ref k) if k == "br-key"));
         let c = Config::load(
             br#"{"gitlab_url":"http://127.0.0.1:8080","region":"us-east-1"}"#,
-            env_with(&[("AWS_ACCESS_KEY_ID", "A"), ("AWS_SECRET_ACCESS_KEY", "S"), ("AWS_SESSION_TOKEN", "T")]),
+            env_with(&[
+                ("AWS_ACCESS_KEY_ID", "A"),
+                ("AWS_SECRET_ACCESS_KEY", "S"),
+                ("AWS_SESSION_TOKEN", "T"),
+            ]),
         )
         .unwrap();
         match c.upstream_auth {

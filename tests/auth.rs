@@ -1,6 +1,8 @@
 //! GitLab JWT authentication through the real Envoy (issue 3; reference §2, §3).
 //! An accepted token on an unknown path gets the post-auth 404; a rejected one gets the 401 body.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 use common::*;
 use serde_json::json;
@@ -9,7 +11,12 @@ use std::time::{Duration, Instant};
 const FORBIDDEN: &str = r#"{"error":"Forbidden by auth provider"}"#;
 
 fn probe(sidecar: &Sidecar, token: &str) -> Response {
-    sidecar.request("POST", "/v9/probe", &as_refs(&gitlab_headers(token)), Some(b"{}"))
+    sidecar.request(
+        "POST",
+        "/v9/probe",
+        &as_refs(&gitlab_headers(token)),
+        Some(b"{}"),
+    )
 }
 
 fn accepted(r: &Response) -> bool {
@@ -21,51 +28,127 @@ fn header_rules_and_exact_bodies() {
     let emu = Emulator::start();
     let sidecar = Sidecar::start(&emu);
     let token = emu.token();
-    assert!(accepted(&probe(&sidecar, &token)), "a valid token is accepted");
+    assert!(
+        accepted(&probe(&sidecar, &token)),
+        "a valid token is accepted"
+    );
 
     let cases: Vec<(Vec<(&str, String)>, &str)> = vec![
-        (vec![("authorization", format!("Basic {token}")), ("x-gitlab-authentication-type", "oidc".into())], r#"{"error":"Invalid authorization header"}"#),
+        (
+            vec![
+                ("authorization", format!("Basic {token}")),
+                ("x-gitlab-authentication-type", "oidc".into()),
+            ],
+            r#"{"error":"Invalid authorization header"}"#,
+        ),
         // The gateway partitions at the first space: no token is an empty token, which fails verification.
-        (vec![("authorization", "Bearer".into()), ("x-gitlab-authentication-type", "oidc".into())], FORBIDDEN),
-        (vec![("authorization", "Token abc".into()), ("x-gitlab-authentication-type", "oidc".into())], r#"{"error":"Invalid authorization header"}"#),
-        (vec![("authorization", format!("Bearer {token}"))], r#"{"error":"Invalid authentication token type - only OIDC is supported"}"#),
-        (vec![("authorization", format!("Bearer {token}")), ("x-gitlab-authentication-type", "OIDC".into())], r#"{"error":"Invalid authentication token type - only OIDC is supported"}"#),
-        (vec![("authorization", "Bearer not.a.jwt".into()), ("x-gitlab-authentication-type", "oidc".into())], FORBIDDEN),
-        (vec![("AUTHORIZATION", format!("bearer {token}")), ("X-GITLAB-AUTHENTICATION-TYPE", "oidc".into()), ("X-Gitlab-Realm", "saas".into()), ("x-gitlab-instance-id", INSTANCE_ID.into())], r#"{"error":"Header mismatch 'X-Gitlab-Realm'"}"#),
-        (vec![("authorization", format!("Bearer {token}")), ("x-gitlab-authentication-type", "oidc".into()), ("x-gitlab-realm", "self-managed".into()), ("x-gitlab-instance-id", "other".into())], r#"{"error":"Header mismatch 'X-Gitlab-Instance-Id'"}"#),
+        (
+            vec![
+                ("authorization", "Bearer".into()),
+                ("x-gitlab-authentication-type", "oidc".into()),
+            ],
+            FORBIDDEN,
+        ),
+        (
+            vec![
+                ("authorization", "Token abc".into()),
+                ("x-gitlab-authentication-type", "oidc".into()),
+            ],
+            r#"{"error":"Invalid authorization header"}"#,
+        ),
+        (
+            vec![("authorization", format!("Bearer {token}"))],
+            r#"{"error":"Invalid authentication token type - only OIDC is supported"}"#,
+        ),
+        (
+            vec![
+                ("authorization", format!("Bearer {token}")),
+                ("x-gitlab-authentication-type", "OIDC".into()),
+            ],
+            r#"{"error":"Invalid authentication token type - only OIDC is supported"}"#,
+        ),
+        (
+            vec![
+                ("authorization", "Bearer not.a.jwt".into()),
+                ("x-gitlab-authentication-type", "oidc".into()),
+            ],
+            FORBIDDEN,
+        ),
+        (
+            vec![
+                ("AUTHORIZATION", format!("bearer {token}")),
+                ("X-GITLAB-AUTHENTICATION-TYPE", "oidc".into()),
+                ("X-Gitlab-Realm", "saas".into()),
+                ("x-gitlab-instance-id", INSTANCE_ID.into()),
+            ],
+            r#"{"error":"Header mismatch 'X-Gitlab-Realm'"}"#,
+        ),
+        (
+            vec![
+                ("authorization", format!("Bearer {token}")),
+                ("x-gitlab-authentication-type", "oidc".into()),
+                ("x-gitlab-realm", "self-managed".into()),
+                ("x-gitlab-instance-id", "other".into()),
+            ],
+            r#"{"error":"Header mismatch 'X-Gitlab-Instance-Id'"}"#,
+        ),
     ];
     for (headers, body) in cases {
-        let r = sidecar.request("POST", "/v2/code/completions", &as_refs(&headers), Some(b"{}"));
+        let r = sidecar.request(
+            "POST",
+            "/v2/code/completions",
+            &as_refs(&headers),
+            Some(b"{}"),
+        );
         assert_eq!((r.status, r.text().as_str()), (401, body), "{headers:?}");
         assert_eq!(r.header("content-type"), Some("application/json"));
     }
-    assert!(emu.requests().is_empty(), "no rejected request reaches Bedrock");
+    assert!(
+        emu.requests().is_empty(),
+        "no rejected request reaches Bedrock"
+    );
 }
 
 #[test]
 fn hostile_tokens_are_forbidden() {
     let emu = Emulator::start();
     let sidecar = Sidecar::start(&emu);
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let good = emu.token();
     let mut parts: Vec<String> = good.split('.').map(String::from).collect();
     parts[2] = format!("{}A", &parts[2][..parts[2].len() - 1].replace('A', "B"));
     let tampered = parts.join(".");
     let hostile = [
-        ("expired", emu.mint(json!({"iat": now - 7200, "exp": now - 10}))),
+        (
+            "expired",
+            emu.mint(json!({"iat": now - 7200, "exp": now - 10})),
+        ),
         ("future nbf", emu.mint(json!({"nbf": now + 600}))),
         ("wrong aud", emu.mint(json!({"aud": ["someone-else"]}))),
         ("tampered signature", tampered),
         ("truncated", good[..good.len() / 2].to_string()),
         ("64 KiB", "a".repeat(64 * 1024)),
-        ("alg none", format!("{}.{}.", b64(r#"{"alg":"none","typ":"JWT"}"#), good.split('.').nth(1).unwrap())),
+        (
+            "alg none",
+            format!(
+                "{}.{}.",
+                b64(r#"{"alg":"none","typ":"JWT"}"#),
+                good.split('.').nth(1).unwrap()
+            ),
+        ),
     ];
     for (what, token) in hostile {
         let r = probe(&sidecar, &token);
         assert_eq!((r.status, r.text().as_str()), (401, FORBIDDEN), "{what}");
     }
     assert!(accepted(&probe(&sidecar, &good)), "the VM still serves");
-    assert!(!sidecar.logs().contains(&good), "tokens never reach the log");
+    assert!(
+        !sidecar.logs().contains(&good),
+        "tokens never reach the log"
+    );
 }
 
 fn b64(s: &str) -> String {
@@ -74,7 +157,9 @@ fn b64(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = String::new();
     for c in b.chunks(3) {
-        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
         for i in 0..=c.len() {
             let _ = out.write_char(T[(n >> (18 - 6 * i) & 63) as usize] as char);
         }
@@ -94,7 +179,11 @@ fn key_rotation_is_picked_up_without_restart() {
     let start = Instant::now();
     let r = probe(&sidecar, &rotated);
     assert!(accepted(&r), "{} {}", r.status, r.text());
-    assert!(start.elapsed() < Duration::from_secs(5), "accepted within seconds: {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "accepted within seconds: {:?}",
+        start.elapsed()
+    );
     assert!(emu.stats()["jwks_fetches"].as_u64().unwrap() > fetches_before);
 }
 
@@ -112,7 +201,18 @@ fn unknown_kid_flood_costs_few_fetches() {
             let port = sidecar.port;
             let token = stranger.clone();
             std::thread::spawn(move || {
-                (0..25).map(|_| request(port, "POST", "/v9/probe", &as_refs(&gitlab_headers(&token)), Some(b"{}")).status).collect::<Vec<_>>()
+                (0..25)
+                    .map(|_| {
+                        request(
+                            port,
+                            "POST",
+                            "/v9/probe",
+                            &as_refs(&gitlab_headers(&token)),
+                            Some(b"{}"),
+                        )
+                        .status
+                    })
+                    .collect::<Vec<_>>()
             })
         })
         .collect();
@@ -121,7 +221,11 @@ fn unknown_kid_flood_costs_few_fetches() {
     }
     let fetches = emu.stats()["jwks_fetches"].as_u64().unwrap() - before;
     let allowed = 1 + start.elapsed().as_secs() / 15;
-    assert!(fetches <= allowed, "{fetches} JWKS fetches for 100 unknown-kid requests in {:?}", start.elapsed());
+    assert!(
+        fetches <= allowed,
+        "{fetches} JWKS fetches for 100 unknown-kid requests in {:?}",
+        start.elapsed()
+    );
 }
 
 #[test]
@@ -131,15 +235,25 @@ fn jwks_down_at_start_then_recovers() {
     let sidecar = Sidecar::start(&emu);
     let token = emu.token();
     let r = probe(&sidecar, &token);
-    assert_eq!((r.status, r.text().as_str()), (401, FORBIDDEN), "no keys: 401 after a bounded wait");
-    assert!(sidecar.logs().contains("no GitLab keys"), "the log says why");
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (401, FORBIDDEN),
+        "no keys: 401 after a bounded wait"
+    );
+    assert!(
+        sidecar.logs().contains("no GitLab keys"),
+        "the log says why"
+    );
     emu.oidc(json!({"down": false}));
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
         if accepted(&probe(&sidecar, &token)) {
             break;
         }
-        assert!(Instant::now() < deadline, "keys never loaded after the issuer came back");
+        assert!(
+            Instant::now() < deadline,
+            "keys never loaded after the issuer came back"
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
 }

@@ -1,5 +1,7 @@
 //! Code Suggestions through the real Envoy + .wasm + emulator (issue 4; reference §1.1–§1.3, §5, §6).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 use common::*;
 use serde_json::{json, Value};
@@ -32,10 +34,21 @@ fn generation_v3(model: &str, stream: bool) -> Value {
     })
 }
 
-fn post(sidecar: &Sidecar, token: &str, path: &str, body: &Value, extra: &[(&'static str, String)]) -> Response {
+fn post(
+    sidecar: &Sidecar,
+    token: &str,
+    path: &str,
+    body: &Value,
+    extra: &[(&'static str, String)],
+) -> Response {
     let mut headers = gitlab_headers(token);
     headers.extend(extra.iter().cloned());
-    sidecar.request("POST", path, &as_refs(&headers), Some(body.to_string().as_bytes()))
+    sidecar.request(
+        "POST",
+        path,
+        &as_refs(&headers),
+        Some(body.to_string().as_bytes()),
+    )
 }
 
 /// The one Bedrock request the emulator saw, after checking it is signed and clean.
@@ -46,9 +59,15 @@ fn only_bedrock_request(emu: &Emulator) -> Value {
     assert_eq!(r["signature_valid"], true, "{r:#}");
     let headers = r["headers"].as_object().unwrap();
     for name in headers.keys() {
-        assert!(!name.starts_with("x-gitlab"), "GitLab header {name} leaked to Bedrock");
+        assert!(
+            !name.starts_with("x-gitlab"),
+            "GitLab header {name} leaked to Bedrock"
+        );
     }
-    assert!(headers["authorization"].as_str().unwrap().starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/"));
+    assert!(headers["authorization"]
+        .as_str()
+        .unwrap()
+        .starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/"));
     let body: Value = serde_json::from_str(r["body"].as_str().unwrap()).unwrap();
     assert_eq!(body["anthropic_version"], "bedrock-2023-05-31");
     assert!(body.get("model").is_none() && body.get("stream").is_none());
@@ -59,26 +78,53 @@ fn only_bedrock_request(emu: &Emulator) -> Value {
 fn v2_completion_non_stream() {
     let emu = Emulator::start();
     let sidecar = Sidecar::start(&emu);
-    let r = post(&sidecar, &emu.token(), "/v2/code/completions", &completion(MODEL, false),
-                 &[("x-gitlab-enabled-feature-flags", "flag_a,flag_b".into())]);
+    let r = post(
+        &sidecar,
+        &emu.token(),
+        "/v2/code/completions",
+        &completion(MODEL, false),
+        &[("x-gitlab-enabled-feature-flags", "flag_a,flag_b".into())],
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
     assert_eq!(v["id"], "id");
     assert_eq!(v["object"], "text_completion");
     assert_eq!(v["model"]["engine"], "agent");
     assert_eq!(v["model"]["lang"], "ruby");
-    assert!(v["choices"][0]["text"].as_str().is_some_and(|t| !t.is_empty()), "{v:#}");
+    assert!(
+        v["choices"][0]["text"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty()),
+        "{v:#}"
+    );
     assert_eq!(v["choices"][0]["finish_reason"], "length");
-    assert_eq!(v["metadata"]["enabled_feature_flags"], json!(["flag_a", "flag_b"]));
-    assert!(v["model"]["tokens_consumption_metadata"]["input_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(
+        v["metadata"]["enabled_feature_flags"],
+        json!(["flag_a", "flag_b"])
+    );
+    assert!(
+        v["model"]["tokens_consumption_metadata"]["input_tokens"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
     let b = only_bedrock_request(&emu);
-    assert_eq!(b["path"], "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/invoke");
+    assert_eq!(
+        b["path"],
+        "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/invoke"
+    );
     let body: Value = serde_json::from_str(b["body"].as_str().unwrap()).unwrap();
     assert_eq!(body["max_tokens"], 128);
     assert_eq!(body["temperature"], 0.0);
     let prompt = body["messages"][0]["content"].as_str().unwrap();
-    assert!(prompt.contains("def full_name") && prompt.contains("end\nend"), "prefix and suffix reach the prompt");
-    assert!(!sidecar.logs().contains("def full_name"), "prompts never reach the log");
+    assert!(
+        prompt.contains("def full_name") && prompt.contains("end\nend"),
+        "prefix and suffix reach the prompt"
+    );
+    assert!(
+        !sidecar.logs().contains("def full_name"),
+        "prompts never reach the log"
+    );
 }
 
 #[test]
@@ -86,19 +132,45 @@ fn v2_completion_stream_and_alias() {
     let emu = Emulator::start();
     let sidecar = Sidecar::start(&emu);
     let token = emu.token();
-    let plain = post(&sidecar, &token, "/v2/completions", &completion(MODEL, false), &[]).json();
+    let plain = post(
+        &sidecar,
+        &token,
+        "/v2/completions",
+        &completion(MODEL, false),
+        &[],
+    )
+    .json();
     let expected = plain["choices"][0]["text"].as_str().unwrap().to_string();
     // fault-drip: 250 ms between frames; the first text must reach GitLab long before the end.
-    let r = post(&sidecar, &token, "/v2/code/completions", &completion("anthropic.claude-fault-drip-250-v1:0", true), &[]);
+    let r = post(
+        &sidecar,
+        &token,
+        "/v2/code/completions",
+        &completion("anthropic.claude-fault-drip-250-v1:0", true),
+        &[],
+    );
     assert_eq!(r.status, 200);
-    assert_eq!(r.header("content-type"), Some("text/event-stream; charset=utf-8"));
+    assert_eq!(
+        r.header("content-type"),
+        Some("text/event-stream; charset=utf-8")
+    );
     assert_eq!(r.text(), expected, "raw text deltas, no SSE framing");
     let (first, last) = (r.chunk_times[0], *r.chunk_times.last().unwrap());
-    assert!(last - first >= Duration::from_millis(500), "streamed as it arrives: {:?}", r.chunk_times);
+    assert!(
+        last - first >= Duration::from_millis(500),
+        "streamed as it arrives: {:?}",
+        r.chunk_times
+    );
     let reqs = emu.requests();
     assert!(reqs.iter().all(|q| q["signature_valid"] == true));
-    assert!(reqs[1]["path"].as_str().unwrap().ends_with("/invoke-with-response-stream"));
-    assert_eq!(reqs[1]["headers"]["x-amzn-bedrock-accept"], "application/json");
+    assert!(reqs[1]["path"]
+        .as_str()
+        .unwrap()
+        .ends_with("/invoke-with-response-stream"));
+    assert_eq!(
+        reqs[1]["headers"]["x-amzn-bedrock-accept"],
+        "application/json"
+    );
 }
 
 #[test]
@@ -115,26 +187,61 @@ fn v2_generations_and_v3_v4() {
     let body: Value = serde_json::from_str(emu.requests()[0]["body"].as_str().unwrap()).unwrap();
     assert_eq!(body["max_tokens"], 2048);
     assert_eq!(body["stop_sequences"], json!(["</new_code>"]));
-    assert_eq!(body["messages"].as_array().unwrap().last().unwrap()["content"], "<new_code>");
+    assert_eq!(
+        body["messages"].as_array().unwrap().last().unwrap()["content"],
+        "<new_code>"
+    );
 
-    let r = post(&sidecar, &token, "/v3/code/completions", &generation_v3(MODEL, false), &[]);
+    let r = post(
+        &sidecar,
+        &token,
+        "/v3/code/completions",
+        &generation_v3(MODEL, false),
+        &[],
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
-    assert!(v["choices"][0]["text"].as_str().is_some_and(|t| !t.is_empty() && !t.contains("new_code")), "{v:#}");
+    assert!(
+        v["choices"][0]["text"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty() && !t.contains("new_code")),
+        "{v:#}"
+    );
     assert_eq!(v["metadata"]["model"]["lang"], "python");
 
-    let r = post(&sidecar, &token, "/v3/code/completions", &generation_v3(MODEL, true), &[]);
+    let r = post(
+        &sidecar,
+        &token,
+        "/v3/code/completions",
+        &generation_v3(MODEL, true),
+        &[],
+    );
     assert_eq!(r.status, 200);
-    assert!(r.header("content-type").unwrap().starts_with("text/event-stream"));
+    assert!(r
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/event-stream"));
     assert!(!r.text().is_empty() && !r.text().contains("event:"));
 
-    let r = post(&sidecar, &token, "/v4/code/suggestions", &generation_v3("anthropic.claude-fault-split-v1:0", true), &[]);
+    let r = post(
+        &sidecar,
+        &token,
+        "/v4/code/suggestions",
+        &generation_v3("anthropic.claude-fault-split-v1:0", true),
+        &[],
+    );
     assert_eq!(r.status, 200);
     assert_eq!(r.header("x-streaming-format"), Some("sse"));
     let text = r.text();
     assert!(text.starts_with("event: stream_start\ndata: "), "{text}");
-    assert!(text.contains("event: content_chunk\ndata: {\"choices\":[{\"delta\":{\"content\":"), "{text}");
-    assert!(text.ends_with("event: stream_end\ndata: null\n\n"), "{text}");
+    assert!(
+        text.contains("event: content_chunk\ndata: {\"choices\":[{\"delta\":{\"content\":"),
+        "{text}"
+    );
+    assert!(
+        text.ends_with("event: stream_end\ndata: null\n\n"),
+        "{text}"
+    );
     assert!(emu.requests().iter().all(|q| q["signature_valid"] == true));
 }
 
@@ -153,16 +260,31 @@ fn every_model_id_form_is_encoded_and_signed() {
     ];
     for (model, path) in forms {
         emu.clear_requests();
-        let r = post(&sidecar, &token, "/v2/code/completions", &completion(model, false), &[]);
+        let r = post(
+            &sidecar,
+            &token,
+            "/v2/code/completions",
+            &completion(model, false),
+            &[],
+        );
         assert_eq!(r.status, 200, "{model}: {}", r.text());
         assert_eq!(only_bedrock_request(&emu)["path"], path);
     }
     emu.clear_requests();
-    let r = post(&sidecar, &token, "/v2/code/completions", &json!({"current_file": {"file_name": "a.py",
+    let r = post(
+        &sidecar,
+        &token,
+        "/v2/code/completions",
+        &json!({"current_file": {"file_name": "a.py",
         "content_above_cursor": "x", "content_below_cursor": ""}, "prompt_version": 2,
-        "model_identifier": "vertex_ai/claude-3"}), &[]);
+        "model_identifier": "vertex_ai/claude-3"}),
+        &[],
+    );
     assert_eq!(r.status, 400, "{}", r.text());
-    assert!(r.json()["detail"].as_str().unwrap().contains("vertex_ai/claude-3"));
+    assert!(r.json()["detail"]
+        .as_str()
+        .unwrap()
+        .contains("vertex_ai/claude-3"));
     assert!(emu.requests().is_empty());
 }
 
@@ -172,16 +294,30 @@ fn invalid_bodies_are_422_and_never_reach_bedrock() {
     let sidecar = Sidecar::start(&emu);
     let token = emu.token();
     let headers = gitlab_headers(&token);
-    let r = sidecar.request("POST", "/v2/code/completions", &as_refs(&headers), Some(b"{not json"));
+    let r = sidecar.request(
+        "POST",
+        "/v2/code/completions",
+        &as_refs(&headers),
+        Some(b"{not json"),
+    );
     assert_eq!(r.status, 422);
     let mut missing = completion(MODEL, false);
-    missing["current_file"].as_object_mut().unwrap().remove("content_above_cursor");
+    missing["current_file"]
+        .as_object_mut()
+        .unwrap()
+        .remove("content_above_cursor");
     let r = post(&sidecar, &token, "/v2/code/completions", &missing, &[]);
     assert_eq!(r.status, 422, "{}", r.text());
-    assert_eq!(r.json()["detail"][0]["loc"], json!(["body", "current_file", "content_above_cursor"]));
+    assert_eq!(
+        r.json()["detail"][0]["loc"],
+        json!(["body", "current_file", "content_above_cursor"])
+    );
     let mut huge = completion(MODEL, false);
     huge["current_file"]["content_above_cursor"] = json!("x".repeat(100_001));
-    assert_eq!(post(&sidecar, &token, "/v2/code/completions", &huge, &[]).status, 422);
+    assert_eq!(
+        post(&sidecar, &token, "/v2/code/completions", &huge, &[]).status,
+        422
+    );
     assert!(emu.requests().is_empty());
     // What Rails may send: up to 600 000 bytes.
     let mut big = completion(MODEL, false);
@@ -197,18 +333,38 @@ fn scopes_are_enforced() {
     let emu = Emulator::start();
     let sidecar = Sidecar::start(&emu);
     let chat_only = emu.mint(json!({"scopes": ["duo_chat"]}));
-    let r = post(&sidecar, &chat_only, "/v2/code/completions", &completion(MODEL, false), &[]);
+    let r = post(
+        &sidecar,
+        &chat_only,
+        "/v2/code/completions",
+        &completion(MODEL, false),
+        &[],
+    );
     assert_eq!(r.status, 403, "{}", r.text());
-    assert_eq!(r.json()["detail"], "Unauthorized to access code completions");
-    let r = post(&sidecar, &chat_only, "/v3/code/completions", &generation_v3(MODEL, false), &[]);
+    assert_eq!(
+        r.json()["detail"],
+        "Unauthorized to access code completions"
+    );
+    let r = post(
+        &sidecar,
+        &chat_only,
+        "/v3/code/completions",
+        &generation_v3(MODEL, false),
+        &[],
+    );
     assert_eq!(r.status, 403);
     // AIGW-minted user tokens may not generate code (§2.4).
-    let gateway = emu.mint(json!({"iss": "gitlab-ai-gateway", "aud": ["gitlab-ai-gateway"], "sub": "user-hash"}));
+    let gateway = emu.mint(
+        json!({"iss": "gitlab-ai-gateway", "aud": ["gitlab-ai-gateway"], "sub": "user-hash"}),
+    );
     let mut gen = completion(MODEL, false);
     gen["prompt_id"] = json!("code_suggestions/generations");
     let r = post(&sidecar, &gateway, "/v2/code/generations", &gen, &[]);
     assert_eq!(r.status, 403, "{}", r.text());
-    assert_eq!(r.json()["detail"], "Unauthorized to access code generations");
+    assert_eq!(
+        r.json()["detail"],
+        "Unauthorized to access code generations"
+    );
     assert!(emu.requests().is_empty());
 }
 
@@ -217,14 +373,34 @@ fn bedrock_faults_become_gitlab_errors_and_the_vm_keeps_serving() {
     let emu = Emulator::start();
     let sidecar = Sidecar::start_with(&emu, &[("AIGW_MODEL_TIMEOUT_SECONDS", "2")]);
     let token = emu.token();
-    let call = |model: &str, stream: bool| post(&sidecar, &token, "/v2/code/completions", &completion(model, stream), &[]);
+    let call = |model: &str, stream: bool| {
+        post(
+            &sidecar,
+            &token,
+            "/v2/code/completions",
+            &completion(model, stream),
+            &[],
+        )
+    };
 
     let r = call("anthropic.claude-fault-throttle-v1:0", false);
     assert_eq!(r.status, 429);
     assert!(r.header("retry-after").is_some());
-    assert_eq!(r.json()["detail"], "Too many requests. Please try again later.");
-    assert_eq!(call("anthropic.claude-fault-notready-v1:0", true).status, 429);
-    for fault in ["fault-500", "fault-503", "fault-403", "fault-400", "fault-424"] {
+    assert_eq!(
+        r.json()["detail"],
+        "Too many requests. Please try again later."
+    );
+    assert_eq!(
+        call("anthropic.claude-fault-notready-v1:0", true).status,
+        429
+    );
+    for fault in [
+        "fault-500",
+        "fault-503",
+        "fault-403",
+        "fault-400",
+        "fault-424",
+    ] {
         let r = call(&format!("anthropic.claude-{fault}-v1:0"), false);
         assert!(r.status >= 400, "{fault}: {}", r.status);
         assert!(r.json()["detail"].is_string(), "{fault}: {}", r.text());
@@ -240,7 +416,10 @@ fn bedrock_faults_become_gitlab_errors_and_the_vm_keeps_serving() {
     // Mid-stream: 200 already sent; the stream ends cleanly with what arrived, and the log says so.
     let r = call("anthropic.claude-fault-midstream-v1:0", true);
     assert_eq!(r.status, 200);
-    assert!(sidecar.logs().contains("modelStreamErrorException"), "mid-stream exception logged");
+    assert!(
+        sidecar.logs().contains("modelStreamErrorException"),
+        "mid-stream exception logged"
+    );
     let r = call("anthropic.claude-fault-badcrc-v1:0", true);
     assert_eq!(r.status, 200);
 
@@ -259,14 +438,26 @@ fn session_token_is_signed_and_client_aws_headers_are_stripped() {
         ("x-amz-date", "19990101T000000Z".to_string()),
         ("x-forwarded-for", "10.0.0.1".to_string()),
     ];
-    let r = post(&sidecar, &emu.token(), "/v2/code/completions", &completion(MODEL, false), &extra);
+    let r = post(
+        &sidecar,
+        &emu.token(),
+        "/v2/code/completions",
+        &completion(MODEL, false),
+        &extra,
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     let b = only_bedrock_request(&emu);
     let h = &b["headers"];
     assert_eq!(h["x-amz-security-token"], "FQoGZXIvYXdzEXAMPLETOKEN");
-    assert!(h["authorization"].as_str().unwrap().contains("x-amz-security-token"));
+    assert!(h["authorization"]
+        .as_str()
+        .unwrap()
+        .contains("x-amz-security-token"));
     assert!(h.get("x-amzn-bedrock-trace").is_none());
     assert_ne!(h["x-amz-date"], "19990101T000000Z");
-    assert!(!sidecar.logs().contains("FQoGZXIvYXdzEXAMPLETOKEN"), "secrets never reach the log");
+    assert!(
+        !sidecar.logs().contains("FQoGZXIvYXdzEXAMPLETOKEN"),
+        "secrets never reach the log"
+    );
     assert!(!sidecar.logs().contains(SECRET_KEY));
 }

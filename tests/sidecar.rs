@@ -1,5 +1,7 @@
 //! The sidecar contract (issue 2; reference §1.8, §2.1, §3, §6) through the real Envoy + .wasm.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 use common::*;
 
@@ -7,7 +9,12 @@ use common::*;
 fn no_authorization_is_401_with_the_gateways_exact_body() {
     let emu = Emulator::start();
     let sidecar = Sidecar::start(&emu);
-    for (method, path) in [("GET", "/"), ("POST", "/v2/code/completions"), ("GET", "/nope"), ("POST", "/v1/prompts/x")] {
+    for (method, path) in [
+        ("GET", "/"),
+        ("POST", "/v2/code/completions"),
+        ("GET", "/nope"),
+        ("POST", "/v1/prompts/x"),
+    ] {
         let r = sidecar.request(method, path, &[], Some(b"{}"));
         assert_eq!(r.status, 401, "{method} {path}");
         assert_eq!(r.header("content-type"), Some("application/json"));
@@ -27,18 +34,34 @@ fn monitoring_endpoints_answer_without_auth() {
     }
     // "Run health check" only needs an HTTP answer to HEAD <ai_gateway_url>.
     let r = sidecar.request("HEAD", "/", &[], None);
-    assert!(r.status >= 200 && r.status < 500, "HEAD / answered {}", r.status);
+    assert!(
+        r.status >= 200 && r.status < 500,
+        "HEAD / answered {}",
+        r.status
+    );
 }
 
 #[test]
 fn request_id_is_echoed_or_generated() {
     let emu = Emulator::start();
     let sidecar = Sidecar::start(&emu);
-    let r = sidecar.request("GET", "/", &[("x-request-id", "01JABCDEF-correlation")], None);
+    let r = sidecar.request(
+        "GET",
+        "/",
+        &[("x-request-id", "01JABCDEF-correlation")],
+        None,
+    );
     assert_eq!(r.header("x-request-id"), Some("01JABCDEF-correlation"));
     let r = sidecar.request("GET", "/monitoring/healthz", &[], None);
-    assert!(r.header("x-request-id").is_some_and(|id| id.len() >= 16), "generated id: {:?}", r.headers);
-    assert!(r.header("x-process-time").is_some(), "X-Process-Time like the gateway");
+    assert!(
+        r.header("x-request-id").is_some_and(|id| id.len() >= 16),
+        "generated id: {:?}",
+        r.headers
+    );
+    assert!(
+        r.header("x-process-time").is_some(),
+        "X-Process-Time like the gateway"
+    );
 }
 
 #[test]
@@ -47,7 +70,12 @@ fn authenticated_unknown_paths_are_404_and_never_reach_bedrock() {
     let sidecar = Sidecar::start(&emu);
     let token = emu.token();
     let headers = gitlab_headers(&token);
-    for (method, path) in [("GET", "/"), ("POST", "/v9/nothing"), ("GET", "/v2/code/completions"), ("POST", "/model/x/invoke")] {
+    for (method, path) in [
+        ("GET", "/"),
+        ("POST", "/v9/nothing"),
+        ("GET", "/v2/code/completions"),
+        ("POST", "/model/x/invoke"),
+    ] {
         let r = sidecar.request(method, path, &as_refs(&headers), Some(b"{}"));
         assert_eq!(r.status, 404, "{method} {path}: {}", r.text());
         assert_eq!(r.json()["detail"], "Not Found");
@@ -64,8 +92,13 @@ fn invalid_configuration_refuses_to_start() {
         ("AWS_BEDROCK_RUNTIME_ENDPOINT", emu.url.clone()),
         ("AWS_REGION_NAME", REGION.to_string()),
     ];
-    let err = Sidecar::boot(env).err().expect("envoy must not serve with an invalid configuration");
-    assert!(err.contains("AWS_ACCESS_KEY_ID"), "the log names the missing variable:\n{err}");
+    let err = Sidecar::boot(env)
+        .err()
+        .expect("envoy must not serve with an invalid configuration");
+    assert!(
+        err.contains("AWS_ACCESS_KEY_ID"),
+        "the log names the missing variable:\n{err}"
+    );
 }
 
 #[test]
@@ -74,9 +107,20 @@ fn launcher_rejects_bad_environment_with_a_clear_message() {
     let out = dir.0.join("e.yaml");
     let err = render_config(&[("AWS_REGION_NAME", "us-east-1".into())], &out).unwrap_err();
     assert!(err.contains("AIGW_GITLAB_URL"), "{err}");
-    let err = render_config(&[("AIGW_GITLAB_URL", "gitlab.example.com".into()), ("AWS_REGION_NAME", "us-east-1".into())], &out).unwrap_err();
+    let err = render_config(
+        &[
+            ("AIGW_GITLAB_URL", "gitlab.example.com".into()),
+            ("AWS_REGION_NAME", "us-east-1".into()),
+        ],
+        &out,
+    )
+    .unwrap_err();
     assert!(err.contains("AIGW_GITLAB_URL"), "{err}");
-    let err = render_config(&[("AIGW_GITLAB_URL", "https://gitlab.example.com".into())], &out).unwrap_err();
+    let err = render_config(
+        &[("AIGW_GITLAB_URL", "https://gitlab.example.com".into())],
+        &out,
+    )
+    .unwrap_err();
     assert!(err.contains("AWS_REGION_NAME"), "{err}");
     // Real Bedrock: TLS with SNI to the regional endpoint, system CA bundle.
     let env = [
@@ -87,8 +131,22 @@ fn launcher_rejects_bad_environment_with_a_clear_message() {
     ];
     render_config(&env, &out).unwrap();
     let yaml = std::fs::read_to_string(&out).unwrap();
-    assert!(yaml.contains(r#"sni: "bedrock-runtime.eu-west-1.amazonaws.com""#), "{yaml}");
-    assert!(!yaml.contains("AKIDRENDERTEST") && !yaml.contains("render-test-secret"), "no secret in the rendered file");
-    let status = std::process::Command::new(envoy_bin()).args(["--mode", "validate", "-c"]).arg(&out).output().unwrap();
-    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    assert!(
+        yaml.contains(r#"sni: "bedrock-runtime.eu-west-1.amazonaws.com""#),
+        "{yaml}"
+    );
+    assert!(
+        !yaml.contains("AKIDRENDERTEST") && !yaml.contains("render-test-secret"),
+        "no secret in the rendered file"
+    );
+    let status = std::process::Command::new(envoy_bin())
+        .args(["--mode", "validate", "-c"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
 }

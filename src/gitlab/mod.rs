@@ -14,8 +14,8 @@ pub mod code_suggestions;
 pub mod errors;
 pub mod model;
 pub mod response;
-pub mod validate;
 pub mod routes;
+pub mod validate;
 
 pub use errors::{Family, GitlabError, ValidationIssue};
 pub use response::GitlabResponse;

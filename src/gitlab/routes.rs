@@ -56,7 +56,11 @@ impl Route {
 /// Classifies a request by method and `:path` (query string ignored, as FastAPI routes on the path).
 pub fn classify(method: &str, path: &str) -> Route {
     let path = path.split(['?', '#']).next().unwrap_or_default();
-    let path = if path.len() > 1 { path.trim_end_matches('/') } else { path };
+    let path = if path.len() > 1 {
+        path.trim_end_matches('/')
+    } else {
+        path
+    };
     let get = method.eq_ignore_ascii_case("GET");
     let post = method.eq_ignore_ascii_case("POST");
     match path {
@@ -142,11 +146,26 @@ mod tests {
 
     #[test]
     fn code_suggestion_paths() {
-        assert_eq!(classify("POST", "/v2/code/completions"), Route::V2CodeCompletions);
-        assert_eq!(classify("POST", "/v2/completions"), Route::V2CodeCompletions);
-        assert_eq!(classify("post", "/v2/code/generations"), Route::V2CodeGenerations);
-        assert_eq!(classify("POST", "/v3/code/completions/"), Route::V3CodeCompletions);
-        assert_eq!(classify("POST", "/v4/code/suggestions"), Route::V4CodeSuggestions);
+        assert_eq!(
+            classify("POST", "/v2/code/completions"),
+            Route::V2CodeCompletions
+        );
+        assert_eq!(
+            classify("POST", "/v2/completions"),
+            Route::V2CodeCompletions
+        );
+        assert_eq!(
+            classify("post", "/v2/code/generations"),
+            Route::V2CodeGenerations
+        );
+        assert_eq!(
+            classify("POST", "/v3/code/completions/"),
+            Route::V3CodeCompletions
+        );
+        assert_eq!(
+            classify("POST", "/v4/code/suggestions"),
+            Route::V4CodeSuggestions
+        );
         assert_eq!(classify("GET", "/v2/code/completions"), Route::Unknown);
     }
 
@@ -154,11 +173,17 @@ mod tests {
     fn prompt_ids_are_decoded() {
         assert_eq!(
             classify("POST", "/v1/prompts/model_configuration%2Fcheck"),
-            Route::Prompt { version: 1, prompt_id: "model_configuration/check".into() }
+            Route::Prompt {
+                version: 1,
+                prompt_id: "model_configuration/check".into()
+            }
         );
         assert_eq!(
             classify("POST", "/v2/prompts/chat/explain_code"),
-            Route::Prompt { version: 2, prompt_id: "chat/explain_code".into() }
+            Route::Prompt {
+                version: 2,
+                prompt_id: "chat/explain_code".into()
+            }
         );
         assert_eq!(classify("POST", "/v1/prompts/"), Route::Unknown);
         assert_eq!(classify("POST", "/v1/prompts/bad%zz"), Route::Unknown);
@@ -169,7 +194,12 @@ mod tests {
     #[test]
     fn chat_paths() {
         assert_eq!(classify("POST", "/v2/chat/agent"), Route::ChatAgent);
-        assert_eq!(classify("POST", "/v1/chat/explain_code"), Route::LegacyChat { invokable: "explain_code".into() });
+        assert_eq!(
+            classify("POST", "/v1/chat/explain_code"),
+            Route::LegacyChat {
+                invokable: "explain_code".into()
+            }
+        );
         assert_eq!(classify("POST", "/v1/chat/a/b"), Route::Unknown);
     }
 }

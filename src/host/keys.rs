@@ -70,7 +70,9 @@ fn update_record(p: &OidcProvider, mut f: impl FnMut(&mut KeyRecord) -> bool) ->
         if !f(&mut record) {
             return false;
         }
-        let Ok(bytes) = serde_json::to_vec(&record) else { return false };
+        let Ok(bytes) = serde_json::to_vec(&record) else {
+            return false;
+        };
         match hostcalls::set_shared_data(&record_key(p), Some(&bytes), cas) {
             Ok(()) => return true,
             Err(Status::CasMismatch) => continue,
@@ -82,7 +84,10 @@ fn update_record(p: &OidcProvider, mut f: impl FnMut(&mut KeyRecord) -> bool) ->
 
 fn lease_held(p: &OidcProvider, now: u64) -> bool {
     match hostcalls::get_shared_data(&lease_key(p)) {
-        Ok((Some(v), _)) => std::str::from_utf8(&v).ok().and_then(|s| s.parse::<u64>().ok()).is_some_and(|t| t > now),
+        Ok((Some(v), _)) => std::str::from_utf8(&v)
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .is_some_and(|t| t > now),
         _ => false,
     }
 }
@@ -126,7 +131,8 @@ impl Fetcher {
     pub fn tick(&mut self, vm: &mut Vm, now: u64) {
         self.sync(vm);
         // A call the host never answered (it should, after CALL_TIMEOUT) must not block refreshes.
-        self.in_flight.retain(|_, (_, _, started)| now.saturating_sub(*started) < LEASE_SECS);
+        self.in_flight
+            .retain(|_, (_, _, started)| now.saturating_sub(*started) < LEASE_SECS);
         let providers = vm.config.providers.clone();
         let mut any_in_flight = false;
         for (i, p) in providers.iter().enumerate() {
@@ -135,14 +141,21 @@ impl Fetcher {
                 let (record, _) = read_record(p);
                 let due = record.as_ref().is_none_or(|r| now >= r.next_refresh_at);
                 if due && claim_lease(p, now) {
-                    self.start(i, p, Stage::Discovery, &p.cluster, &p.authority, DISCOVERY_PATH, now);
+                    self.start(
+                        i,
+                        p,
+                        Stage::Discovery,
+                        &p.cluster,
+                        &p.authority,
+                        DISCOVERY_PATH,
+                        now,
+                    );
                 }
             }
             any_in_flight |= self.in_flight.values().any(|(j, _, _)| *j == i) || lease_held(p, now);
         }
         vm.fetch_in_flight = any_in_flight;
     }
-
 }
 
 /// Asks every provider for an early refresh after an unknown `kid`. True when one was
@@ -153,7 +166,9 @@ pub fn request_refresh(vm: &mut Vm, now: u64) -> bool {
         let mut helps = false;
         for p in &vm.config.providers {
             let scheduled = update_record(p, |r| {
-                if now.saturating_sub(r.forced_at) < FORCED_REFRESH_INTERVAL_SECS || r.next_refresh_at <= now {
+                if now.saturating_sub(r.forced_at) < FORCED_REFRESH_INTERVAL_SECS
+                    || r.next_refresh_at <= now
+                {
                     return false;
                 }
                 r.forced_at = now;
@@ -173,7 +188,16 @@ pub fn request_refresh(vm: &mut Vm, now: u64) -> bool {
 
 impl Fetcher {
     #[allow(clippy::too_many_arguments)]
-    fn start(&mut self, i: usize, p: &OidcProvider, stage: Stage, cluster: &str, authority: &str, path: &str, now: u64) {
+    fn start(
+        &mut self,
+        i: usize,
+        p: &OidcProvider,
+        stage: Stage,
+        cluster: &str,
+        authority: &str,
+        path: &str,
+        now: u64,
+    ) {
         let headers = vec![
             (":method", "GET"),
             (":path", path),
@@ -191,41 +215,63 @@ impl Fetcher {
 
     /// Handles a `dispatch_http_call` answer; false when the token is not ours.
     pub fn on_response(&mut self, vm: &mut Vm, token: u32, body_size: usize, now: u64) -> bool {
-        let Some((i, stage, _)) = self.in_flight.remove(&token) else { return false };
-        let Some(p) = vm.config.providers.get(i).cloned() else { return true };
-        let headers = hostcalls::get_map(proxy_wasm::types::MapType::HttpCallResponseHeaders).unwrap_or_default();
-        let header = |name: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str());
-        let status = header(":status").unwrap_or("");
-        let body = hostcalls::get_buffer(proxy_wasm::types::BufferType::HttpCallResponseBody, 0, body_size)
-            .ok()
-            .flatten()
+        let Some((i, stage, _)) = self.in_flight.remove(&token) else {
+            return false;
+        };
+        let Some(p) = vm.config.providers.get(i).cloned() else {
+            return true;
+        };
+        let headers = hostcalls::get_map(proxy_wasm::types::MapType::HttpCallResponseHeaders)
             .unwrap_or_default();
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        };
+        let status = header(":status").unwrap_or("");
+        let body = hostcalls::get_buffer(
+            proxy_wasm::types::BufferType::HttpCallResponseBody,
+            0,
+            body_size,
+        )
+        .ok()
+        .flatten()
+        .unwrap_or_default();
         if status != "200" {
             let what = match stage {
                 Stage::Discovery => "openid-configuration",
                 Stage::Keys => "JWKS",
             };
-            let status = if status.is_empty() { "no answer (timeout or connection failure)" } else { status };
+            let status = if status.is_empty() {
+                "no answer (timeout or connection failure)"
+            } else {
+                status
+            };
             self.failed(&p, now, &format!("{what} fetch answered {status}"));
             return true;
         }
         match stage {
-            Stage::Discovery => match jwks_uri_from_discovery(&body).and_then(|uri| split_url(&uri)) {
-                Ok((authority, path)) => {
-                    let cluster = vm
-                        .config
-                        .providers
-                        .iter()
-                        .find(|q| q.authority.eq_ignore_ascii_case(&authority))
-                        .map(|q| q.cluster.clone())
-                        .unwrap_or_else(|| p.cluster.clone());
-                    self.start(i, &p, Stage::Keys, &cluster, &authority, &path, now);
+            Stage::Discovery => {
+                match jwks_uri_from_discovery(&body).and_then(|uri| split_url(&uri)) {
+                    Ok((authority, path)) => {
+                        let cluster = vm
+                            .config
+                            .providers
+                            .iter()
+                            .find(|q| q.authority.eq_ignore_ascii_case(&authority))
+                            .map(|q| q.cluster.clone())
+                            .unwrap_or_else(|| p.cluster.clone());
+                        self.start(i, &p, Stage::Keys, &cluster, &authority, &path, now);
+                    }
+                    Err(e) => self.failed(&p, now, &format!("openid-configuration: {e}")),
                 }
-                Err(e) => self.failed(&p, now, &format!("openid-configuration: {e}")),
-            },
+            }
             Stage::Keys => match merge_jwks_json(&[&body]) {
                 Ok(jwks) if KeySet::from_jwks(&[jwks.as_bytes()]).is_ok_and(|k| !k.is_empty()) => {
-                    let refresh = max_age(header("cache-control")).unwrap_or(MAX_REFRESH_SECS).clamp(1, MAX_REFRESH_SECS);
+                    let refresh = max_age(header("cache-control"))
+                        .unwrap_or(MAX_REFRESH_SECS)
+                        .clamp(1, MAX_REFRESH_SECS);
                     let stored = update_record(&p, |r| {
                         r.jwks.clone_from(&jwks);
                         r.fetched_at = now;
@@ -235,7 +281,11 @@ impl Fetcher {
                     });
                     release_lease(&p);
                     if stored {
-                        log::info!("JWKS of {} loaded ({} bytes); next refresh in {refresh} s", p.name, jwks.len());
+                        log::info!(
+                            "JWKS of {} loaded ({} bytes); next refresh in {refresh} s",
+                            p.name,
+                            jwks.len()
+                        );
                     } else {
                         log::warn!("JWKS of {} fetched but could not be shared", p.name);
                     }
@@ -272,7 +322,9 @@ impl Fetcher {
         self.docs.resize(n, None);
         let mut changed = false;
         for (i, p) in vm.config.providers.iter().enumerate() {
-            let Ok((value, cas)) = hostcalls::get_shared_data(&record_key(p)) else { continue };
+            let Ok((value, cas)) = hostcalls::get_shared_data(&record_key(p)) else {
+                continue;
+            };
             if cas == self.seen[i] {
                 continue;
             }

@@ -56,13 +56,23 @@ enum Outcome {
 enum ResponseMode {
     Undecided,
     /// Bedrock streams (200): translate each chunk as it arrives.
-    Streaming { decoder: EventStreamDecoder, started: bool, finished: bool },
+    Streaming {
+        decoder: EventStreamDecoder,
+        started: bool,
+        finished: bool,
+    },
     /// Buffer the whole answer, then translate: a Bedrock JSON message.
     Success,
     /// A Bedrock error answer.
-    BedrockError { status: u16, error_type: Option<String>, retry_after: Option<String> },
+    BedrockError {
+        status: u16,
+        error_type: Option<String>,
+        retry_after: Option<String>,
+    },
     /// Envoy answered itself (timeout, reset, connect failure).
-    EnvoyError { details: String },
+    EnvoyError {
+        details: String,
+    },
 }
 
 struct Forwarded {
@@ -103,14 +113,23 @@ impl Request {
     }
 
     fn process_time(&self) -> String {
-        format!("{:.6}", now_ms().saturating_sub(self.started_ms) as f64 / 1000.0)
+        format!(
+            "{:.6}",
+            now_ms().saturating_sub(self.started_ms) as f64 / 1000.0
+        )
     }
 
     fn reply(&mut self, status: u16, body: &[u8], extra: &[(String, String)]) {
         let time = self.process_time();
-        let mut headers: Vec<(&str, &str)> = vec![("content-type", "application/json"), ("x-process-time", &time)];
+        let mut headers: Vec<(&str, &str)> = vec![
+            ("content-type", "application/json"),
+            ("x-process-time", &time),
+        ];
         headers.extend(
-            extra.iter().filter(|(k, _)| !k.eq_ignore_ascii_case("content-type")).map(|(k, v)| (k.as_str(), v.as_str())),
+            extra
+                .iter()
+                .filter(|(k, _)| !k.eq_ignore_ascii_case("content-type"))
+                .map(|(k, v)| (k.as_str(), v.as_str())),
         );
         self.local_reply = true;
         if let Err(e) = hostcalls::send_http_response(u32::from(status), headers, Some(body)) {
@@ -125,7 +144,13 @@ impl Request {
     fn on_request_headers(&mut self, this: &Rc<RefCell<Request>>, end_of_stream: bool) -> Action {
         self.started_ms = now_ms();
         let headers = hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default();
-        let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).unwrap_or("");
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+                .unwrap_or("")
+        };
         self.route = classify(header(":method"), header(":path"));
         if self.route.is_public() {
             self.reply(200, b"{}", &[]);
@@ -150,7 +175,12 @@ impl Request {
                     });
                 }
                 Outcome::Rejected(e) => {
-                    log::info!("401 {} on {}: {}", e.reason(), self.route.name(), header(":path").split('?').next().unwrap_or(""));
+                    log::info!(
+                        "401 {} on {}: {}",
+                        e.reason(),
+                        self.route.name(),
+                        header(":path").split('?').next().unwrap_or("")
+                    );
                     self.reply(e.status(), e.body().as_bytes(), &[]);
                     return Action::Pause;
                 }
@@ -173,7 +203,10 @@ impl Request {
         if code_endpoint(&self.route).is_none() {
             let e = match self.route {
                 Route::Unknown => GitlabError::not_found(),
-                _ => GitlabError::detail(501, &format!("Not implemented by this gateway yet: {}", self.route.name())),
+                _ => GitlabError::detail(
+                    501,
+                    &format!("Not implemented by this gateway yet: {}", self.route.name()),
+                ),
             };
             self.reply_error(&e);
             return Some(Action::Pause);
@@ -224,7 +257,10 @@ impl Request {
         }
         self.body_size = body_size;
         if body_size > MAX_REQUEST_BODY {
-            let e = GitlabError::detail(413, &format!("Request body too large: at most {MAX_REQUEST_BODY} bytes"));
+            let e = GitlabError::detail(
+                413,
+                &format!("Request body too large: at most {MAX_REQUEST_BODY} bytes"),
+            );
             self.reply_error(&e);
             return Action::Pause;
         }
@@ -240,12 +276,19 @@ impl Request {
     /// Builds, signs and forwards the Bedrock request; or answers locally. Returns the action
     /// for the current callback (`Continue` = the rewritten request goes upstream).
     fn forward(&mut self, vm: &Vm) -> Action {
-        let Some(endpoint) = code_endpoint(&self.route) else { return Action::Pause };
+        let Some(endpoint) = code_endpoint(&self.route) else {
+            return Action::Pause;
+        };
         let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, self.body_size)
             .ok()
             .flatten()
             .unwrap_or_default();
-        let flags = hostcalls::get_map_value(MapType::HttpRequestHeaders, "x-gitlab-enabled-feature-flags").ok().flatten();
+        let flags = hostcalls::get_map_value(
+            MapType::HttpRequestHeaders,
+            "x-gitlab-enabled-feature-flags",
+        )
+        .ok()
+        .flatten();
         let ctx = RequestContext {
             now_secs: now_secs(),
             enabled_feature_flags: flags.as_deref(),
@@ -272,11 +315,19 @@ impl Request {
             return Action::Pause;
         }
         let time = UNIX_EPOCH + Duration::from_millis(now_ms());
-        let upstream = match build(&planned.invoke, &vm.config.endpoint, &vm.config.upstream_auth, time) {
+        let upstream = match build(
+            &planned.invoke,
+            &vm.config.endpoint,
+            &vm.config.upstream_auth,
+            time,
+        ) {
             Ok(u) => u,
             Err(e) => {
                 log::error!("could not sign the Bedrock request: {e}");
-                self.reply_error(&GitlabError::detail(500, "Could not sign the Bedrock request"));
+                self.reply_error(&GitlabError::detail(
+                    500,
+                    "Could not sign the Bedrock request",
+                ));
                 return Action::Pause;
             }
         };
@@ -286,8 +337,12 @@ impl Request {
         let client_headers = hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default();
         let mut ok = client_headers
             .iter()
-            .filter(|(name, _)| !name.starts_with(':') && name != "x-forwarded-proto" && name != "x-request-id")
-            .all(|(name, _)| hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None).is_ok());
+            .filter(|(name, _)| {
+                !name.starts_with(':') && name != "x-forwarded-proto" && name != "x-request-id"
+            })
+            .all(|(name, _)| {
+                hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None).is_ok()
+            });
         let mut set = vec![
             (":method", upstream.method),
             (":path", upstream.path.as_str()),
@@ -295,14 +350,31 @@ impl Request {
             ("x-forwarded-proto", vm.config.endpoint.scheme.as_str()),
             ("content-length", length.as_str()),
         ];
-        set.extend(upstream.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        ok &= set.into_iter().all(|(k, v)| hostcalls::set_map_value(MapType::HttpRequestHeaders, k, Some(v)).is_ok());
-        ok &= hostcalls::set_buffer(BufferType::HttpRequestBody, 0, self.body_size, &upstream.body).is_ok();
+        set.extend(
+            upstream
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        );
+        ok &= set.into_iter().all(|(k, v)| {
+            hostcalls::set_map_value(MapType::HttpRequestHeaders, k, Some(v)).is_ok()
+        });
+        ok &= hostcalls::set_buffer(
+            BufferType::HttpRequestBody,
+            0,
+            self.body_size,
+            &upstream.body,
+        )
+        .is_ok();
         if !ok {
             self.reply_error(&GitlabError::detail(500, "Could not forward the request"));
             return Action::Pause;
         }
-        self.forwarded = Some(Forwarded { responder: planned.responder, stream: planned.invoke.stream, family: Family::CodeSuggestions });
+        self.forwarded = Some(Forwarded {
+            responder: planned.responder,
+            stream: planned.invoke.stream,
+            family: Family::CodeSuggestions,
+        });
         Action::Continue
     }
 
@@ -310,10 +382,19 @@ impl Request {
         if self.local_reply {
             return Action::Continue;
         }
-        let Some(fwd) = self.forwarded.as_mut() else { return Action::Continue };
+        let Some(fwd) = self.forwarded.as_mut() else {
+            return Action::Continue;
+        };
         let headers = hostcalls::get_map(MapType::HttpResponseHeaders).unwrap_or_default();
-        let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-        let status = header(":status").and_then(|s| s.parse::<u16>().ok()).unwrap_or(502);
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        let status = header(":status")
+            .and_then(|s| s.parse::<u16>().ok())
+            .unwrap_or(502);
         let details = hostcalls::get_property(vec!["response", "code_details"])
             .ok()
             .flatten()
@@ -325,13 +406,24 @@ impl Request {
             let mut out: Vec<(String, String)> = vec![(":status".into(), "200".into())];
             out.extend(fwd.responder.stream_headers());
             out.push(("x-process-time".into(), self.process_time()));
-            let _ = hostcalls::set_map(MapType::HttpResponseHeaders, out.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect());
-            self.response = ResponseMode::Streaming { decoder: EventStreamDecoder::new(), started: false, finished: false };
+            let _ = hostcalls::set_map(
+                MapType::HttpResponseHeaders,
+                out.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+            );
+            self.response = ResponseMode::Streaming {
+                decoder: EventStreamDecoder::new(),
+                started: false,
+                finished: false,
+            };
             return Action::Continue;
         } else if status == 200 {
             ResponseMode::Success
         } else {
-            ResponseMode::BedrockError { status, error_type: header("x-amzn-errortype"), retry_after: header("retry-after") }
+            ResponseMode::BedrockError {
+                status,
+                error_type: header("x-amzn-errortype"),
+                retry_after: header("retry-after"),
+            }
         };
         if end_of_stream {
             self.finish_buffered(&[]);
@@ -345,7 +437,10 @@ impl Request {
             return Action::Continue;
         }
         if let ResponseMode::Streaming { .. } = self.response {
-            let chunk = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size).ok().flatten().unwrap_or_default();
+            let chunk = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size)
+                .ok()
+                .flatten()
+                .unwrap_or_default();
             let out = self.translate_chunk(&chunk, end_of_stream);
             let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &out);
             return Action::Continue;
@@ -353,7 +448,10 @@ impl Request {
         if !end_of_stream {
             return Action::Pause;
         }
-        let body = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size).ok().flatten().unwrap_or_default();
+        let body = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
         let out = self.finish_buffered(&body);
         let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &out);
         Action::Continue
@@ -361,8 +459,11 @@ impl Request {
 
     /// Translates a buffered upstream answer; sets the response headers and returns the body.
     fn finish_buffered(&mut self, body: &[u8]) -> Vec<u8> {
-        let Some(fwd) = self.forwarded.as_mut() else { return body.to_vec() };
-        let (status, mut headers, out): (u16, Vec<(String, String)>, Vec<u8>) = match &self.response {
+        let Some(fwd) = self.forwarded.as_mut() else {
+            return body.to_vec();
+        };
+        let (status, mut headers, out): (u16, Vec<(String, String)>, Vec<u8>) = match &self.response
+        {
             ResponseMode::Success => match serde_json::from_slice::<MessagesResponse>(body) {
                 Ok(message) => {
                     let r = fwd.responder.complete(&message);
@@ -370,14 +471,32 @@ impl Request {
                 }
                 Err(_) => {
                     log::warn!("unreadable Bedrock answer ({} bytes)", body.len());
-                    let e = GitlabError::detail(502, "Inference failed: unreadable answer from Bedrock");
+                    let e = GitlabError::detail(
+                        502,
+                        "Inference failed: unreadable answer from Bedrock",
+                    );
                     (e.status, e.headers, e.body.into_bytes())
                 }
             },
-            ResponseMode::BedrockError { status, error_type, retry_after } => {
+            ResponseMode::BedrockError {
+                status,
+                error_type,
+                retry_after,
+            } => {
                 let b = parse_error(*status, error_type.as_deref(), body);
-                log::warn!("Bedrock answered {} {}: {}", b.status, b.kind, truncate(&b.message, 300));
-                let e = errors::from_bedrock(fwd.family, b.status, &b.kind, &b.message, retry_after.as_deref());
+                log::warn!(
+                    "Bedrock answered {} {}: {}",
+                    b.status,
+                    b.kind,
+                    truncate(&b.message, 300)
+                );
+                let e = errors::from_bedrock(
+                    fwd.family,
+                    b.status,
+                    &b.kind,
+                    &b.message,
+                    retry_after.as_deref(),
+                );
                 (e.status, e.headers, e.body.into_bytes())
             }
             ResponseMode::EnvoyError { details } => {
@@ -391,20 +510,34 @@ impl Request {
             }
             ResponseMode::Undecided | ResponseMode::Streaming { .. } => return body.to_vec(),
         };
-        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+        if !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        {
             headers.push(("content-type".into(), "application/json".into()));
         }
         let mut all: Vec<(String, String)> = vec![(":status".into(), status.to_string())];
         all.extend(headers);
         all.push(("content-length".into(), out.len().to_string()));
         all.push(("x-process-time".into(), self.process_time()));
-        let _ = hostcalls::set_map(MapType::HttpResponseHeaders, all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect());
+        let _ = hostcalls::set_map(
+            MapType::HttpResponseHeaders,
+            all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+        );
         out
     }
 
     /// One chunk of an event stream in, GitLab's stream bytes out.
     fn translate_chunk(&mut self, chunk: &[u8], end_of_stream: bool) -> Vec<u8> {
-        let (Some(fwd), ResponseMode::Streaming { decoder, started, finished }) = (self.forwarded.as_mut(), &mut self.response) else {
+        let (
+            Some(fwd),
+            ResponseMode::Streaming {
+                decoder,
+                started,
+                finished,
+            },
+        ) = (self.forwarded.as_mut(), &mut self.response)
+        else {
             return Vec::new();
         };
         let mut out = Vec::new();
@@ -417,15 +550,21 @@ impl Request {
         }
         for frame in decoder.push(chunk) {
             match frame {
-                StreamFrame::Event(StreamEvent::TextDelta(text)) => out.extend(fwd.responder.stream_text(&text)),
+                StreamFrame::Event(StreamEvent::TextDelta(text)) => {
+                    out.extend(fwd.responder.stream_text(&text))
+                }
                 StreamFrame::Event(StreamEvent::MessageStart { input_tokens, .. }) => {
                     fwd.responder.record_usage(Some(input_tokens), None)
                 }
                 StreamFrame::Event(StreamEvent::MessageDelta { output_tokens, .. }) => {
                     fwd.responder.record_usage(None, Some(output_tokens))
                 }
-                StreamFrame::Event(StreamEvent::Error { kind, message }) | StreamFrame::Exception { kind, message } => {
-                    log::warn!("Bedrock stream ended by {kind}: {}", truncate(&message, 300));
+                StreamFrame::Event(StreamEvent::Error { kind, message })
+                | StreamFrame::Exception { kind, message } => {
+                    log::warn!(
+                        "Bedrock stream ended by {kind}: {}",
+                        truncate(&message, 300)
+                    );
                     out.extend(fwd.responder.stream_error(&message));
                     *finished = true;
                     return out;
@@ -474,7 +613,9 @@ fn authenticate(vm: &mut Vm, headers: &[(String, String)]) -> Outcome {
     let claims = if let Some(claims) = vm.cache.get(token, now) {
         claims
     } else {
-        let Some(keys) = vm.keys.clone() else { return Outcome::Wait };
+        let Some(keys) = vm.keys.clone() else {
+            return Outcome::Wait;
+        };
         match verify(token, &keys, &vm.config.auth, now) {
             Ok(claims) => {
                 vm.cache.insert(token, claims.clone(), now);
@@ -495,22 +636,30 @@ impl Context for Http {}
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let this = self.0.clone();
-        let Ok(mut request) = self.0.try_borrow_mut() else { return Action::Pause };
+        let Ok(mut request) = self.0.try_borrow_mut() else {
+            return Action::Pause;
+        };
         request.on_request_headers(&this, end_of_stream)
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let Ok(mut request) = self.0.try_borrow_mut() else { return Action::Pause };
+        let Ok(mut request) = self.0.try_borrow_mut() else {
+            return Action::Pause;
+        };
         request.on_request_body(body_size, end_of_stream)
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let Ok(mut request) = self.0.try_borrow_mut() else { return Action::Continue };
+        let Ok(mut request) = self.0.try_borrow_mut() else {
+            return Action::Continue;
+        };
         request.on_response_headers(end_of_stream)
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let Ok(mut request) = self.0.try_borrow_mut() else { return Action::Continue };
+        let Ok(mut request) = self.0.try_borrow_mut() else {
+            return Action::Continue;
+        };
         request.on_response_body(body_size, end_of_stream)
     }
 }

@@ -22,7 +22,10 @@ pub struct Root {
 
 impl Root {
     pub fn new(_context_id: u32) -> Self {
-        Root { vm: None, fetcher: Fetcher::default() }
+        Root {
+            vm: None,
+            fetcher: Fetcher::default(),
+        }
     }
 
     /// Retries every waiting request whose keys changed or whose deadline passed.
@@ -34,7 +37,9 @@ impl Root {
         }
         let waiters = std::mem::take(&mut vm.waiters);
         for mut w in waiters {
-            let Some(request) = w.request.upgrade() else { continue };
+            let Some(request) = w.request.upgrade() else {
+                continue;
+            };
             let timed_out = now_ms >= w.deadline_ms;
             if vm.generation == w.generation && !timed_out {
                 vm.waiters.push(w);
@@ -56,9 +61,17 @@ impl Root {
 }
 
 impl Context for Root {
-    fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
         let Some(vm) = self.vm.clone() else { return };
-        let handled = self.fetcher.on_response(&mut vm.borrow_mut(), token_id, body_size, now_secs());
+        let handled =
+            self.fetcher
+                .on_response(&mut vm.borrow_mut(), token_id, body_size, now_secs());
         if handled {
             self.wake_waiters(now_ms());
         }
@@ -67,7 +80,11 @@ impl Context for Root {
 
 impl RootContext for Root {
     fn on_configure(&mut self, size: usize) -> bool {
-        let raw = if size == 0 { Vec::new() } else { self.get_plugin_configuration().unwrap_or_default() };
+        let raw = if size == 0 {
+            Vec::new()
+        } else {
+            self.get_plugin_configuration().unwrap_or_default()
+        };
         match Config::load(&raw, |name| std::env::var(name).ok()) {
             Ok(config) => {
                 if config.auth_bypass {
@@ -80,7 +97,12 @@ impl RootContext for Root {
                     "duo-bedrock filter configured: Bedrock {} (region {}), GitLab {}, audience {}",
                     config.endpoint.authority(),
                     config.endpoint.region,
-                    config.providers.iter().map(|p| p.base_url.as_str()).collect::<Vec<_>>().join(", "),
+                    config
+                        .providers
+                        .iter()
+                        .map(|p| p.base_url.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     config.auth.audience
                 );
                 // The first tick (not configure time: clusters may not be ready) fetches the keys.
@@ -106,7 +128,9 @@ impl RootContext for Root {
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         let vm = self.vm.clone()?;
-        Some(Box::new(Http::new(Rc::new(RefCell::new(Request::new(vm, context_id))))))
+        Some(Box::new(Http::new(Rc::new(RefCell::new(Request::new(
+            vm, context_id,
+        ))))))
     }
 
     fn get_type(&self) -> Option<ContextType> {

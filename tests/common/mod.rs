@@ -14,12 +14,21 @@ pub fn root() -> PathBuf {
 }
 
 fn path_from_env(var: &str, default: &str) -> PathBuf {
-    std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| root().join(default))
+    std::env::var_os(var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(default))
 }
 
 pub fn wasm_path() -> PathBuf {
-    let p = path_from_env("DUO_FILTER_WASM", "target/wasm32-wasip1/release/duo_bedrock_filter.wasm");
-    assert!(p.exists(), "{} missing: run `make build` (or `make test`)", p.display());
+    let p = path_from_env(
+        "DUO_FILTER_WASM",
+        "target/wasm32-wasip1/release/duo_bedrock_filter.wasm",
+    );
+    assert!(
+        p.exists(),
+        "{} missing: run `make build` (or `make test`)",
+        p.display()
+    );
     p
 }
 
@@ -36,7 +45,11 @@ pub fn envoy_bin() -> PathBuf {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub const ACCESS_KEY: &str = "AKIDEXAMPLE";
@@ -58,7 +71,15 @@ impl Emulator {
 
     pub fn start_with(args: &[&str]) -> Emulator {
         let mut child = Command::new(emulator_bin())
-            .args(["serve", "--listen", "127.0.0.1:0", "--access-key-id", ACCESS_KEY, "--secret-access-key", SECRET_KEY])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--access-key-id",
+                ACCESS_KEY,
+                "--secret-access-key",
+                SECRET_KEY,
+            ])
             .args(["--region", REGION])
             .args(args)
             .stdout(Stdio::piped())
@@ -66,8 +87,14 @@ impl Emulator {
             .spawn()
             .expect("start emulator");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let url = line.trim().strip_prefix("bedrock-emulator listening on ").unwrap_or_else(|| panic!("emulator said {line:?}")).to_string();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("bedrock-emulator listening on ")
+            .unwrap_or_else(|| panic!("emulator said {line:?}"))
+            .to_string();
         let port = url.rsplit(':').next().unwrap().parse().unwrap();
         Emulator { url, port, child }
     }
@@ -99,7 +126,11 @@ impl Emulator {
 
     /// Bedrock requests the emulator received, oldest first.
     pub fn requests(&self) -> Vec<serde_json::Value> {
-        self.call("GET", "/_emulator/requests", None).json().as_array().cloned().unwrap_or_default()
+        self.call("GET", "/_emulator/requests", None)
+            .json()
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub fn clear_requests(&self) {
@@ -125,10 +156,24 @@ pub struct Sidecar {
 /// Renders the Envoy config with envoy/launch.py for `env`, as `make run` does.
 pub fn render_config(env: &[(&str, String)], out: &Path) -> Result<(), String> {
     let mut cmd = Command::new("python3");
-    cmd.arg(root().join("envoy/launch.py")).arg("render").arg("--out").arg(out);
-    for var in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION_NAME", "AWS_REGION",
-        "AWS_DEFAULT_REGION", "AWS_BEDROCK_RUNTIME_ENDPOINT", "AWS_BEARER_TOKEN_BEDROCK", "AIGW_GITLAB_URL",
-        "AIGW_CUSTOMER_PORTAL_URL", "AIGW_AUTH__BYPASS_EXTERNAL", "AIGW_DEFAULT_MODEL"] {
+    cmd.arg(root().join("envoy/launch.py"))
+        .arg("render")
+        .arg("--out")
+        .arg(out);
+    for var in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_REGION_NAME",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_BEDROCK_RUNTIME_ENDPOINT",
+        "AWS_BEARER_TOKEN_BEDROCK",
+        "AIGW_GITLAB_URL",
+        "AIGW_CUSTOMER_PORTAL_URL",
+        "AIGW_AUTH__BYPASS_EXTERNAL",
+        "AIGW_DEFAULT_MODEL",
+    ] {
         cmd.env_remove(var);
     }
     cmd.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
@@ -176,18 +221,31 @@ impl Sidecar {
         render_config(&env, &config)?;
         let log = dir.0.join("envoy.log");
         let mut cmd = Command::new(envoy_bin());
-        cmd.arg("-c").arg(&config).args(["--concurrency", "2", "--log-level", "info"]);
+        cmd.arg("-c")
+            .arg(&config)
+            .args(["--concurrency", "2", "--log-level", "info"]);
         cmd.arg("--disable-hot-restart");
         // Secrets reach the VM through the process environment only (host_env_keys).
-        cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default());
         for (k, v) in &env {
             if k.starts_with("AWS_") || k.starts_with("AIGW_SELF_SIGNED") {
                 cmd.env(k, v);
             }
         }
         let log_file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
-        let child = cmd.stdout(Stdio::null()).stderr(log_file).spawn().map_err(|e| e.to_string())?;
-        let mut sidecar = Sidecar { port, admin_port, child, log, _dir: dir };
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let mut sidecar = Sidecar {
+            port,
+            admin_port,
+            child,
+            log,
+            _dir: dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = sidecar.child.try_wait() {
@@ -223,7 +281,13 @@ impl Sidecar {
         request(self.admin_port, "GET", "/stats", &[], None).text()
     }
 
-    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Response {
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Response {
         request(self.port, method, path, headers, body)
     }
 }
@@ -260,7 +324,11 @@ impl TempDir {
     pub fn new() -> TempDir {
         use std::sync::atomic::{AtomicU32, Ordering};
         static N: AtomicU32 = AtomicU32::new(0);
-        let p = std::env::temp_dir().join(format!("duo-bedrock-test-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+        let p = std::env::temp_dir().join(format!(
+            "duo-bedrock-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
         std::fs::create_dir_all(&p).unwrap();
         TempDir(p)
     }
@@ -283,25 +351,43 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
     }
 }
 
-pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Response {
-    try_request(port, method, path, headers, body).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+pub fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Response {
+    try_request(port, method, path, headers, body)
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }
 
-pub fn try_request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> std::io::Result<Response> {
+pub fn try_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> std::io::Result<Response> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(90)))?;
     s.set_nodelay(true)?;
-    let mut head = format!("{method} {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nconnection: close\r\n");
+    let mut head =
+        format!("{method} {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nconnection: close\r\n");
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -317,7 +403,11 @@ pub fn try_request(port: u16, method: &str, path: &str, headers: &[(&str, &str)]
     let mut r = BufReader::new(s);
     let mut status_line = String::new();
     r.read_line(&mut status_line)?;
-    let status = status_line.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| std::io::Error::other(format!("bad status line {status_line:?}")))?;
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line {status_line:?}")))?;
     let mut headers = Vec::new();
     loop {
         let mut line = String::new();
@@ -330,7 +420,12 @@ pub fn try_request(port: u16, method: &str, path: &str, headers: &[(&str, &str)]
             headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
         }
     }
-    let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v): &(String, String)| v.clone());
+    let get = |n: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == n)
+            .map(|(_, v): &(String, String)| v.clone())
+    };
     let mut body = Vec::new();
     let mut chunk_times = Vec::new();
     if method == "HEAD" || status == 204 || status == 304 {
@@ -338,7 +433,8 @@ pub fn try_request(port: u16, method: &str, path: &str, headers: &[(&str, &str)]
         loop {
             let mut size = String::new();
             r.read_line(&mut size)?;
-            let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16).map_err(std::io::Error::other)?;
+            let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16)
+                .map_err(std::io::Error::other)?;
             if n == 0 {
                 break;
             }
@@ -355,5 +451,10 @@ pub fn try_request(port: u16, method: &str, path: &str, headers: &[(&str, &str)]
     } else {
         r.read_to_end(&mut body)?;
     }
-    Ok(Response { status, headers, body, chunk_times })
+    Ok(Response {
+        status,
+        headers,
+        body,
+        chunk_times,
+    })
 }

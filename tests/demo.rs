@@ -1,0 +1,106 @@
+//! `make run` with no AWS credentials: the offline demo through the whole path (JWT check,
+//! rewrite, SigV4, emulator, response rewrite), driven exactly as a newcomer would.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+use common::*;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[test]
+fn make_run_without_credentials_is_an_honest_working_demo() {
+    let port = free_port();
+    let mut launcher = Command::new("python3")
+        .arg(root().join("envoy/launch.py"))
+        .arg("run")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AIGW_FASTAPI__API_HOST", "127.0.0.1")
+        .env("AIGW_FASTAPI__API_PORT", port.to_string())
+        .env("ENVOY_ADMIN_PORT", free_port().to_string())
+        .env("ENVOY_CONCURRENCY", "1")
+        .env("DUO_FILTER_WASM", wasm_path())
+        .env("DUO_EMULATOR_BIN", emulator_bin())
+        .env("ENVOY_BIN", envoy_bin())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            // SIGTERM: the launcher stops Envoy and the emulator it started.
+            let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+            let _ = self.0.wait();
+        }
+    }
+    let stdout = launcher.stdout.take().unwrap();
+    let _guard = Kill(launcher);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut banner = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline && !banner.contains("-d '") {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            banner.push_str(&line);
+            banner.push('\n');
+        }
+    }
+    assert!(
+        banner.contains("OFFLINE DEMO"),
+        "the demo says so:\n{banner}"
+    );
+    let token = banner
+        .split("Authorization: Bearer ")
+        .nth(1)
+        .and_then(|s| s.split('\'').next())
+        .unwrap()
+        .to_string();
+    let body = banner
+        .split("-d '")
+        .nth(1)
+        .and_then(|s| s.split('\'').next())
+        .unwrap()
+        .to_string();
+
+    // Wait for Envoy, then paste the printed commands.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while try_request(port, "GET", "/monitoring/healthz", &[], None)
+        .map(|r| r.status)
+        .unwrap_or(0)
+        != 200
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the sidecar did not come up:\n{banner}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let r = request(port, "GET", "/", &[], None);
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (401, r#"{"error":"No authorization header presented"}"#)
+    );
+    let headers = gitlab_headers(&token);
+    let r = request(
+        port,
+        "POST",
+        "/v2/code/completions",
+        &as_refs(&headers),
+        Some(body.as_bytes()),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.json()["choices"][0]["text"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty()),
+        "{}",
+        r.text()
+    );
+}
