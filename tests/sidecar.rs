@@ -142,6 +142,9 @@ fn launcher_rejects_bad_environment_with_a_clear_message() {
     let status = std::process::Command::new(envoy_bin())
         .args(["--mode", "validate", "-c"])
         .arg(&out)
+        // `--mode validate` also runs the plugin's configuration check, which reads the secrets.
+        .env("AWS_ACCESS_KEY_ID", "AKIDRENDERTEST")
+        .env("AWS_SECRET_ACCESS_KEY", "render-test-secret")
         .output()
         .unwrap();
     assert!(
