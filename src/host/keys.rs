@@ -141,15 +141,12 @@ impl Fetcher {
                 let (record, _) = read_record(p);
                 let due = record.as_ref().is_none_or(|r| now >= r.next_refresh_at);
                 if due && claim_lease(p, now) {
-                    self.start(
-                        i,
-                        p,
-                        Stage::Discovery,
-                        &p.cluster,
-                        &p.authority,
-                        DISCOVERY_PATH,
-                        now,
-                    );
+                    let to = Target {
+                        cluster: &p.cluster,
+                        authority: &p.authority,
+                        path: DISCOVERY_PATH,
+                    };
+                    self.start(vm, i, Stage::Discovery, to, now);
                 }
             }
             any_in_flight |= self.in_flight.values().any(|(j, _, _)| *j == i) || lease_held(p, now);
@@ -186,30 +183,36 @@ pub fn request_refresh(vm: &mut Vm, now: u64) -> bool {
     }
 }
 
+/// Where one call of a fetch goes.
+struct Target<'a> {
+    cluster: &'a str,
+    authority: &'a str,
+    path: &'a str,
+}
+
 impl Fetcher {
-    #[allow(clippy::too_many_arguments)]
-    fn start(
-        &mut self,
-        i: usize,
-        p: &OidcProvider,
-        stage: Stage,
-        cluster: &str,
-        authority: &str,
-        path: &str,
-        now: u64,
-    ) {
+    fn start(&mut self, vm: &mut Vm, i: usize, stage: Stage, to: Target, now: u64) {
         let headers = vec![
             (":method", "GET"),
-            (":path", path),
-            (":authority", authority),
+            (":path", to.path),
+            (":authority", to.authority),
             ("accept", "application/json"),
             ("user-agent", "duo-bedrock-filter"),
         ];
-        match hostcalls::dispatch_http_call(cluster, headers, None, vec![], CALL_TIMEOUT) {
+        match hostcalls::dispatch_http_call(to.cluster, headers, None, vec![], CALL_TIMEOUT) {
             Ok(token) => {
                 self.in_flight.insert(token, (i, stage, now));
             }
-            Err(e) => self.failed(p, now, &format!("cannot call cluster '{cluster}': {e:?}")),
+            Err(e) => {
+                if let Some(p) = vm.config.providers.get(i).cloned() {
+                    self.failed(
+                        vm,
+                        &p,
+                        now,
+                        &format!("cannot call cluster '{}': {e:?}", to.cluster),
+                    );
+                }
+            }
         }
     }
 
@@ -248,7 +251,7 @@ impl Fetcher {
             } else {
                 status
             };
-            self.failed(&p, now, &format!("{what} fetch answered {status}"));
+            self.failed(vm, &p, now, &format!("{what} fetch answered {status}"));
             return true;
         }
         match stage {
@@ -262,9 +265,19 @@ impl Fetcher {
                             .find(|q| q.authority.eq_ignore_ascii_case(&authority))
                             .map(|q| q.cluster.clone())
                             .unwrap_or_else(|| p.cluster.clone());
-                        self.start(i, &p, Stage::Keys, &cluster, &authority, &path, now);
+                        self.start(
+                            vm,
+                            i,
+                            Stage::Keys,
+                            Target {
+                                cluster: &cluster,
+                                authority: &authority,
+                                path: &path,
+                            },
+                            now,
+                        );
                     }
-                    Err(e) => self.failed(&p, now, &format!("openid-configuration: {e}")),
+                    Err(e) => self.failed(vm, &p, now, &format!("openid-configuration: {e}")),
                 }
             }
             Stage::Keys => match merge_jwks_json(&[&body]) {
@@ -280,6 +293,10 @@ impl Fetcher {
                         true
                     });
                     release_lease(&p);
+                    vm.metrics.inc(
+                        "jwks_refreshes_total",
+                        &[("provider", p.name), ("result", "ok")],
+                    );
                     if stored {
                         log::info!(
                             "JWKS of {} loaded ({} bytes); next refresh in {refresh} s",
@@ -291,14 +308,18 @@ impl Fetcher {
                     }
                     self.sync(vm);
                 }
-                Ok(_) => self.failed(&p, now, "JWKS holds no usable RSA key"),
-                Err(e) => self.failed(&p, now, &format!("JWKS: {e}")),
+                Ok(_) => self.failed(vm, &p, now, "JWKS holds no usable RSA key"),
+                Err(e) => self.failed(vm, &p, now, &format!("JWKS: {e}")),
             },
         }
         true
     }
 
-    fn failed(&mut self, p: &OidcProvider, now: u64, why: &str) {
+    fn failed(&mut self, vm: &mut Vm, p: &OidcProvider, now: u64, why: &str) {
+        vm.metrics.inc(
+            "jwks_refreshes_total",
+            &[("provider", p.name), ("result", "failed")],
+        );
         let mut failures = 0;
         update_record(p, |r| {
             r.failures = r.failures.saturating_add(1);

@@ -7,6 +7,7 @@
 //! - [`vm`]: the state the root and the requests of one VM share.
 
 mod keys;
+mod metrics;
 mod request;
 mod root;
 mod vm;

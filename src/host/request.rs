@@ -94,6 +94,30 @@ pub struct Request {
     local_reply: bool,
     forwarded: Option<Forwarded>,
     response: ResponseMode,
+    /// What the one log line and the metrics of this request report.
+    record: Record,
+}
+
+/// Facts about one request for its log line and metrics (never a secret, a token or a prompt).
+#[derive(Default)]
+struct Record {
+    request_id: String,
+    status: u16,
+    feature: &'static str,
+    model: String,
+    bedrock_request_id: String,
+    input_tokens: u64,
+    output_tokens: u64,
+    forwarded_ms: u64,
+    first_token_ms: u64,
+    upstream_done_ms: u64,
+    auth_failure: Option<&'static str>,
+    error_type: Option<String>,
+    stream_exception: bool,
+    /// `x-gitlab-enabled-instance-verbose-ai-logs: true`: prompts and answers may be logged.
+    verbose: bool,
+    /// The streamed answer, kept only in verbose mode (bounded).
+    answer: String,
 }
 
 impl Request {
@@ -109,6 +133,7 @@ impl Request {
             local_reply: false,
             forwarded: None,
             response: ResponseMode::Undecided,
+            record: Record::default(),
         }
     }
 
@@ -132,6 +157,7 @@ impl Request {
                 .map(|(k, v)| (k.as_str(), v.as_str())),
         );
         self.local_reply = true;
+        self.record.status = status;
         if let Err(e) = hostcalls::send_http_response(u32::from(status), headers, Some(body)) {
             log::warn!("could not send a local reply: {e:?}");
         }
@@ -152,6 +178,8 @@ impl Request {
                 .unwrap_or("")
         };
         self.route = classify(header(":method"), header(":path"));
+        self.record.request_id = header("x-request-id").chars().take(128).collect();
+        self.record.verbose = header("x-gitlab-enabled-instance-verbose-ai-logs") == "true";
         if self.route.is_public() {
             self.reply(200, b"{}", &[]);
             return Action::Pause;
@@ -175,12 +203,7 @@ impl Request {
                     });
                 }
                 Outcome::Rejected(e) => {
-                    log::info!(
-                        "401 {} on {}: {}",
-                        e.reason(),
-                        self.route.name(),
-                        header(":path").split('?').next().unwrap_or("")
-                    );
+                    self.record.auth_failure = Some(e.reason());
                     self.reply(e.status(), e.body().as_bytes(), &[]);
                     return Action::Pause;
                 }
@@ -234,11 +257,12 @@ impl Request {
                     log::warn!("401: the token's key id is not in the GitLab key set, even after a refresh");
                     AuthError::Forbidden("unknown_kid")
                 };
+                self.record.auth_failure = Some(e.reason());
                 self.reply(e.status(), e.body().as_bytes(), &[]);
                 return false;
             }
             Outcome::Rejected(e) => {
-                log::info!("401 {} on {}", e.reason(), self.route.name());
+                self.record.auth_failure = Some(e.reason());
                 self.reply(e.status(), e.body().as_bytes(), &[]);
                 return false;
             }
@@ -370,6 +394,16 @@ impl Request {
             self.reply_error(&GitlabError::detail(500, "Could not forward the request"));
             return Action::Pause;
         }
+        self.record.model.clone_from(&planned.invoke.model_id);
+        self.record.feature = planned.feature;
+        self.record.forwarded_ms = now_ms();
+        if self.record.verbose {
+            log::info!(
+                "verbose AI log {}: Bedrock request {}",
+                self.record.request_id,
+                String::from_utf8_lossy(&upstream.body)
+            );
+        }
         self.forwarded = Some(Forwarded {
             responder: planned.responder,
             stream: planned.invoke.stream,
@@ -395,6 +429,10 @@ impl Request {
         let status = header(":status")
             .and_then(|s| s.parse::<u16>().ok())
             .unwrap_or(502);
+        self.record.upstream_done_ms = now_ms();
+        if let Some(id) = header("x-amzn-requestid") {
+            self.record.bedrock_request_id = id.chars().take(128).collect();
+        }
         let details = hostcalls::get_property(vec!["response", "code_details"])
             .ok()
             .flatten()
@@ -406,6 +444,7 @@ impl Request {
             let mut out: Vec<(String, String)> = vec![(":status".into(), "200".into())];
             out.extend(fwd.responder.stream_headers());
             out.push(("x-process-time".into(), self.process_time()));
+            self.record.status = 200;
             let _ = hostcalls::set_map(
                 MapType::HttpResponseHeaders,
                 out.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
@@ -466,10 +505,20 @@ impl Request {
         {
             ResponseMode::Success => match serde_json::from_slice::<MessagesResponse>(body) {
                 Ok(message) => {
+                    self.record.input_tokens = message.usage.input_tokens;
+                    self.record.output_tokens = message.usage.output_tokens;
+                    if self.record.verbose {
+                        log::info!(
+                            "verbose AI log {}: Bedrock answer {:?}",
+                            self.record.request_id,
+                            message.text()
+                        );
+                    }
                     let r = fwd.responder.complete(&message);
                     (r.status, r.headers, r.body)
                 }
                 Err(_) => {
+                    self.record.error_type = Some("unreadable_answer".into());
                     log::warn!("unreadable Bedrock answer ({} bytes)", body.len());
                     let e = GitlabError::detail(
                         502,
@@ -484,6 +533,7 @@ impl Request {
                 retry_after,
             } => {
                 let b = parse_error(*status, error_type.as_deref(), body);
+                self.record.error_type = Some(b.kind.clone());
                 log::warn!(
                     "Bedrock answered {} {}: {}",
                     b.status,
@@ -501,7 +551,16 @@ impl Request {
             }
             ResponseMode::EnvoyError { details } => {
                 log::warn!("no answer from Bedrock: {details}");
-                let e = if details.contains("timeout") {
+                let timeout = details.contains("timeout");
+                self.record.error_type = Some(
+                    if timeout {
+                        "upstream_timeout"
+                    } else {
+                        "upstream_unavailable"
+                    }
+                    .into(),
+                );
+                let e = if timeout {
                     GitlabError::upstream_timeout()
                 } else {
                     GitlabError::upstream_unavailable(details)
@@ -516,6 +575,7 @@ impl Request {
         {
             headers.push(("content-type".into(), "application/json".into()));
         }
+        self.record.status = status;
         let mut all: Vec<(String, String)> = vec![(":status".into(), status.to_string())];
         all.extend(headers);
         all.push(("content-length".into(), out.len().to_string()));
@@ -551,12 +611,20 @@ impl Request {
         for frame in decoder.push(chunk) {
             match frame {
                 StreamFrame::Event(StreamEvent::TextDelta(text)) => {
+                    if self.record.first_token_ms == 0 {
+                        self.record.first_token_ms = now_ms();
+                    }
+                    if self.record.verbose && self.record.answer.len() < 65_536 {
+                        self.record.answer.push_str(&text);
+                    }
                     out.extend(fwd.responder.stream_text(&text))
                 }
                 StreamFrame::Event(StreamEvent::MessageStart { input_tokens, .. }) => {
+                    self.record.input_tokens = input_tokens;
                     fwd.responder.record_usage(Some(input_tokens), None)
                 }
                 StreamFrame::Event(StreamEvent::MessageDelta { output_tokens, .. }) => {
+                    self.record.output_tokens = output_tokens;
                     fwd.responder.record_usage(None, Some(output_tokens))
                 }
                 StreamFrame::Event(StreamEvent::Error { kind, message })
@@ -565,12 +633,16 @@ impl Request {
                         "Bedrock stream ended by {kind}: {}",
                         truncate(&message, 300)
                     );
+                    self.record.error_type = Some(kind);
+                    self.record.stream_exception = true;
                     out.extend(fwd.responder.stream_error(&message));
                     *finished = true;
                     return out;
                 }
                 StreamFrame::Malformed(why) => {
                     log::warn!("Bedrock stream unreadable: {why}");
+                    self.record.error_type = Some("malformed_stream".into());
+                    self.record.stream_exception = true;
                     out.extend(fwd.responder.stream_error("unreadable stream from Bedrock"));
                     *finished = true;
                     return out;
@@ -580,6 +652,13 @@ impl Request {
         }
         if end_of_stream {
             *finished = true;
+            if let Some(StreamFrame::Malformed(why)) = decoder.finish() {
+                log::warn!("Bedrock stream cut off: {why}");
+                self.record.error_type = Some("truncated_stream".into());
+                self.record.stream_exception = true;
+                out.extend(fwd.responder.stream_error("stream from Bedrock cut off"));
+                return out;
+            }
             out.extend(fwd.responder.stream_end());
         }
         out
@@ -631,6 +710,85 @@ fn authenticate(vm: &mut Vm, headers: &[(String, String)]) -> Outcome {
     }
 }
 
+impl Request {
+    /// The request is over: one structured log line and its metrics.
+    fn on_log(&mut self) {
+        let r = &self.record;
+        let endpoint = self.route.name();
+        let status = if r.status == 0 { 499 } else { r.status };
+        let vm = self.vm.clone();
+        let Ok(mut vm) = vm.try_borrow_mut() else {
+            return;
+        };
+        let m = &mut vm.metrics;
+        let status_text = status.to_string();
+        m.inc(
+            "requests_total",
+            &[("endpoint", endpoint), ("status", &status_text)],
+        );
+        if let Some(reason) = r.auth_failure {
+            m.inc("auth_failures_total", &[("reason", reason)]);
+        }
+        if let Some(kind) = &r.error_type {
+            let name = if r.stream_exception {
+                "stream_exceptions_total"
+            } else {
+                "upstream_errors_total"
+            };
+            m.inc(name, &[("error_type", kind)]);
+        }
+        let upstream_ms = r.upstream_done_ms.saturating_sub(r.forwarded_ms);
+        let ttft_ms = r.first_token_ms.saturating_sub(r.forwarded_ms);
+        if r.forwarded_ms > 0 {
+            m.record(
+                "bedrock_latency_ms",
+                &[("endpoint", endpoint)],
+                now_ms().saturating_sub(r.forwarded_ms),
+            );
+            if r.first_token_ms > 0 {
+                m.record("time_to_first_token_ms", &[("endpoint", endpoint)], ttft_ms);
+            }
+            let labels = |d| {
+                [
+                    ("model", r.model.as_str()),
+                    ("feature", r.feature),
+                    ("direction", d),
+                ]
+            };
+            if r.input_tokens + r.output_tokens > 0 {
+                m.add("tokens_total", &labels("input"), r.input_tokens);
+                m.add("tokens_total", &labels("output"), r.output_tokens);
+            }
+        }
+        if self.route.is_public() {
+            return; // health probes: counted, not logged
+        }
+        if r.verbose && !r.answer.is_empty() {
+            log::info!(
+                "verbose AI log {}: streamed answer {:?}",
+                r.request_id,
+                r.answer
+            );
+        }
+        let line = serde_json::json!({
+            "request_id": r.request_id,
+            "endpoint": endpoint,
+            "feature": r.feature,
+            "model": r.model,
+            "status": status,
+            "bedrock_request_id": r.bedrock_request_id,
+            "input_tokens": r.input_tokens,
+            "output_tokens": r.output_tokens,
+            "duration_ms": now_ms().saturating_sub(self.started_ms),
+            "upstream_headers_ms": if r.forwarded_ms > 0 { Some(upstream_ms) } else { None },
+            "time_to_first_token_ms": if r.first_token_ms > 0 { Some(ttft_ms) } else { None },
+            "auth_failure": r.auth_failure,
+            "error_type": r.error_type,
+        });
+        log::info!("request {line}");
+    }
+}
+
 impl Context for Http {}
 
 impl HttpContext for Http {
@@ -661,5 +819,11 @@ impl HttpContext for Http {
             return Action::Continue;
         };
         request.on_response_body(body_size, end_of_stream)
+    }
+
+    fn on_log(&mut self) {
+        if let Ok(mut request) = self.0.try_borrow_mut() {
+            request.on_log();
+        }
     }
 }

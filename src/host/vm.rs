@@ -3,6 +3,7 @@
 //! A VM is single-threaded, so `Rc<RefCell<_>>` is enough. Across VMs, state goes
 //! through proxy-wasm shared data (see `keys`).
 
+use super::metrics::Metrics;
 use super::request::Request;
 use crate::auth::cache::TokenCache;
 use crate::auth::keys::KeySet;
@@ -30,6 +31,7 @@ pub struct Vm {
     pub waiters: Vec<Waiter>,
     /// True while a key fetch is in flight somewhere (any VM), as last seen.
     pub fetch_in_flight: bool,
+    pub metrics: Metrics,
 }
 
 impl Vm {
@@ -41,6 +43,7 @@ impl Vm {
             generation: 0,
             waiters: Vec::new(),
             fetch_in_flight: false,
+            metrics: Metrics::default(),
         }
     }
 }

@@ -1,0 +1,154 @@
+//! Operations (issue 6): metrics at /stats/prometheus, one structured log line per request,
+//! and no secret in the log.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+use common::*;
+use serde_json::json;
+
+#[test]
+fn metrics_and_request_log() {
+    let emu = Emulator::start();
+    let sidecar = Sidecar::start(&emu);
+    let token = emu.token();
+    let body = json!({"current_file": {"file_name": "a.py", "content_above_cursor": "def f():\n    ", "content_below_cursor": ""},
+                      "prompt_version": 2, "model_identifier": format!("bedrock/{MODEL}"), "stream": false});
+    let headers = gitlab_headers(&token);
+    let r = sidecar.request(
+        "POST",
+        "/v2/code/completions",
+        &as_refs(&headers),
+        Some(body.to_string().as_bytes()),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut stream_body = body.clone();
+    stream_body["stream"] = json!(true);
+    assert_eq!(
+        sidecar
+            .request(
+                "POST",
+                "/v2/code/completions",
+                &as_refs(&headers),
+                Some(stream_body.to_string().as_bytes())
+            )
+            .status,
+        200
+    );
+    let mut throttled = body.clone();
+    throttled["model_identifier"] = json!("bedrock/anthropic.claude-fault-throttle-v1:0");
+    assert_eq!(
+        sidecar
+            .request(
+                "POST",
+                "/v2/code/completions",
+                &as_refs(&headers),
+                Some(throttled.to_string().as_bytes())
+            )
+            .status,
+        429
+    );
+    assert_eq!(
+        sidecar
+            .request("POST", "/v2/code/completions", &[], Some(b"{}"))
+            .status,
+        401
+    );
+
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let prom = request(sidecar.admin_port, "GET", "/stats/prometheus", &[], None).text();
+    let has = |needle: &str| prom.lines().any(|l| l.starts_with(needle));
+    assert!(
+        has(r#"duo_bedrock_requests_total{endpoint="v2_code_completions",status="200"} 2"#),
+        "{}",
+        grep(&prom)
+    );
+    assert!(
+        has(r#"duo_bedrock_requests_total{endpoint="v2_code_completions",status="429"} 1"#),
+        "{}",
+        grep(&prom)
+    );
+    assert!(
+        has(r#"duo_bedrock_auth_failures_total{reason="missing_header"} 1"#),
+        "{}",
+        grep(&prom)
+    );
+    assert!(
+        has(r#"duo_bedrock_upstream_errors_total{error_type="throttlingexception"} 1"#),
+        "{}",
+        grep(&prom)
+    );
+    assert!(prom.contains(r#"duo_bedrock_tokens_total{model="anthropic_claude_3_5_sonnet_20240620_v1_0",feature="code_completions",direction="output"}"#), "{}", grep(&prom));
+    assert!(
+        prom.contains("duo_bedrock_time_to_first_token_ms_bucket"),
+        "{}",
+        grep(&prom)
+    );
+    assert!(
+        prom.contains("duo_bedrock_bedrock_latency_ms_bucket"),
+        "{}",
+        grep(&prom)
+    );
+    assert!(
+        has(r#"duo_bedrock_jwks_refreshes_total{provider="gitlab",result="ok"}"#),
+        "{}",
+        grep(&prom)
+    );
+
+    let logs = sidecar.logs();
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .filter_map(|l| l.split("request {").nth(1).map(|rest| format!("{{{rest}")))
+        .map(|j| serde_json::from_str(&j).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4, "one line per request:\n{logs}");
+    let ok = &lines[0];
+    assert_eq!(ok["status"], 200);
+    assert_eq!(ok["endpoint"], "v2_code_completions");
+    assert_eq!(ok["model"], MODEL);
+    assert!(ok["bedrock_request_id"]
+        .as_str()
+        .is_some_and(|s| !s.is_empty()));
+    assert!(ok["output_tokens"].as_u64().unwrap() > 0);
+    assert!(lines[1]["time_to_first_token_ms"].is_u64(), "{}", lines[1]);
+    assert_eq!(lines[2]["error_type"], "ThrottlingException");
+    assert_eq!(lines[3]["auth_failure"], "missing_header");
+    for secret in [token.as_str(), SECRET_KEY, "def f()"] {
+        assert!(!logs.contains(secret), "secret or prompt in the log");
+    }
+}
+
+#[test]
+fn verbose_ai_logs_only_on_request() {
+    let emu = Emulator::start();
+    let sidecar = Sidecar::start(&emu);
+    let token = emu.token();
+    let body = json!({"current_file": {"file_name": "a.py", "content_above_cursor": "def verbose_marker():\n    ", "content_below_cursor": ""},
+                      "prompt_version": 2, "model_identifier": format!("bedrock/{MODEL}")});
+    let mut headers = gitlab_headers(&token);
+    headers.push(("x-gitlab-enabled-instance-verbose-ai-logs", "true".into()));
+    assert_eq!(
+        sidecar
+            .request(
+                "POST",
+                "/v2/code/completions",
+                &as_refs(&headers),
+                Some(body.to_string().as_bytes())
+            )
+            .status,
+        200
+    );
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert!(
+        sidecar.logs().contains("verbose_marker"),
+        "prompts logged when GitLab asks for verbose AI logs"
+    );
+    assert!(!sidecar.logs().contains(&token));
+}
+
+fn grep(prom: &str) -> String {
+    prom.lines()
+        .filter(|l| l.contains("duo_bedrock"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
