@@ -88,6 +88,12 @@ pub struct Config {
     pub key_wait_ms: u64,
     /// Verified tokens remembered per VM (0 disables the cache).
     pub token_cache_size: usize,
+    /// The gateway's own keys (`AIGW_SELF_SIGNED_JWT__SIGNING_KEY` / `__VALIDATION_KEY`) as a
+    /// JWKS document, trusted beside the OIDC providers' keys (reference §2.2).
+    pub local_jwks: Option<String>,
+    /// `DUO_BEDROCK_FAULT_INJECTION=crash`: a request carrying `x-duo-bedrock-crash: now`
+    /// panics the VM. Test-only (it proves the reload policy); never set it in production.
+    pub crash_injection: bool,
 }
 
 impl Config {
@@ -194,6 +200,21 @@ impl Config {
             }
         };
 
+        let local_jwks = crate::auth::keys::self_signed_jwks(
+            &raw.audience,
+            env("AIGW_SELF_SIGNED_JWT__SIGNING_KEY").as_deref(),
+            env("AIGW_SELF_SIGNED_JWT__VALIDATION_KEY").as_deref(),
+        )
+        .map_err(|e| format!("AIGW_SELF_SIGNED_JWT__SIGNING_KEY/__VALIDATION_KEY: {e}"))?;
+        let crash_injection = match env("DUO_BEDROCK_FAULT_INJECTION").as_deref() {
+            None => false,
+            Some("crash") => true,
+            Some(other) => {
+                return Err(format!(
+                    "DUO_BEDROCK_FAULT_INJECTION={other:?}: only \"crash\" is known"
+                ))
+            }
+        };
         let default_model = raw.default_model.filter(|m| !m.trim().is_empty());
         Ok(Config {
             providers,
@@ -209,6 +230,8 @@ impl Config {
             upstream_timeout_secs: raw.upstream_timeout_secs,
             key_wait_ms: raw.key_wait_ms,
             token_cache_size: raw.token_cache_size,
+            local_jwks,
+            crash_injection,
         })
     }
 }

@@ -152,3 +152,73 @@ fn grep(prom: &str) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+#[test]
+fn a_crashed_vm_is_reloaded_not_failed_open() {
+    let emu = Emulator::start();
+    let sidecar = Sidecar::start_with(
+        &emu,
+        &[
+            ("DUO_BEDROCK_FAULT_INJECTION", "crash"),
+            ("ENVOY_CONCURRENCY", "1"),
+        ],
+    );
+    let token = emu.token();
+    let headers = gitlab_headers(&token);
+    let body = json!({"current_file": {"file_name": "a.py", "content_above_cursor": "x = ", "content_below_cursor": ""},
+                      "prompt_version": 2, "model_identifier": format!("bedrock/{MODEL}")});
+    let mut crash = as_refs(&headers);
+    crash.push(("x-duo-bedrock-crash", "now"));
+    let r = try_request(
+        sidecar.port,
+        "POST",
+        "/v2/code/completions",
+        &crash,
+        Some(body.to_string().as_bytes()),
+    );
+    assert!(
+        r.map(|r| r.status >= 500).unwrap_or(true),
+        "the crashing request is not served"
+    );
+    assert!(
+        emu.requests().is_empty(),
+        "nothing reached Bedrock (fail closed)"
+    );
+    // Unauthenticated requests are still refused after the crash (never fail open)...
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut served = false;
+    while std::time::Instant::now() < deadline {
+        let r = sidecar.request("POST", "/v2/code/completions", &[], Some(b"{}"));
+        assert_ne!(r.status, 200, "fail open after a crash");
+        let ok = sidecar.request(
+            "POST",
+            "/v2/code/completions",
+            &as_refs(&headers),
+            Some(body.to_string().as_bytes()),
+        );
+        if ok.status == 200 {
+            served = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // ...and the reloaded VM serves again.
+    assert!(served, "the VM was not reloaded:\n{}", sidecar.logs());
+    assert!(
+        sidecar.logs().contains("fault injection"),
+        "the crash was the injected one"
+    );
+    // Envoy counted the reload (success, or a request refused during the reload backoff).
+    let stats = sidecar.stats();
+    let stat = |name: &str| -> u64 {
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|n| n.trim_start_matches(": ").parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        stat("wasm.duo_bedrock.vm_reload_success") + stat("wasm.duo_bedrock.vm_reload_backoff") > 0,
+        "{stats}"
+    );
+}

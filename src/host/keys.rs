@@ -124,6 +124,8 @@ pub struct Fetcher {
     /// Shared-data CAS of each provider's record as last merged into the VM's key set.
     seen: Vec<Option<u32>>,
     docs: Vec<Option<String>>,
+    /// False until the first key set (possibly only the local keys) was built.
+    built: bool,
 }
 
 impl Fetcher {
@@ -357,10 +359,21 @@ impl Fetcher {
                 changed = true;
             }
         }
-        if !changed {
+        if !changed && self.built {
             return;
         }
-        let docs: Vec<&[u8]> = self.docs.iter().flatten().map(|d| d.as_bytes()).collect();
+        self.built = true;
+        let local = vm.config.local_jwks.as_deref().map(str::as_bytes);
+        let docs: Vec<&[u8]> = self
+            .docs
+            .iter()
+            .flatten()
+            .map(|d| d.as_bytes())
+            .chain(local)
+            .collect();
+        if docs.is_empty() {
+            return;
+        }
         match KeySet::from_jwks(&docs) {
             Ok(keys) if !keys.is_empty() => {
                 vm.keys = Some(Rc::new(keys));

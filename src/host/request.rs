@@ -184,6 +184,15 @@ impl Request {
             self.reply(200, b"{}", &[]);
             return Action::Pause;
         }
+        if header("x-duo-bedrock-crash") == "now" && self.vm.borrow().config.crash_injection {
+            log::warn!(
+                "fault injection: crashing this VM on request (DUO_BEDROCK_FAULT_INJECTION=crash)"
+            );
+            #[allow(clippy::panic)]
+            {
+                panic!("fault injection: x-duo-bedrock-crash");
+            }
+        }
         let vm = self.vm.clone();
         let mut vm = vm.borrow_mut();
         if vm.config.auth_bypass {

@@ -229,7 +229,10 @@ impl Sidecar {
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default());
         for (k, v) in &env {
-            if k.starts_with("AWS_") || k.starts_with("AIGW_SELF_SIGNED") {
+            if k.starts_with("AWS_")
+                || k.starts_with("AIGW_SELF_SIGNED")
+                || k.starts_with("DUO_BEDROCK_")
+            {
                 cmd.env(k, v);
             }
         }
@@ -259,6 +262,17 @@ impl Sidecar {
             std::thread::sleep(Duration::from_millis(50));
         }
         Err(format!("envoy not ready after 30 s:\n{}", sidecar.logs()))
+    }
+
+    /// Resident memory of the Envoy process, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
     }
 
     pub fn logs(&self) -> String {
