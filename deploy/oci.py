@@ -17,7 +17,7 @@ side by side in one layout, one tag each:
                  and exactly TWO layers, the runtime config (same media type) and the raw
                  module (`application/vnd.module.wasm.content.layer.v1+wasm`). Istio and
                  Envoy Gateway refuse this variant with any other layer count. Needs a
-                 registry that accepts custom media types; push it with oras.
+                 registry that accepts custom media types.
 
 Output is deterministic: the same .wasm gives the same blobs and manifest digests (tar
 entries and gzip headers carry no time stamps; the gzip stream is as deterministic as the
@@ -191,10 +191,9 @@ def report(summary, out, repo):
         lines.append(f"  {repo + ':' + tag:<52} {info['variant']:<7} manifest {info['manifest_digest']}")
     lines.append("")
     lines.append("Push (not run here; neither tool is needed to build):")
-    for tag, info in summary["tags"].items():
-        lines.append(f"  oras cp --from-oci-layout {out}:{tag} {repo}:{tag}")
-        if info["variant"] == "compat":
-            lines.append(f"  skopeo copy --preserve-digests oci:{out}:{tag} docker://{repo}:{tag}")
+    for tag in summary["tags"]:
+        lines.append(f"  skopeo copy --preserve-digests oci:{out}:{tag} docker://{repo}:{tag}")
+        lines.append(f"  # or: oras cp --from-oci-layout {out}:{tag} {repo}:{tag}")
     compat = [t for t, i in summary["tags"].items() if i["variant"] == "compat"]
     if compat:
         digest = summary["tags"][compat[0]]["manifest_digest"].split(":", 1)[1]
