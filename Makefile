@@ -16,7 +16,7 @@ export DUO_FILTER_WASM := $(CURDIR)/$(WASM)
 export DUO_EMULATOR_BIN := $(CURDIR)/$(EMULATOR)
 export ENVOY_BIN := $(CURDIR)/$(ENVOY)
 
-.PHONY: all build wasm emulator envoy run test lint unit integration bench clean wasm-target
+.PHONY: all build wasm emulator envoy run test lint unit integration bench clean wasm-target oci
 
 all: build
 
@@ -63,6 +63,10 @@ test: lint build envoy
 bench: build envoy
 	@command -v wrk >/dev/null || { echo "installing wrk (Debian)"; (apt-get install -y -qq wrk >/dev/null 2>&1 || sudo apt-get install -y -qq wrk >/dev/null); }
 	$(PYTHON) bench/bench.py
+
+# The .wasm as an OCI image layout (target/oci: "compat" and "oci" variants), without Docker.
+oci: wasm
+	$(PYTHON) deploy/oci.py --wasm $(WASM) --out target/oci
 
 clean:
 	$(CARGO) clean
