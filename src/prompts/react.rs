@@ -158,12 +158,15 @@ fn fill(def: &Definition, name: &str, vars: &[(&str, &str)]) -> Result<String, R
         .map_err(|m| ReactError::Definition(format!("{PROMPT_ID}: {name} needs {}", m.0)))
 }
 
-fn page_label(kind: &str) -> &str {
+/// How a page type is named in the prompt, with its article.
+fn page_label(kind: &str) -> String {
     match kind {
-        "merge_request" => "merge request",
-        "work_item" => "work item",
-        "build" => "CI/CD build",
-        other => other,
+        "issue" => "an issue".to_string(),
+        "epic" => "an epic".to_string(),
+        "merge_request" => "a merge request".to_string(),
+        "work_item" => "a work item".to_string(),
+        "build" => "a CI/CD build".to_string(),
+        other => format!("a {}", other.replace('_', " ")),
     }
 }
 
@@ -180,12 +183,12 @@ fn render_page(def: &Definition, page: &PageContext) -> Result<String, ReactErro
         Some(title) => fill(
             def,
             "page_context_title",
-            &[("type", &page.kind), ("label", label), ("title", title)],
+            &[("type", &page.kind), ("label", &label), ("title", title)],
         ),
         None => fill(
             def,
             "page_context_untitled",
-            &[("type", &page.kind), ("label", label)],
+            &[("type", &page.kind), ("label", &label)],
         ),
     }
 }
@@ -453,6 +456,7 @@ mod tests {
         );
         let u = &r.messages[2].content;
         assert!(u.contains("<type>merge_request</type>"), "{u}");
+        assert!(u.contains("the page of a merge request"), "{u}");
         assert!(u.contains("Its title is 'Fix login'"), "{u}");
         assert!(u.contains("from the file app/a.rb"), "{u}");
         assert!(u.contains("<id>lib/b.rb</id>") && u.contains("<category>file</category>"));
@@ -496,6 +500,7 @@ mod tests {
         }];
         let r = react_request(&inp).unwrap();
         assert!(r.messages[0].content.contains("page of a CI/CD build"));
+        assert!(!r.messages[0].content.contains("Its title"));
     }
 
     #[test]
