@@ -241,4 +241,78 @@ mod tests {
         let e = plan(&Endpoint::Code(CodeEndpoint::V2Completions), b"{}", &ctx).unwrap_err();
         assert_eq!(e.status, 422);
     }
+
+    /// Every endpoint survives junk and near-miss bodies without panicking, and every answer
+    /// is either a plan or a JSON error.
+    #[test]
+    fn hostile_bodies_never_panic() {
+        let endpoints = [
+            Endpoint::Code(CodeEndpoint::V2Completions),
+            Endpoint::Code(CodeEndpoint::V4Suggestions),
+            Endpoint::Prompt {
+                version: 1,
+                prompt_id: "chat/explain_code".into(),
+            },
+            Endpoint::Prompt {
+                version: 2,
+                prompt_id: "model_configuration/check".into(),
+            },
+            Endpoint::Prompt {
+                version: 2,
+                prompt_id: "\u{0}../..%00".into(),
+            },
+            Endpoint::ChatAgent,
+            Endpoint::LegacyChat {
+                invokable: "agent".into(),
+            },
+            Endpoint::LegacyChat {
+                invokable: "".into(),
+            },
+        ];
+        let mut bodies: Vec<Vec<u8>> = vec![
+            b"".to_vec(),
+            b"null".to_vec(),
+            b"{\"inputs\":{\"selected_text\":{\"a\":[1,{\"b\":null}]},\"input\":\"{{x}}\"},\"prompt_version\":\"^1 || ~0\",\"stream\":1}".to_vec(),
+            b"{\"messages\":[{\"role\":\"user\",\"content\":\"\\u0000\",\"additional_context\":[{\"category\":\"file\",\"metadata\":[]}]}]}".to_vec(),
+            b"{\"prompt_components\":[{\"type\":\"prompt\",\"metadata\":{\"source\":\"s\",\"version\":\"v\"},\"payload\":{\"content\":[{\"role\":\"system\",\"content\":\"\"}],\"params\":{\"max_tokens_to_sample\":1e300}}}]}".to_vec(),
+            "{\"inputs\":{},\"model_metadata\":{\"identifier\":\"bedrock/é\"}}".as_bytes().to_vec(),
+            format!("{}{}", "[".repeat(200), "]".repeat(200)).into_bytes(),
+        ];
+        // pseudo-random bytes and pseudo-random JSON-ish text
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for n in 0..200 {
+            let mut b = Vec::new();
+            for _ in 0..(n % 64) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let alphabet = b"{}[]\":,0123456789abcdefnrtul \\eE+-.";
+                b.push(if n % 2 == 0 {
+                    (x & 0xff) as u8
+                } else {
+                    alphabet[(x as usize) % alphabet.len()]
+                });
+            }
+            bodies.push(b);
+        }
+        let ctx = RequestContext {
+            now_secs: u64::MAX,
+            enabled_feature_flags: Some(",,"),
+            default_model: Some("bedrock/anthropic.claude-3-haiku-20240307-v1:0"),
+        };
+        for e in &endpoints {
+            for b in &bodies {
+                match plan(e, b, &ctx) {
+                    Ok(mut p) => {
+                        let _ = p.responder.stream_text("x");
+                        let _ = p.responder.stream_end();
+                    }
+                    Err(err) => {
+                        assert!(serde_json::from_str::<serde_json::Value>(&err.body).is_ok());
+                        assert!((400..600).contains(&err.status));
+                    }
+                }
+            }
+        }
+    }
 }

@@ -20,7 +20,8 @@
 //!   "Observation:"]`, 0.2, 8192), `max_tokens` capped at 4096 as the gateway's Anthropic path
 //!   does;
 //! * without: temperature 0.2, `max_tokens` 2048, no stop sequences (the gateway's LiteLLM
-//!   defaults). `top_p` is never sent (recent Claude models refuse it next to `temperature`).
+//!   defaults). `top_p` is never sent (recent Claude models refuse it next to `temperature`);
+//!   blank stop sequences are dropped (Bedrock refuses them).
 //!
 //! Model: `payload.model_identifier` (`bedrock/...`) or the default model. Answers: non-stream
 //! `{"response": text, "metadata": {"provider": payload.provider, "model": payload.model
@@ -322,7 +323,12 @@ pub fn plan(invokable: &str, body: &[u8], ctx: &RequestContext<'_>) -> Result<Pl
     let mut body = MessagesRequest::new(req.max_tokens, messages);
     body.system = system;
     body.temperature = Some(req.temperature);
-    body.stop_sequences = req.stop_sequences;
+    // Bedrock refuses blank stop sequences; pydantic lets them through.
+    body.stop_sequences = req
+        .stop_sequences
+        .into_iter()
+        .filter(|s| !s.trim().is_empty())
+        .collect();
     Ok(Plan {
         scopes: vec![ScopeCheck::new(*up, format!("Unauthorized to access {up}"))],
         invoke: InvokeRequest {
@@ -499,6 +505,17 @@ mod tests {
             String::from_utf8(r.body).unwrap(),
             r#"{"response":"It failed.","metadata":{"provider":"litellm","model":"claude_3","timestamp":1739952001}}"#
         );
+        // blank stop sequences are dropped
+        let p = run(
+            "agent",
+            body(
+                json!("x"),
+                Some(json!({"stop_sequences": [" ", "Observation:"]})),
+                false,
+            ),
+        )
+        .unwrap();
+        assert_eq!(p.invoke.body.stop_sequences, ["Observation:"]);
         // params present but partial: pydantic defaults, capped max_tokens
         let p = run(
             "summarize_comments",
