@@ -7,15 +7,23 @@
 //! * [`model`] — Bedrock model id from GitLab's `bedrock/<model-id>` identifier (§5.1).
 //! * [`validate`] — pydantic-like body validation with FastAPI `loc` paths (§1, §3).
 //! * [`routes`] — which endpoint a method + path is (§1).
+//! * [`dispatch`] — the one interface the host uses for every endpoint family:
+//!   [`Endpoint`] + body → [`plan`] → [`Plan`] (scopes, Bedrock call, [`Responder`]).
 //! * [`code_suggestions`] — `/v2/code/completions`, `/v2/code/generations`,
 //!   `/v3/code/completions`, `/v4/code/suggestions` (§1.1–§1.3, §5.2–§5.3).
+//! * [`prompts`] — `/v1/prompts/{id}`, `/v2/prompts/{id}` (§1.4).
+//! * [`chat`] — `/v2/chat/agent` (§1.5) and `/v1/chat/{invokable}` (§1.6).
 
+pub mod chat;
 pub mod code_suggestions;
+pub mod dispatch;
 pub mod errors;
 pub mod model;
+pub mod prompts;
 pub mod response;
 pub mod routes;
 pub mod validate;
 
+pub use dispatch::{plan, Endpoint, Plan, RequestContext, Responder, ScopeCheck};
 pub use errors::{Family, GitlabError, ValidationIssue};
 pub use response::GitlabResponse;

@@ -19,13 +19,49 @@
 //! `model_endpoint` / `model_api_key` are never read (the gateway ignores them for Bedrock
 //! too); the api key is never stored or logged.
 
-use super::errors::GitlabError;
+use serde_json::{Map, Value};
+
+use super::errors::{GitlabError, LocPart};
+use super::validate::{at, Validator};
 
 /// Maximum length of a Bedrock model identifier (service model `InvokeModelIdentifier`).
 pub const MAX_MODEL_ID_LEN: usize = 2048;
 
 /// Longest piece of a rejected identifier quoted back in an error detail.
 const MAX_ECHO_CHARS: usize = 100;
+
+/// Longest `model_metadata.identifier` GitLab's gateway accepts.
+pub const MAX_METADATA_IDENTIFIER: usize = 1000;
+/// Longest `model_metadata.api_key` GitLab's gateway accepts.
+pub const MAX_METADATA_API_KEY: usize = 2000;
+/// Longest `model_metadata.name` / `.provider`.
+pub const MAX_METADATA_NAME: usize = 255;
+
+/// Reads `model_metadata` (`{provider, name, endpoint?, api_key?, identifier?}`) from a body
+/// and returns its `identifier`. In GitLab 18.x a middleware reads this object, not the
+/// endpoint's schema; here it is checked leniently: when present it must be an object, and
+/// `identifier`, `name`, `provider` and `api_key` must be strings within the gateway's limits
+/// (422 otherwise). Nothing else is required (`provider`/`name` are not used to pick a Bedrock
+/// model). The api key is checked, then dropped: never stored, logged or echoed.
+pub fn metadata_identifier(
+    v: &mut Validator,
+    body: &mut Map<String, Value>,
+    base: &[LocPart],
+) -> Option<String> {
+    let mut mm = v.opt_object(body, "model_metadata", base)?;
+    let loc = at(base, "model_metadata");
+    let identifier = v.opt_str(
+        &mut mm,
+        "identifier",
+        &loc,
+        Some(MAX_METADATA_IDENTIFIER),
+        false,
+    );
+    let _ = v.opt_str(&mut mm, "name", &loc, Some(MAX_METADATA_NAME), false);
+    let _ = v.opt_str(&mut mm, "provider", &loc, Some(MAX_METADATA_NAME), false);
+    let _ = v.opt_str(&mut mm, "api_key", &loc, Some(MAX_METADATA_API_KEY), false);
+    identifier
+}
 
 /// Resolves the Bedrock model id for a request.
 ///
@@ -288,6 +324,52 @@ mod tests {
         assert!(e.body.starts_with(r#"{"detail":"No model configured: "#));
         assert_eq!(err(Some(""), Some("  ")).status, 422);
         assert_eq!(err(None, Some("bad id")).status, 500);
+    }
+
+    #[test]
+    fn metadata_identifier_is_read_leniently() {
+        use crate::gitlab::validate::body_loc;
+        let mut v = Validator::new();
+        let mut body = serde_json::json!({"model_metadata": {"provider": "openai", "name": "claude_3",
+            "endpoint": "https://x", "api_key": "secret", "identifier": "bedrock/anthropic.claude-v2"}})
+            .as_object()
+            .cloned()
+            .unwrap();
+        assert_eq!(
+            metadata_identifier(&mut v, &mut body, &body_loc()).as_deref(),
+            Some("bedrock/anthropic.claude-v2")
+        );
+        assert!(v.is_clean());
+        let mut body = serde_json::json!({}).as_object().cloned().unwrap();
+        assert_eq!(metadata_identifier(&mut v, &mut body, &body_loc()), None);
+        assert!(v.is_clean());
+        let mut body =
+            serde_json::json!({"model_metadata": {"identifier": 5, "api_key": "k".repeat(2001)}})
+                .as_object()
+                .cloned()
+                .unwrap();
+        assert_eq!(metadata_identifier(&mut v, &mut body, &body_loc()), None);
+        let e = v.finish().unwrap_err();
+        assert!(
+            e.body
+                .contains(r#""loc":["body","model_metadata","identifier"]"#),
+            "{}",
+            e.body
+        );
+        assert!(
+            e.body
+                .contains(r#""loc":["body","model_metadata","api_key"]"#),
+            "{}",
+            e.body
+        );
+        assert!(!e.body.contains("kkkk"));
+        let mut v = Validator::new();
+        let mut body = serde_json::json!({"model_metadata": "x"})
+            .as_object()
+            .cloned()
+            .unwrap();
+        assert_eq!(metadata_identifier(&mut v, &mut body, &body_loc()), None);
+        assert!(!v.is_clean());
     }
 
     #[test]

@@ -102,6 +102,11 @@ impl Validator {
         self.issues.is_empty()
     }
 
+    /// Number of issues collected so far.
+    pub fn issue_count(&self) -> usize {
+        self.issues.len()
+    }
+
     /// `Ok(())` when nothing was wrong, else the 422 listing every issue.
     pub fn finish(self) -> Result<(), GitlabError> {
         if self.issues.is_empty() {
@@ -222,6 +227,37 @@ impl Validator {
         parsed
     }
 
+    /// Optional float with pydantic's lax coercions (numbers and numeric strings).
+    pub fn opt_float(
+        &mut self,
+        map: &mut Map<String, Value>,
+        key: &str,
+        base: &[LocPart],
+    ) -> Option<f64> {
+        let v = match map.remove(key) {
+            None | Some(Value::Null) => return None,
+            Some(v) => v,
+        };
+        let loc = at(base, key);
+        let parsed = match &v {
+            Value::Number(n) => n.as_f64(),
+            Value::String(s) => s.trim().parse::<f64>().ok().filter(|f| f.is_finite()),
+            _ => None,
+        };
+        if parsed.is_none() {
+            let (kind, msg) = if matches!(v, Value::String(_)) {
+                (
+                    "float_parsing",
+                    "Input should be a valid number, unable to parse string as a number",
+                )
+            } else {
+                ("float_type", "Input should be a valid number")
+            };
+            self.push(ValidationIssue::new(kind, loc, msg));
+        }
+        parsed
+    }
+
     /// Optional integer with pydantic's lax coercions.
     pub fn opt_int(
         &mut self,
@@ -315,7 +351,8 @@ impl Validator {
         }
     }
 
-    fn list(
+    /// Checks one value as a list with length bounds.
+    pub fn list(
         &mut self,
         v: Value,
         loc: Loc,
@@ -550,6 +587,26 @@ mod tests {
                 "int_type"
             ]
         );
+    }
+
+    #[test]
+    fn floats() {
+        let mut v = Validator::new();
+        let mut m = json!({"a": 0.5, "b": 1, "c": " 0.25 ", "d": "x", "e": [], "f": null})
+            .as_object()
+            .cloned()
+            .unwrap();
+        let b = body_loc();
+        assert_eq!(v.opt_float(&mut m, "a", &b), Some(0.5));
+        assert_eq!(v.opt_float(&mut m, "b", &b), Some(1.0));
+        assert_eq!(v.opt_float(&mut m, "c", &b), Some(0.25));
+        assert_eq!(v.opt_float(&mut m, "d", &b), None);
+        assert_eq!(v.opt_float(&mut m, "e", &b), None);
+        assert_eq!(v.opt_float(&mut m, "f", &b), None);
+        assert_eq!(v.issue_count(), 2);
+        let d = issues(v.finish().unwrap_err());
+        assert_eq!(d[0]["type"], "float_parsing");
+        assert_eq!(d[1]["type"], "float_type");
     }
 
     #[test]

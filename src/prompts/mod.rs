@@ -1,4 +1,4 @@
-//! Prompt building for Code Suggestions: GitLab request fields → Anthropic Messages bodies.
+//! Prompt building: GitLab request fields → Anthropic Messages bodies.
 //!
 //! Contract: `gitlab-ai-gateway.md` §5.2 (code completion: fill-in-the-middle, temperature 0,
 //! 128 tokens, ~2048-token input budget with 7 % for the suffix) and §5.3 (code generation:
@@ -13,11 +13,25 @@
 //! * [`generation::generation_request`] — code generation prompt.
 //! * [`language::language_name`] — language name from the editor id or the file extension.
 //! * [`budget`] — UTF-8-safe, line-preferring truncation helpers.
+//!
+//! Named prompts (`/v1/prompts/{id}`, `/v2/prompts/{id}`, Duo Chat; contract §1.4–§1.5, §5.4)
+//! are data: one file per prompt id under `src/prompts/definitions/`.
+//! * [`registry`] — the prompt ids, version selection ([`version`]), unit primitives.
+//! * [`definition`] — the definition file format; [`template`] — its `{{var}}` language.
+//! * [`conversation`] — system + role-tagged turns → a conversation Bedrock accepts.
+//! * [`react`] — the Duo Chat ReAct prompt; [`date`] — `current_date` formats.
 
 pub mod budget;
 pub mod completion;
+pub mod conversation;
+pub mod date;
+pub mod definition;
 pub mod generation;
 pub mod language;
+pub mod react;
+pub mod registry;
+pub mod template;
+pub mod version;
 
 pub use completion::{completion_request, BudgetReport, CompletionInput, CompletionPrompt};
 pub use generation::{generation_request, GenerationExample, GenerationInput};

@@ -3,15 +3,11 @@
 //! Contract: `gitlab-ai-gateway.md` §1.1–§1.3 (endpoints, bodies, responses), §2.4 (scope per
 //! endpoint), §5.2–§5.3 (prompts, post-processing), §6 (limits, feature flags).
 //!
-//! Host-independent: no proxy-wasm calls, time is passed in. The host:
-//! 1. classifies the path into a [`CodeEndpoint`];
-//! 2. once the whole body arrived, calls [`plan`] (a `GitlabError` is a complete answer);
-//! 3. checks [`Plan::unit_primitive`] against the JWT scopes (and rejects tokens issued by
-//!    `gitlab-ai-gateway` when [`Plan::reject_gateway_issuer`]), answering 403
-//!    `{"detail": Plan::denied_detail}` on failure;
-//! 4. sends [`Plan::invoke`] to Bedrock;
-//! 5. answers with [`Responder::complete`] (non-stream) or [`Responder::stream_headers`] +
-//!    `stream_start` / `stream_text` / `stream_end` / `stream_error` (stream).
+//! Host-independent: no proxy-wasm calls, time is passed in. The host goes through
+//! [`super::dispatch::plan`] with `Endpoint::Code(..)`, which calls [`plan`] here and turns the
+//! typed [`Plan`] into the common [`super::Plan`]: one scope check ([`Plan::unit_primitive`],
+//! [`Plan::reject_gateway_issuer`], [`Plan::denied_detail`]) and the [`Responder`], which
+//! implements the common [`super::Responder`] trait (same methods as its inherent ones).
 //!
 //! Note: validation (422) and model selection (400/422) happen in `plan`, before the scope
 //! check. GitLab's gateway also validates bodies before its handler checks scopes; for model
@@ -57,18 +53,11 @@ pub enum CodeEndpoint {
     V4Suggestions,
 }
 
-/// Per-request facts from the host.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RequestContext<'a> {
-    /// Unix time in seconds (the `created` / `timestamp` of answers).
-    pub now_secs: u64,
-    /// `x-gitlab-enabled-feature-flags`, `None` when the header is absent.
-    pub enabled_feature_flags: Option<&'a str>,
-    /// The filter's configured default model (`bedrock/<id>` or a bare id).
-    pub default_model: Option<&'a str>,
-}
+/// Per-request facts from the host (defined in [`super::dispatch`], re-exported for old paths).
+pub use super::dispatch::RequestContext;
 
-/// What to do for one request.
+/// What to do for one Code Suggestions request (typed; [`super::Plan`] is the host's view,
+/// built with `From`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     /// The scope (unit primitive) the JWT must carry.

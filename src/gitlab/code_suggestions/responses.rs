@@ -378,6 +378,30 @@ impl Responder {
     }
 }
 
+impl super::super::dispatch::Responder for Responder {
+    fn complete(&mut self, resp: &MessagesResponse) -> GitlabResponse {
+        Responder::complete(self, resp)
+    }
+    fn stream_headers(&self) -> Vec<(String, String)> {
+        Responder::stream_headers(self)
+    }
+    fn stream_start(&mut self) -> Vec<u8> {
+        Responder::stream_start(self)
+    }
+    fn stream_text(&mut self, delta: &str) -> Vec<u8> {
+        Responder::stream_text(self, delta)
+    }
+    fn stream_end(&mut self) -> Vec<u8> {
+        Responder::stream_end(self)
+    }
+    fn stream_error(&mut self, message: &str) -> Vec<u8> {
+        Responder::stream_error(self, message)
+    }
+    fn record_usage(&mut self, input: Option<u64>, output: Option<u64>) {
+        Responder::record_usage(self, input, output)
+    }
+}
+
 fn sse_event(event: &str, data: &str) -> Vec<u8> {
     format!("event: {event}\ndata: {data}\n\n").into_bytes()
 }

@@ -1,0 +1,703 @@
+//! `POST /v2/chat/agent`: one Duo Chat ReAct step.
+//!
+//! Contract: `gitlab-ai-gateway.md` §1.5 (request schema, NDJSON answer), §2.4 (scopes),
+//! §5.4 (ReAct settings).
+//!
+//! Request (`AgentRequest`): `messages[]` of `{role: user|assistant|system, content?, context?,
+//! current_file?{file_path, data, selected_code}, additional_context?[{category, id?, content?,
+//! metadata?}], agent_scratchpad?[{action?{type?, thought, tool, tool_input}, observation?}]}`,
+//! optional `options.agent_scratchpad{agent_type: "react", steps[{thought, tool, tool_input,
+//! observation}]}`, `unavailable_resources` (default `["Merge Requests, Pipelines,
+//! Vulnerabilities"]`, `null` = none), `model_metadata` (the model, as for prompts).
+//!
+//! Checks and answers:
+//! * schema problems → 422 (FastAPI list shape); `agent_scratchpad` on a non-assistant message
+//!   → 400 `agent_scratchpad can only be present when role is ASSISTANT` (raised by the
+//!   gateway's model validator, ahead of the other errors);
+//! * **Decision:** a `system` message → 400 `Unsupported message`, and no user message last →
+//!   400 `Last message must be a human message` (the gateway fails inside its stream with these
+//!   texts, after a 200; GitLab treats both as errors);
+//! * scopes: `duo_chat` (403 `Unauthorized to access duo chat`), then `include_<category>_context`
+//!   for each distinct `additional_context` category in order (403 `Unauthorized to access
+//!   include_<category>_context`);
+//! * the Bedrock call always streams; the answer is NDJSON ([`super::react::AgentResponder`]).
+//!
+//! The scratchpad of the current question comes from `options.agent_scratchpad.steps`, else
+//! from the last message when it is an assistant message without `content`; `\_` becomes `_`
+//! in its thoughts and tool names (as in the gateway).
+
+use serde_json::{json, Map, Value};
+
+use crate::bedrock::InvokeRequest;
+use crate::prompts::date::Date;
+use crate::prompts::react::{
+    react_request, AdditionalContext, CurrentFile, PageContext, ReactError, ReactInput, Step, Turn,
+};
+
+use super::super::dispatch::{Plan, RequestContext, ScopeCheck};
+use super::super::errors::{Family, GitlabError, LocPart, ValidationIssue};
+use super::super::model::{bedrock_model_id, metadata_identifier};
+use super::super::validate::{at, body_loc, parse_object, Loc, Validator};
+use super::react::AgentResponder;
+
+/// `additional_context[].category` values GitLab's gateway accepts.
+pub const CATEGORIES: &[&str] = &[
+    "file",
+    "snippet",
+    "merge_request",
+    "issue",
+    "dependency",
+    "local_git",
+    "terminal",
+    "repository",
+    "directory",
+    "os_information",
+    "agent_user_environment",
+];
+
+/// `context.type` values (current page).
+pub const PAGE_TYPES: &[&str] = &[
+    "issue",
+    "epic",
+    "merge_request",
+    "commit",
+    "build",
+    "work_item",
+];
+
+/// The gateway's default for `unavailable_resources`.
+pub const DEFAULT_UNAVAILABLE: &str = "Merge Requests, Pipelines, Vulnerabilities";
+
+/// The 403 detail of the `duo_chat` check.
+pub const DUO_CHAT_DENIED: &str = "Unauthorized to access duo chat";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MsgRole {
+    User,
+    Assistant,
+    System,
+}
+
+/// One validated message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Message {
+    role: MsgRole,
+    content: Option<String>,
+    page: Option<PageContext>,
+    current_file: Option<CurrentFile>,
+    additional_context: Vec<AdditionalContext>,
+    /// Steps that have an action.
+    steps: Vec<Step>,
+}
+
+/// A validated `/v2/chat/agent` request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentRequest {
+    messages: Vec<Message>,
+    options_steps: Option<Vec<Step>>,
+    unavailable_resources: Vec<String>,
+    model_identifier: Option<String>,
+}
+
+fn literal_error(loc: Loc, allowed: &[&str]) -> ValidationIssue {
+    let expected = match allowed.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!(
+            "{} or '{last}'",
+            rest.iter()
+                .map(|a| format!("'{a}'"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Some((last, _)) => format!("'{last}'"),
+        None => String::new(),
+    };
+    ValidationIssue::new("literal_error", loc, format!("Input should be {expected}"))
+        .with_ctx(json!({ "expected": expected }))
+}
+
+fn req_bool(
+    v: &mut Validator,
+    m: &mut Map<String, Value>,
+    key: &str,
+    base: &[LocPart],
+) -> Option<bool> {
+    if !m.contains_key(key) {
+        v.push(ValidationIssue::new(
+            "missing",
+            at(base, key),
+            "Field required",
+        ));
+        return None;
+    }
+    if m.get(key).is_some_and(Value::is_null) {
+        v.push(ValidationIssue::new(
+            "bool_type",
+            at(base, key),
+            "Input should be a valid boolean",
+        ));
+        return None;
+    }
+    v.opt_bool(m, key, base)
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("\\_", "_")
+}
+
+fn page_context(
+    v: &mut Validator,
+    m: &mut Map<String, Value>,
+    loc: &[LocPart],
+) -> Option<PageContext> {
+    let kind = v.req_str(m, "type", loc, None, false);
+    let title = v.opt_str(m, "title", loc, None, false);
+    let content = v.opt_str(m, "content", loc, None, false);
+    let kind = kind?;
+    if !PAGE_TYPES.contains(&kind.as_str()) {
+        v.push(literal_error(at(loc, "type"), PAGE_TYPES));
+        return None;
+    }
+    Some(PageContext {
+        kind,
+        title,
+        content,
+    })
+}
+
+fn current_file(
+    v: &mut Validator,
+    m: &mut Map<String, Value>,
+    loc: &[LocPart],
+) -> Option<CurrentFile> {
+    let file_path = v.req_str(m, "file_path", loc, None, false);
+    let data = v.req_str(m, "data", loc, None, false);
+    let selected_code = req_bool(v, m, "selected_code", loc);
+    Some(CurrentFile {
+        file_path: file_path?,
+        data: data?,
+        selected_code: selected_code?,
+    })
+}
+
+fn additional_context(
+    v: &mut Validator,
+    item: Value,
+    loc: &[LocPart],
+) -> Option<AdditionalContext> {
+    let mut m = v.object(item, loc.to_vec())?;
+    let category = v.req_str(&mut m, "category", loc, None, false);
+    let id = v.opt_str(&mut m, "id", loc, None, false);
+    let content = v.opt_str(&mut m, "content", loc, None, false);
+    let _ = v.opt_dict(&mut m, "metadata", loc);
+    let category = category?;
+    if !CATEGORIES.contains(&category.as_str()) {
+        v.push(literal_error(at(loc, "category"), CATEGORIES));
+        return None;
+    }
+    Some(AdditionalContext {
+        category,
+        id,
+        content,
+    })
+}
+
+/// One `agent_scratchpad[]` item of a message; `Some(None)` when it has no action.
+fn message_step(v: &mut Validator, item: Value, loc: &[LocPart]) -> Option<Option<Step>> {
+    let mut m = v.object(item, loc.to_vec())?;
+    let observation = v
+        .opt_str(&mut m, "observation", loc, None, false)
+        .unwrap_or_default();
+    let Some(mut action) = v.opt_object(&mut m, "action", loc) else {
+        return Some(None);
+    };
+    let aloc = at(loc, "action");
+    let _ = v.opt_str(&mut action, "type", &aloc, None, false);
+    let tool = v.req_str(&mut action, "tool", &aloc, None, false);
+    let tool_input = v.req_str(&mut action, "tool_input", &aloc, None, false);
+    let thought = v.req_str(&mut action, "thought", &aloc, None, false);
+    Some(Some(Step {
+        thought: unescape(&thought?),
+        tool: unescape(&tool?),
+        tool_input: tool_input?,
+        observation,
+    }))
+}
+
+/// One message; `Err` is the immediate 400 for a misplaced scratchpad.
+fn message(
+    v: &mut Validator,
+    item: Value,
+    loc: &[LocPart],
+) -> Result<Option<Message>, GitlabError> {
+    let Some(mut m) = v.object(item, loc.to_vec()) else {
+        return Ok(None);
+    };
+    let issues_before = v.issue_count();
+    let role = v.req_str(&mut m, "role", loc, None, false);
+    let role = match role.as_deref() {
+        Some("user") => Some(MsgRole::User),
+        Some("assistant") => Some(MsgRole::Assistant),
+        Some("system") => Some(MsgRole::System),
+        Some(_) => {
+            v.push(
+                ValidationIssue::new(
+                    "enum",
+                    at(loc, "role"),
+                    "Input should be 'system', 'user' or 'assistant'",
+                )
+                .with_ctx(json!({"expected": "'system', 'user' or 'assistant'"})),
+            );
+            None
+        }
+        None => None,
+    };
+    let content = v.opt_str(&mut m, "content", loc, None, false);
+    let page = v
+        .opt_object(&mut m, "context", loc)
+        .and_then(|mut c| page_context(v, &mut c, &at(loc, "context")));
+    let current_file = v
+        .opt_object(&mut m, "current_file", loc)
+        .and_then(|mut f| current_file(v, &mut f, &at(loc, "current_file")));
+    let mut extra = Vec::new();
+    if let Some(items) = v.opt_list(&mut m, "additional_context", loc, 0, usize::MAX) {
+        let base = at(loc, "additional_context");
+        for (i, item) in items.into_iter().enumerate() {
+            if let Some(c) = additional_context(v, item, &at(&base, i)) {
+                extra.push(c);
+            }
+        }
+    }
+    let has_scratchpad = m.get("agent_scratchpad").is_some_and(|s| !s.is_null());
+    let mut steps = Vec::new();
+    if let Some(items) = v.opt_list(&mut m, "agent_scratchpad", loc, 0, usize::MAX) {
+        let base = at(loc, "agent_scratchpad");
+        for (i, item) in items.into_iter().enumerate() {
+            if let Some(Some(step)) = message_step(v, item, &at(&base, i)) {
+                steps.push(step);
+            }
+        }
+    }
+    let Some(role) = role else {
+        return Ok(None);
+    };
+    if v.issue_count() != issues_before {
+        return Ok(None);
+    }
+    if has_scratchpad && role != MsgRole::Assistant {
+        return Err(GitlabError::detail(
+            400,
+            "agent_scratchpad can only be present when role is ASSISTANT",
+        ));
+    }
+    Ok(Some(Message {
+        role,
+        content,
+        page,
+        current_file,
+        additional_context: extra,
+        steps,
+    }))
+}
+
+fn options_steps(
+    v: &mut Validator,
+    mut options: Map<String, Value>,
+    loc: &[LocPart],
+) -> Option<Vec<Step>> {
+    let mut pad = v.req_object(&mut options, "agent_scratchpad", loc)?;
+    let ploc = at(loc, "agent_scratchpad");
+    match v
+        .req_str(&mut pad, "agent_type", &ploc, None, false)
+        .as_deref()
+    {
+        Some("react") => {}
+        Some(_) => {
+            v.push(
+                ValidationIssue::new(
+                    "union_tag_invalid",
+                    ploc.clone(),
+                    "Input tag does not match any of the expected tags: 'react'",
+                )
+                .with_ctx(json!({"discriminator": "'agent_type'", "expected_tags": "'react'"})),
+            );
+            return None;
+        }
+        None => return None,
+    }
+    let items = v.req_list(&mut pad, "steps", &ploc, 0, usize::MAX)?;
+    let sloc = at(&ploc, "steps");
+    let mut steps = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let iloc = at(&sloc, i);
+        let Some(mut s) = v.object(item, iloc.clone()) else {
+            continue;
+        };
+        let thought = v.req_str(&mut s, "thought", &iloc, None, false);
+        let tool = v.req_str(&mut s, "tool", &iloc, None, false);
+        let tool_input = v.req_str(&mut s, "tool_input", &iloc, None, false);
+        let observation = v.req_str(&mut s, "observation", &iloc, None, false);
+        if let (Some(thought), Some(tool), Some(tool_input), Some(observation)) =
+            (thought, tool, tool_input, observation)
+        {
+            steps.push(Step {
+                thought: unescape(&thought),
+                tool: unescape(&tool),
+                tool_input,
+                observation,
+            });
+        }
+    }
+    Some(steps)
+}
+
+/// Parses and validates the body.
+pub fn parse(body: &[u8]) -> Result<AgentRequest, GitlabError> {
+    let mut map = parse_object(body)?;
+    let b = body_loc();
+    let mut v = Validator::new();
+    let mut messages = Vec::new();
+    if let Some(items) = v.req_list(&mut map, "messages", &b, 1, usize::MAX) {
+        let base = at(&b, "messages");
+        for (i, item) in items.into_iter().enumerate() {
+            if let Some(m) = message(&mut v, item, &at(&base, i))? {
+                messages.push(m);
+            }
+        }
+    }
+    let options_steps = v
+        .opt_object(&mut map, "options", &b)
+        .and_then(|o| options_steps(&mut v, o, &at(&b, "options")));
+    let unavailable_resources = match map.get("unavailable_resources") {
+        None => vec![DEFAULT_UNAVAILABLE.to_string()],
+        Some(Value::Null) => Vec::new(),
+        Some(_) => {
+            let loc = at(&b, "unavailable_resources");
+            let items = v
+                .opt_list(&mut map, "unavailable_resources", &b, 0, usize::MAX)
+                .unwrap_or_default();
+            items
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, item)| v.string(item, at(&loc, i), None, false))
+                .collect()
+        }
+    };
+    let model_identifier = metadata_identifier(&mut v, &mut map, &b);
+    v.finish()?;
+    Ok(AgentRequest {
+        messages,
+        options_steps,
+        unavailable_resources,
+        model_identifier,
+    })
+}
+
+/// Builds the plan of a `/v2/chat/agent` request.
+pub fn plan(body: &[u8], ctx: &RequestContext<'_>) -> Result<Plan, GitlabError> {
+    let req = parse(body)?;
+    if req.messages.iter().any(|m| m.role == MsgRole::System) {
+        return Err(GitlabError::detail(400, "Unsupported message"));
+    }
+
+    let mut scopes = vec![ScopeCheck::new("duo_chat", DUO_CHAT_DENIED)];
+    for m in &req.messages {
+        for c in &m.additional_context {
+            let up = format!("include_{}_context", c.category);
+            if !scopes.iter().any(|s| s.unit_primitive == up) {
+                let detail = format!("Unauthorized to access {up}");
+                scopes.push(ScopeCheck::new(up, detail));
+            }
+        }
+    }
+
+    let model_id = bedrock_model_id(req.model_identifier.as_deref(), ctx.default_model)?;
+
+    let scratchpad = match (&req.options_steps, req.messages.last()) {
+        (Some(steps), _) => steps.clone(),
+        (None, Some(last)) if last.role == MsgRole::Assistant && last.content.is_none() => {
+            last.steps.clone()
+        }
+        _ => Vec::new(),
+    };
+    let turns = req
+        .messages
+        .into_iter()
+        .filter_map(|m| match m.role {
+            MsgRole::User => Some(Turn::User {
+                content: m.content.unwrap_or_default(),
+                page: m.page,
+                current_file: m.current_file,
+                additional_context: m.additional_context,
+            }),
+            MsgRole::Assistant => m.content.map(|content| Turn::Assistant {
+                content,
+                steps: m.steps,
+            }),
+            MsgRole::System => None,
+        })
+        .collect();
+    let input = ReactInput {
+        turns,
+        scratchpad,
+        unavailable_resources: req.unavailable_resources,
+        current_date: Date::from_unix(ctx.now_secs).chat_format(),
+    };
+    let body = react_request(&input).map_err(|e| match e {
+        ReactError::LastMessageNotHuman => {
+            GitlabError::detail(400, "Last message must be a human message")
+        }
+        ReactError::Definition(why) => {
+            log::error!("chat prompt definition: {why}");
+            GitlabError::detail(500, "The chat prompt definition of this gateway is invalid")
+        }
+    })?;
+
+    Ok(Plan {
+        scopes,
+        invoke: InvokeRequest {
+            model_id,
+            stream: true,
+            body,
+        },
+        responder: Box::new(AgentResponder::new()),
+        family: Family::Chat,
+        feature: "duo_chat",
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bedrock::messages::Role;
+    use crate::gitlab::dispatch::{plan as dispatch_plan, Endpoint};
+
+    const MODEL: &str = "bedrock/anthropic.claude-3-5-sonnet-20240620-v1:0";
+
+    fn run(body: Value) -> Result<Plan, GitlabError> {
+        dispatch_plan(
+            &Endpoint::ChatAgent,
+            body.to_string().as_bytes(),
+            &RequestContext {
+                now_secs: 1_741_348_800,
+                enabled_feature_flags: None,
+                default_model: Some(MODEL),
+            },
+        )
+    }
+
+    fn detail(e: &GitlabError) -> Value {
+        serde_json::from_str::<Value>(&e.body).unwrap()["detail"].clone()
+    }
+
+    #[test]
+    fn reference_request() {
+        // §1.5's example body
+        let body = json!({
+            "messages": [
+                { "role": "user", "content": "How do I revert a commit?",
+                  "context": null, "current_file": null, "additional_context": [] },
+                { "role": "assistant",
+                  "agent_scratchpad": [ { "action": { "thought": "I should\\_search", "tool": "gitlab\\_documentation", "tool_input": "revert commit" },
+                                          "observation": "Use git revert." } ] }
+            ],
+            "model_metadata": { "provider": "openai", "name": "claude_3", "endpoint": "https://x", "api_key": null, "identifier": MODEL },
+            "unavailable_resources": ["Pipelines", "Vulnerabilities"]
+        });
+        let p = run(body).unwrap();
+        assert_eq!(p.scopes, vec![ScopeCheck::new("duo_chat", DUO_CHAT_DENIED)]);
+        assert_eq!(p.family, Family::Chat);
+        assert_eq!(p.feature, "duo_chat");
+        assert!(p.invoke.stream);
+        assert_eq!(
+            p.invoke.model_id,
+            "anthropic.claude-3-5-sonnet-20240620-v1:0"
+        );
+        let b = &p.invoke.body;
+        assert_eq!(b.stop_sequences, ["Observation:"]);
+        assert!(b
+            .system
+            .as_deref()
+            .unwrap()
+            .contains("Friday, March, 07, 2025"));
+        assert!(b.system.as_deref().unwrap().contains(
+            "You cannot reach these GitLab resources at the moment: Pipelines, Vulnerabilities."
+        ));
+        assert_eq!(b.messages.len(), 2);
+        assert_eq!(b.messages[0].content, "How do I revert a commit?");
+        assert_eq!(b.messages[1].role, Role::Assistant);
+        assert_eq!(
+            b.messages[1].content,
+            "Thought: I should_search\nAction: gitlab_documentation\nAction Input: revert commit\nObservation: Use git revert.\nThought:"
+        );
+        assert_eq!(
+            p.responder.stream_headers()[0].1,
+            "application/x-ndjson; charset=utf-8"
+        );
+    }
+
+    #[test]
+    fn additional_context_scopes_in_order() {
+        let ac = |c: &str| json!({"category": c, "id": "x", "content": "y", "metadata": {"a": 1}});
+        let body = json!({"messages": [
+            {"role": "user", "content": "a", "additional_context": [ac("file"), ac("snippet")]},
+            {"role": "assistant", "content": "b"},
+            {"role": "user", "content": "c", "additional_context": [ac("file"), ac("local_git")]}
+        ]});
+        let p = run(body).unwrap();
+        let ups: Vec<&str> = p.scopes.iter().map(|s| s.unit_primitive.as_str()).collect();
+        assert_eq!(
+            ups,
+            [
+                "duo_chat",
+                "include_file_context",
+                "include_snippet_context",
+                "include_local_git_context"
+            ]
+        );
+        assert_eq!(
+            p.scopes[1].denied_detail,
+            "Unauthorized to access include_file_context"
+        );
+        assert!(p.scopes.iter().all(|s| !s.reject_gateway_issuer));
+        let m = &p.invoke.body.messages;
+        assert_eq!(m.len(), 4);
+        assert_eq!(m[1].content, "b");
+        // default unavailable resources
+        assert!(p
+            .invoke
+            .body
+            .system
+            .as_deref()
+            .unwrap()
+            .contains("Merge Requests, Pipelines, Vulnerabilities"));
+    }
+
+    #[test]
+    fn options_scratchpad_wins() {
+        let body = json!({
+            "messages": [{"role": "user", "content": "q"}],
+            "options": {"agent_scratchpad": {"agent_type": "react", "steps": [
+                {"thought": "t", "tool": "issue\\_reader", "tool_input": "#1", "observation": "o"}]}},
+            "unavailable_resources": null
+        });
+        let p = run(body).unwrap();
+        let last = p.invoke.body.messages.last().unwrap();
+        assert_eq!(
+            last.content,
+            "Thought: t\nAction: issue_reader\nAction Input: #1\nObservation: o\nThought:"
+        );
+        assert!(!p
+            .invoke
+            .body
+            .system
+            .as_deref()
+            .unwrap()
+            .contains("cannot reach these"));
+    }
+
+    #[test]
+    fn scratchpad_on_user_message_is_400() {
+        let body = json!({"messages": [{"role": "user", "content": "q", "agent_scratchpad": []}]});
+        let e = run(body).unwrap_err();
+        assert_eq!(
+            (e.status, detail(&e)),
+            (
+                400,
+                json!("agent_scratchpad can only be present when role is ASSISTANT")
+            )
+        );
+        // null scratchpad is fine
+        assert!(run(
+            json!({"messages": [{"role": "user", "content": "q", "agent_scratchpad": null}]})
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn structural_400s() {
+        let e = run(json!({"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}]})).unwrap_err();
+        assert_eq!((e.status, detail(&e)), (400, json!("Unsupported message")));
+        let e = run(json!({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]})).unwrap_err();
+        assert_eq!(
+            (e.status, detail(&e)),
+            (400, json!("Last message must be a human message"))
+        );
+    }
+
+    #[test]
+    fn validation_errors() {
+        let e = run(json!({})).unwrap_err();
+        assert_eq!(e.status, 422);
+        assert_eq!(detail(&e)[0]["loc"], json!(["body", "messages"]));
+        let e = run(json!({"messages": []})).unwrap_err();
+        assert_eq!(detail(&e)[0]["type"], "too_short");
+        let e = run(json!({"messages": [
+            {"role": "bot", "content": 1},
+            {"role": "user", "current_file": {"file_path": "a", "data": "b"},
+             "additional_context": [{"category": "secrets"}], "context": {"type": "page"}},
+            "x"
+        ], "options": {"agent_scratchpad": {"agent_type": "other", "steps": []}},
+           "unavailable_resources": [1]}))
+        .unwrap_err();
+        assert_eq!(e.status, 422);
+        let d = detail(&e);
+        let got: Vec<(String, Value)> = d
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| (i["type"].as_str().unwrap().to_string(), i["loc"].clone()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("enum".into(), json!(["body", "messages", 0, "role"])),
+                (
+                    "string_type".into(),
+                    json!(["body", "messages", 0, "content"])
+                ),
+                (
+                    "literal_error".into(),
+                    json!(["body", "messages", 1, "context", "type"])
+                ),
+                (
+                    "missing".into(),
+                    json!(["body", "messages", 1, "current_file", "selected_code"])
+                ),
+                (
+                    "literal_error".into(),
+                    json!(["body", "messages", 1, "additional_context", 0, "category"])
+                ),
+                (
+                    "model_attributes_type".into(),
+                    json!(["body", "messages", 2])
+                ),
+                (
+                    "union_tag_invalid".into(),
+                    json!(["body", "options", "agent_scratchpad"])
+                ),
+                (
+                    "string_type".into(),
+                    json!(["body", "unavailable_resources", 0])
+                ),
+            ]
+        );
+        assert!(d[2]["msg"].as_str().unwrap().starts_with(
+            "Input should be 'issue', 'epic', 'merge_request', 'commit', 'build' or 'work_item'"
+        ));
+    }
+
+    #[test]
+    fn hostile_inputs_do_not_panic() {
+        for body in [
+            json!({"messages": [{"role": "user", "content": "{{tools}}\u{0}é"}]}),
+            json!({"messages": [{"role": "assistant"}]}),
+            json!({"messages": [{"role": "assistant", "content": null, "agent_scratchpad": [{"observation": "o"}]}]}),
+            json!({"messages": [{"role": "user"}], "options": {"agent_scratchpad": {"agent_type": "react", "steps": [{}]}}}),
+            json!({"messages": [{"role": "user", "context": {"type": "build"}}]}),
+            json!({"messages": [{"role": "user", "content": "q"}], "model_metadata": {"identifier": "x"}}),
+            json!({"messages": [null, 5, [], {}]}),
+        ] {
+            let _ = run(body);
+        }
+    }
+}

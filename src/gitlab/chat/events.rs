@@ -1,0 +1,161 @@
+//! The NDJSON events of `/v2/chat/agent`, written exactly like GitLab's gateway writes them.
+//!
+//! Contract: `gitlab-ai-gateway.md` §1.5: one JSON object per line, terminated by `\n`, shaped
+//! `{"type": <type>, "data": {...}}`; Rails matches each line with `/(\{.*\})\n/` and dispatches
+//! on `type` (`action`, `final_answer_delta`, `unknown`, `error`).
+//!
+//! The gateway writes them with Python's `json.dumps` defaults: `", "` and `": "` separators and
+//! `ensure_ascii` (every character outside printable ASCII as `\uXXXX`, UTF-16 surrogate pairs
+//! beyond the BMP). This module reproduces that byte for byte; in particular a line never
+//! contains a raw newline, which Rails' line regex relies on. Field order follows the gateway's
+//! pydantic models: action `tool, tool_input, thought`; error `message, retryable`.
+
+/// One event of the agent stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentEvent {
+    /// The model wants a tool run.
+    Action {
+        tool: String,
+        tool_input: String,
+        thought: String,
+    },
+    /// A piece of the final answer.
+    FinalAnswerDelta { text: String },
+    /// Output that is neither an action nor a final answer.
+    Unknown { text: String },
+    /// The step failed.
+    Error { message: String, retryable: bool },
+}
+
+/// Appends `s` as a Python `json.dumps` string literal (ensure_ascii).
+fn push_py_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            ' '..='~' => out.push(c),
+            _ => {
+                let mut units = [0u16; 2];
+                for u in c.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{u:04x}"));
+                }
+            }
+        }
+    }
+    out.push('"');
+}
+
+impl AgentEvent {
+    /// The event as one NDJSON line, `\n` included.
+    pub fn to_line(&self) -> String {
+        let mut out = String::with_capacity(64);
+        out.push_str("{\"type\": ");
+        let fields: Vec<(&str, Option<&str>, Option<bool>)> = match self {
+            AgentEvent::Action {
+                tool,
+                tool_input,
+                thought,
+            } => {
+                push_py_string(&mut out, "action");
+                vec![
+                    ("tool", Some(tool), None),
+                    ("tool_input", Some(tool_input), None),
+                    ("thought", Some(thought), None),
+                ]
+            }
+            AgentEvent::FinalAnswerDelta { text } => {
+                push_py_string(&mut out, "final_answer_delta");
+                vec![("text", Some(text), None)]
+            }
+            AgentEvent::Unknown { text } => {
+                push_py_string(&mut out, "unknown");
+                vec![("text", Some(text), None)]
+            }
+            AgentEvent::Error { message, retryable } => {
+                push_py_string(&mut out, "error");
+                vec![
+                    ("message", Some(message), None),
+                    ("retryable", None, Some(*retryable)),
+                ]
+            }
+        };
+        out.push_str(", \"data\": {");
+        for (i, (key, text, flag)) in fields.iter().enumerate() {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            push_py_string(&mut out, key);
+            out.push_str(": ");
+            match (text, flag) {
+                (Some(t), _) => push_py_string(&mut out, t),
+                (None, Some(true)) => out.push_str("true"),
+                (None, _) => out.push_str("false"),
+            }
+        }
+        out.push_str("}}\n");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    #[test]
+    fn lines_match_python_json_dumps() {
+        let a = AgentEvent::Action {
+            tool: "gitlab_documentation".into(),
+            tool_input: "revert commit".into(),
+            thought: "I should search docs".into(),
+        };
+        assert_eq!(
+            a.to_line(),
+            "{\"type\": \"action\", \"data\": {\"tool\": \"gitlab_documentation\", \"tool_input\": \"revert commit\", \"thought\": \"I should search docs\"}}\n"
+        );
+        assert_eq!(
+            AgentEvent::FinalAnswerDelta {
+                text: "You can ".into()
+            }
+            .to_line(),
+            "{\"type\": \"final_answer_delta\", \"data\": {\"text\": \"You can \"}}\n"
+        );
+        assert_eq!(
+            AgentEvent::Error {
+                message: "boom".into(),
+                retryable: false
+            }
+            .to_line(),
+            "{\"type\": \"error\", \"data\": {\"message\": \"boom\", \"retryable\": false}}\n"
+        );
+        assert_eq!(
+            AgentEvent::Unknown { text: "x".into() }.to_line(),
+            "{\"type\": \"unknown\", \"data\": {\"text\": \"x\"}}\n"
+        );
+    }
+
+    #[test]
+    fn escaping_is_ensure_ascii() {
+        let text = "é\u{1F600}\"\\\n\r\t\u{8}\u{c}\u{1}\u{7f}<>/";
+        let line = AgentEvent::FinalAnswerDelta { text: text.into() }.to_line();
+        // what Python prints for json.dumps(text)
+        assert!(
+            line.contains(r#""\u00e9\ud83d\ude00\"\\\n\r\t\b\f\u0001\u007f<>/""#),
+            "{line}"
+        );
+        assert!(line.is_ascii());
+        assert_eq!(line.matches('\n').count(), 1);
+        // and any JSON parser reads the original text back
+        let v: Value = serde_json::from_str(line.trim_end()).unwrap();
+        assert_eq!(
+            v,
+            json!({"type": "final_answer_delta", "data": {"text": text}})
+        );
+    }
+}

@@ -1,0 +1,13 @@
+//! Duo Chat: `POST /v2/chat/agent` (one ReAct step) and `POST /v1/chat/{invokable}` (legacy).
+//!
+//! Contract: `gitlab-ai-gateway.md` §1.5, §1.6, §2.4, §5.4.
+//!
+//! * [`agent`] — the `/v2/chat/agent` request, scopes and Bedrock call.
+//! * [`react`] — the incremental ReAct output parser and the NDJSON [`react::AgentResponder`].
+//! * [`events`] — the NDJSON event lines GitLab Rails parses.
+//! * [`legacy`] — the `/v1/chat/{invokable}` pass-through.
+
+pub mod agent;
+pub mod events;
+pub mod legacy;
+pub mod react;
