@@ -15,9 +15,9 @@ use crate::bedrock::eventstream::{EventStreamDecoder, StreamFrame};
 use crate::bedrock::invoke::build;
 use crate::bedrock::messages::MessagesResponse;
 use crate::bedrock::stream::StreamEvent;
-use crate::gitlab::code_suggestions::{plan, CodeEndpoint, RequestContext, Responder};
 use crate::gitlab::errors::{self, Family, GitlabError};
 use crate::gitlab::routes::{classify, Route};
+use crate::gitlab::{plan, Endpoint, RequestContext, Responder};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
@@ -76,7 +76,7 @@ enum ResponseMode {
 }
 
 struct Forwarded {
-    responder: Responder,
+    responder: Box<dyn Responder>,
     stream: bool,
     family: Family,
 }
@@ -232,15 +232,8 @@ impl Request {
         if !matches!(self.auth, Auth::Done(_)) {
             return None;
         }
-        if code_endpoint(&self.route).is_none() {
-            let e = match self.route {
-                Route::Unknown => GitlabError::not_found(),
-                _ => GitlabError::detail(
-                    501,
-                    &format!("Not implemented by this gateway yet: {}", self.route.name()),
-                ),
-            };
-            self.reply_error(&e);
+        if Endpoint::from_route(&self.route).is_none() {
+            self.reply_error(&GitlabError::not_found());
             return Some(Action::Pause);
         }
         if !self.body_complete {
@@ -309,7 +302,7 @@ impl Request {
     /// Builds, signs and forwards the Bedrock request; or answers locally. Returns the action
     /// for the current callback (`Continue` = the rewritten request goes upstream).
     fn forward(&mut self, vm: &Vm) -> Action {
-        let Some(endpoint) = code_endpoint(&self.route) else {
+        let Some(endpoint) = Endpoint::from_route(&self.route) else {
             return Action::Pause;
         };
         let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, self.body_size)
@@ -327,7 +320,7 @@ impl Request {
             enabled_feature_flags: flags.as_deref(),
             default_model: vm.config.default_model.as_deref(),
         };
-        let planned = match plan(endpoint, &body, &ctx) {
+        let planned = match plan(&endpoint, &body, &ctx) {
             Ok(p) => p,
             Err(e) => {
                 self.reply_error(&e);
@@ -338,14 +331,16 @@ impl Request {
             Auth::Done(c) => c.as_ref(),
             _ => return Action::Pause,
         };
-        let requirement = Requirement {
-            unit_primitive: planned.unit_primitive,
-            reject_gateway_issuer: planned.reject_gateway_issuer,
-            denied_detail: planned.denied_detail.clone(),
-        };
-        if let Err((status, body)) = authorize(claims, &requirement) {
-            self.reply(status, body.as_bytes(), &[]);
-            return Action::Pause;
+        for check in &planned.scopes {
+            let requirement = Requirement {
+                unit_primitive: &check.unit_primitive,
+                reject_gateway_issuer: check.reject_gateway_issuer,
+                denied_detail: check.denied_detail.clone(),
+            };
+            if let Err((status, body)) = authorize(claims, &requirement) {
+                self.reply(status, body.as_bytes(), &[]);
+                return Action::Pause;
+            }
         }
         let time = UNIX_EPOCH + Duration::from_millis(now_ms());
         let upstream = match build(
@@ -416,7 +411,7 @@ impl Request {
         self.forwarded = Some(Forwarded {
             responder: planned.responder,
             stream: planned.invoke.stream,
-            family: Family::CodeSuggestions,
+            family: planned.family,
         });
         Action::Continue
     }
@@ -678,16 +673,6 @@ fn truncate(s: &str, max: usize) -> &str {
     match s.char_indices().nth(max) {
         Some((i, _)) => &s[..i],
         None => s,
-    }
-}
-
-fn code_endpoint(route: &Route) -> Option<CodeEndpoint> {
-    match route {
-        Route::V2CodeCompletions => Some(CodeEndpoint::V2Completions),
-        Route::V2CodeGenerations => Some(CodeEndpoint::V2Generations),
-        Route::V3CodeCompletions => Some(CodeEndpoint::V3Completions),
-        Route::V4CodeSuggestions => Some(CodeEndpoint::V4Suggestions),
-        _ => None,
     }
 }
 

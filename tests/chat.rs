@@ -1,0 +1,286 @@
+//! Duo Chat and named prompts through the real Envoy (issue 5; reference §1.4–§1.6, §2.4, §3).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+use common::*;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+fn metadata(model: &str) -> Value {
+    json!({"provider": "openai", "name": "claude_3", "endpoint": "https://bedrock-runtime.us-east-1.amazonaws.com",
+           "api_key": null, "identifier": format!("bedrock/{model}")})
+}
+
+fn post(sidecar: &Sidecar, token: &str, path: &str, body: &Value) -> Response {
+    sidecar.request(
+        "POST",
+        path,
+        &as_refs(&gitlab_headers(token)),
+        Some(body.to_string().as_bytes()),
+    )
+}
+
+fn set_reply(emu: &Emulator, reply: &str) {
+    let r = request(
+        emu.port,
+        "POST",
+        "/_emulator/reply",
+        &[("content-type", "application/json")],
+        Some(json!({"reply": reply}).to_string().as_bytes()),
+    );
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn test_connection_succeeds_fast_and_reports_bedrock_refusals_as_421() {
+    let emu = Emulator::start();
+    let sidecar = Sidecar::start(&emu);
+    // Rails' "Test connection": a token for complete_code, 3-second timeout.
+    let token = emu.mint(json!({"scopes": ["complete_code"]}));
+    let body = json!({"inputs": {}, "stream": false, "model_metadata": metadata(MODEL)});
+    let _ = post(
+        &sidecar,
+        &token,
+        "/v1/prompts/model_configuration%2Fcheck",
+        &body,
+    ); // keys warm
+    let start = Instant::now();
+    let r = post(
+        &sidecar,
+        &token,
+        "/v1/prompts/model_configuration%2Fcheck",
+        &body,
+    );
+    assert!(start.elapsed() < Duration::from_secs(3));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.json().is_string(),
+        "v1 answers a JSON string: {}",
+        r.text()
+    );
+    let sent: Value =
+        serde_json::from_str(emu.requests().last().unwrap()["body"].as_str().unwrap()).unwrap();
+    assert_eq!(sent["max_tokens"], 12);
+
+    for (fault, detail) in [
+        ("fault-403", "403: Forbidden"),
+        ("fault-400", "400: Bad Request"),
+        ("fault-404", "404: Not Found"),
+    ] {
+        let body = json!({"inputs": {}, "stream": false, "model_metadata": metadata(&format!("anthropic.claude-{fault}-v1:0"))});
+        let r = post(
+            &sidecar,
+            &token,
+            "/v1/prompts/model_configuration%2Fcheck",
+            &body,
+        );
+        assert_eq!(
+            (r.status, r.json()["detail"].as_str().unwrap()),
+            (421, detail),
+            "{fault}"
+        );
+    }
+    let r = post(
+        &sidecar,
+        &emu.mint(json!({"scopes": ["duo_chat"]})),
+        "/v1/prompts/model_configuration%2Fcheck",
+        &json!({"inputs": {}, "model_metadata": metadata(MODEL)}),
+    );
+    assert_eq!(
+        (r.status, r.json()["detail"].as_str().unwrap()),
+        (403, "Unauthorized to access 'model_configuration/check'")
+    );
+}
+
+#[test]
+fn named_prompts_v1_v2_stream_and_errors() {
+    let emu = Emulator::start();
+    let sidecar = Sidecar::start(&emu);
+    let token = emu.token();
+    let inputs = json!({"code": "def f(): pass", "file_path": "a.py", "language": "python", "selected_text": "def f(): pass",
+                        "file_content": "def f(): pass", "input": "explain", "content_above_cursor": "", "content_below_cursor": ""});
+    let body = json!({"inputs": inputs, "prompt_version": "^1.0.0", "stream": false, "model_metadata": metadata(MODEL)});
+    let r = post(&sidecar, &token, "/v2/prompts/chat%2Fexplain_code", &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert!(v["content"].as_str().is_some_and(|c| !c.is_empty()), "{v}");
+    assert!(
+        v["usage"][MODEL]["output_tokens"].as_u64().unwrap() > 0,
+        "{v}"
+    );
+
+    let mut stream = body.clone();
+    stream["stream"] = json!(true);
+    let r = post(&sidecar, &token, "/v1/prompts/chat/explain_code", &stream);
+    assert_eq!(r.status, 200);
+    assert!(r
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/event-stream"));
+    assert!(!r.text().is_empty());
+    let r = post(&sidecar, &token, "/v2/prompts/chat%2Fexplain_code", &stream);
+    assert_eq!(r.status, 200);
+    let lines: Vec<Value> = r
+        .text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        lines.len() >= 2 && lines.iter().all(|l| l["content"].is_string()),
+        "{}",
+        r.text()
+    );
+
+    let r = post(&sidecar, &token, "/v1/prompts/no%2Fsuch_prompt", &body);
+    assert_eq!(
+        (r.status, r.json()["detail"].as_str().unwrap()),
+        (404, "Prompt 'no/such_prompt' not found")
+    );
+    let mut v2 = body.clone();
+    v2["prompt_version"] = json!("^2.0.0");
+    assert_eq!(
+        post(&sidecar, &token, "/v1/prompts/chat%2Fexplain_code", &v2).status,
+        400
+    );
+    v2["prompt_version"] = json!("not a constraint!");
+    assert_eq!(
+        post(&sidecar, &token, "/v1/prompts/chat%2Fexplain_code", &v2).status,
+        422
+    );
+    let r = post(
+        &sidecar,
+        &emu.mint(json!({"scopes": ["complete_code"]})),
+        "/v1/prompts/chat%2Fexplain_code",
+        &body,
+    );
+    assert_eq!(
+        (r.status, r.json()["detail"].as_str().unwrap()),
+        (403, "Unauthorized to access 'chat/explain_code'")
+    );
+    assert!(emu.requests().iter().all(|q| q["signature_valid"] == true));
+}
+
+#[test]
+fn chat_agent_streams_ndjson_events() {
+    let emu = Emulator::start();
+    let sidecar = Sidecar::start(&emu);
+    let token = emu.token();
+    let body = json!({
+        "messages": [{"role": "user", "content": "How do I revert a commit?", "context": null, "current_file": null, "additional_context": []}],
+        "model_metadata": metadata(MODEL), "unavailable_resources": ["Pipelines", "Vulnerabilities"]
+    });
+    set_reply(
+        &emu,
+        "Thought: I know this.\nFinal Answer: Use `git revert <sha>` to undo a commit safely.",
+    );
+    let r = post(&sidecar, &token, "/v2/chat/agent", &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/x-ndjson; charset=utf-8")
+    );
+    let events: Vec<Value> = r
+        .text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        events.iter().all(|e| e["type"] == "final_answer_delta"),
+        "{}",
+        r.text()
+    );
+    let answer: String = events
+        .iter()
+        .map(|e| e["data"]["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        answer.trim(),
+        "Use `git revert <sha>` to undo a commit safely."
+    );
+    let sent: Value =
+        serde_json::from_str(emu.requests().last().unwrap()["body"].as_str().unwrap()).unwrap();
+    assert_eq!(sent["stop_sequences"], json!(["Observation:"]));
+    assert!(emu.requests().last().unwrap()["path"]
+        .as_str()
+        .unwrap()
+        .ends_with("/invoke-with-response-stream"));
+
+    set_reply(&emu, "Thought: I should search the docs.\nAction: gitlab_documentation\nAction Input: revert commit\n");
+    let r = post(&sidecar, &token, "/v2/chat/agent", &body);
+    let events: Vec<Value> = r
+        .text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 1, "{}", r.text());
+    assert_eq!(events[0]["type"], "action");
+    assert_eq!(events[0]["data"]["tool"], "gitlab_documentation");
+    assert_eq!(events[0]["data"]["tool_input"], "revert commit");
+
+    // A mid-stream failure becomes an NDJSON error event.
+    let mut faulty = body.clone();
+    faulty["model_metadata"] = metadata("anthropic.claude-fault-midstream-v1:0");
+    let r = post(&sidecar, &token, "/v2/chat/agent", &faulty);
+    assert_eq!(r.status, 200);
+    assert!(
+        r.text()
+            .lines()
+            .any(|l| serde_json::from_str::<Value>(l).unwrap()["type"] == "error"),
+        "{}",
+        r.text()
+    );
+
+    // Scopes: duo_chat, then include_<category>_context.
+    let r = post(
+        &sidecar,
+        &emu.mint(json!({"scopes": ["complete_code"]})),
+        "/v2/chat/agent",
+        &body,
+    );
+    assert_eq!(
+        (r.status, r.json()["detail"].as_str().unwrap()),
+        (403, "Unauthorized to access duo chat")
+    );
+    let mut with_file = body.clone();
+    with_file["messages"][0]["additional_context"] =
+        json!([{"category": "file", "id": "a.py", "content": "x = 1", "metadata": {}}]);
+    let r = post(
+        &sidecar,
+        &emu.mint(json!({"scopes": ["duo_chat"]})),
+        "/v2/chat/agent",
+        &with_file,
+    );
+    assert_eq!(
+        (r.status, r.json()["detail"].as_str().unwrap()),
+        (403, "Unauthorized to access include_file_context")
+    );
+}
+
+#[test]
+fn legacy_chat_passthrough() {
+    let emu = Emulator::start();
+    let sidecar = Sidecar::start(&emu);
+    let token = emu.token();
+    let body = json!({"prompt_components": [{"type": "prompt", "metadata": {"source": "GitLab EE", "version": "17.9.0"},
+        "payload": {"content": [{"role": "user", "content": "Hello"}], "provider": "litellm", "model": "claude_3",
+                    "model_endpoint": "https://x", "model_api_key": null, "model_identifier": format!("bedrock/{MODEL}"),
+                    "params": {"stop_sequences": ["\n\nHuman", "Observation:"], "temperature": 0.1, "max_tokens_to_sample": 4096}}}],
+        "stream": false});
+    let r = post(&sidecar, &token, "/v1/chat/explain_code", &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert!(v["response"].as_str().is_some_and(|t| !t.is_empty()));
+    assert_eq!(v["metadata"]["provider"], "litellm");
+    assert_eq!(v["metadata"]["model"], "claude_3");
+    let mut stream = body.clone();
+    stream["stream"] = json!(true);
+    let r = post(&sidecar, &token, "/v1/chat/agent", &stream);
+    assert_eq!(r.status, 200);
+    assert!(!r.text().is_empty() && !r.text().starts_with('{'));
+    let r = post(&sidecar, &token, "/v1/chat/unknown_thing", &body);
+    assert_eq!(
+        (r.status, r.json()["detail"].as_str().unwrap()),
+        (404, "Not found")
+    );
+}
