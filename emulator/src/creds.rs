@@ -69,6 +69,15 @@ fn nullable<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Stri
     Ok(Some(Option::<String>::deserialize(d)?))
 }
 
+/// IAM role names: up to 64 of `[A-Za-z0-9+=,.@_-]` (empty = no instance profile).
+pub fn valid_role(r: &str) -> bool {
+    r.len() <= 64
+        && r.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b))
+        && r != "."
+        && r != ".."
+}
+
 /// One issued credential set.
 #[derive(Debug, Clone)]
 pub struct Issued {
@@ -158,6 +167,15 @@ fn random_text(len: usize, alphabet: &[u8]) -> String {
 const BASE64ISH: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 impl Issuer {
+    /// An issuer with these knobs (`ttl_secs` 0 counts as 1).
+    pub fn new(mut knobs: Knobs) -> Self {
+        knobs.ttl_secs = knobs.ttl_secs.max(1);
+        Issuer {
+            knobs,
+            ..Issuer::default()
+        }
+    }
+
     /// Applies a knob update; `Err` for `ttl_secs` 0.
     pub fn update(&mut self, u: KnobsUpdate) -> Result<(), String> {
         if u.ttl_secs == Some(0) {

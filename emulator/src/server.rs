@@ -67,6 +67,8 @@ pub struct Config {
     pub latency_ms: u64,
     /// Log one line per request to stderr.
     pub verbose: bool,
+    /// Initial credential-service knobs (`POST /_emulator/creds` changes them).
+    pub creds: creds::Knobs,
 }
 
 impl Default for Config {
@@ -81,6 +83,7 @@ impl Default for Config {
             api_key: None,
             latency_ms: 0,
             verbose: false,
+            creds: creds::Knobs::default(),
         }
     }
 }
@@ -199,7 +202,7 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
             delay_ms: 0,
             max_age: 86400,
         }),
-        creds: Mutex::new(Issuer::default()),
+        creds: Mutex::new(Issuer::new(config.creds.clone())),
     });
     let (tx, mut rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {

@@ -885,6 +885,33 @@ fn imds_v2_paths() {
     assert_eq!(stats["container_fetches"], 0);
 }
 
+#[test]
+fn credential_knobs_from_the_command_line() {
+    let emu = start(&[
+        "--container-token",
+        "cli-token",
+        "--creds-ttl",
+        "7",
+        "--imds-role",
+        "cli-role",
+    ]);
+    let a = emu.addr.as_str();
+    let k = get(a, "/_emulator/creds").json();
+    assert_eq!(
+        k,
+        json!({"container_token": "cli-token", "ttl_secs": 7, "fail": false,
+               "role": "cli-role", "issued": 0})
+    );
+    assert_eq!(
+        post_json(a, "/_emulator/creds", &json!({"role": "a/b"})).status,
+        400
+    );
+    assert_eq!(
+        post_json(a, "/_emulator/creds", &json!({"nope": 1})).status,
+        400
+    );
+}
+
 // ----- the filter's credential core against the emulator -----
 
 mod filter_core {
