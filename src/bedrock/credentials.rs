@@ -153,7 +153,7 @@ pub fn source_from_env(env: impl Fn(&str) -> Option<String>) -> Result<Option<So
                     return Err(format!(
                         "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI={:?}: expected a path starting \
                          with '/' (it is appended to http://{CONTAINER_RELATIVE_HOST})",
-                        shorten(rel)
+                        shown_url(rel)
                     ));
                 }
                 format!("http://{CONTAINER_RELATIVE_HOST}{rel}")
@@ -161,13 +161,13 @@ pub fn source_from_env(env: impl Fn(&str) -> Option<String>) -> Result<Option<So
             (None, Some(full)) => {
                 let var = "AWS_CONTAINER_CREDENTIALS_FULL_URI";
                 let full = full.trim();
-                let u = split_url(full).map_err(|e| format!("{var}={:?}: {e}", shorten(full)))?;
+                let u = split_url(full).map_err(|e| format!("{var}={:?}: {e}", shown_url(full)))?;
                 if !u.https && !allowed_container_http_host(&u.host) {
                     return Err(format!(
                         "{var}={:?}: a plain http:// URL must point at a loopback host \
                          (127.0.0.0/8, [::1], localhost) or at the ECS/EKS agent \
                          (169.254.170.2, 169.254.170.23, [fd00:ec2::23]); use https:// otherwise",
-                        shorten(full)
+                        shown_url(full)
                     ));
                 }
                 u.to_url()
@@ -184,11 +184,11 @@ pub fn source_from_env(env: impl Fn(&str) -> Option<String>) -> Result<Option<So
     let base_url = if let Some(endpoint) = env("AWS_EC2_METADATA_SERVICE_ENDPOINT") {
         let var = "AWS_EC2_METADATA_SERVICE_ENDPOINT";
         let endpoint = endpoint.trim();
-        let u = split_url(endpoint).map_err(|e| format!("{var}={:?}: {e}", shorten(endpoint)))?;
+        let u = split_url(endpoint).map_err(|e| format!("{var}={:?}: {e}", shown_url(endpoint)))?;
         if u.path.contains('?') {
             return Err(format!(
                 "{var}={:?}: expected http(s)://host[:port] without a query",
-                shorten(endpoint)
+                shown_url(endpoint)
             ));
         }
         u.to_url().trim_end_matches('/').to_string()
@@ -938,6 +938,23 @@ fn allowed_container_http_host(host: &str) -> bool {
     false
 }
 
+/// A URL for an error message: user information and query replaced by `***` (they may hold
+/// credentials), then [`shorten`]ed.
+fn shown_url(url: &str) -> String {
+    let mut out = url.to_string();
+    if let Some(q) = out.find('?') {
+        out.truncate(q);
+        out.push_str("?***");
+    }
+    if let Some(at) = out.find('@') {
+        let start = out.find("://").map_or(0, |i| i + 3);
+        if start <= at {
+            out.replace_range(start..at, "***");
+        }
+    }
+    shorten(&out)
+}
+
 /// A value for an error message: escaped and cut to 200 characters.
 fn shorten(s: &str) -> String {
     let escaped: String = s.escape_default().collect();
@@ -1086,7 +1103,13 @@ mod tests {
         assert!(err("http://[fd00:ec2::24]/x").contains("loopback"));
         err("/creds");
         err("ftp://127.0.0.1/");
-        err("http://user:pw@127.0.0.1/");
+        assert!(!err("http://user:pw@127.0.0.1/").contains("pw"));
+        assert!(!err("http://creds.example.com/c?sig=SECRETSIG").contains("SECRETSIG"));
+        assert!(
+            !src(&[("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "x?k=SECRETSIG")])
+                .unwrap_err()
+                .contains("SECRETSIG")
+        );
         err("http://127.0.0.1:0/");
         err("http://127.0.0.1:99999/");
         err("http://127.0.0.1:abc/");
