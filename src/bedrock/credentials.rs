@@ -151,7 +151,7 @@ pub fn source_from_env(env: impl Fn(&str) -> Option<String>) -> Result<Option<So
                 let rel = rel.trim();
                 if !rel.starts_with('/') || !is_path(rel) {
                     return Err(format!(
-                        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI={:?}: expected a path starting \
+                        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI='{}': expected a path starting \
                          with '/' (it is appended to http://{CONTAINER_RELATIVE_HOST})",
                         shown_url(rel)
                     ));
@@ -161,10 +161,10 @@ pub fn source_from_env(env: impl Fn(&str) -> Option<String>) -> Result<Option<So
             (None, Some(full)) => {
                 let var = "AWS_CONTAINER_CREDENTIALS_FULL_URI";
                 let full = full.trim();
-                let u = split_url(full).map_err(|e| format!("{var}={:?}: {e}", shown_url(full)))?;
+                let u = split_url(full).map_err(|e| format!("{var}='{}': {e}", shown_url(full)))?;
                 if !u.https && !allowed_container_http_host(&u.host) {
                     return Err(format!(
-                        "{var}={:?}: a plain http:// URL must point at a loopback host \
+                        "{var}='{}': a plain http:// URL must point at a loopback host \
                          (127.0.0.0/8, [::1], localhost) or at the ECS/EKS agent \
                          (169.254.170.2, 169.254.170.23, [fd00:ec2::23]); use https:// otherwise",
                         shown_url(full)
@@ -184,10 +184,10 @@ pub fn source_from_env(env: impl Fn(&str) -> Option<String>) -> Result<Option<So
     let base_url = if let Some(endpoint) = env("AWS_EC2_METADATA_SERVICE_ENDPOINT") {
         let var = "AWS_EC2_METADATA_SERVICE_ENDPOINT";
         let endpoint = endpoint.trim();
-        let u = split_url(endpoint).map_err(|e| format!("{var}={:?}: {e}", shown_url(endpoint)))?;
+        let u = split_url(endpoint).map_err(|e| format!("{var}='{}': {e}", shown_url(endpoint)))?;
         if u.path.contains('?') {
             return Err(format!(
-                "{var}={:?}: expected http(s)://host[:port] without a query",
+                "{var}='{}': expected http(s)://host[:port] without a query",
                 shown_url(endpoint)
             ));
         }
@@ -199,7 +199,7 @@ pub fn source_from_env(env: impl Fn(&str) -> Option<String>) -> Result<Option<So
             Some(m) if m.trim().eq_ignore_ascii_case("ipv6") => IMDS_ENDPOINT_IPV6.to_string(),
             Some(m) => {
                 return Err(format!(
-                    "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE={:?}: expected IPv4 or IPv6",
+                    "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE='{}': expected IPv4 or IPv6",
                     shorten(&m)
                 ))
             }
@@ -617,7 +617,7 @@ pub fn parse_credentials_json(body: &[u8]) -> Result<Fetched, String> {
         match obj.get("Expiration") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(parse_rfc3339(s).ok_or_else(|| {
-                format!("Expiration {:?} is not an RFC 3339 timestamp", shorten(s))
+                format!("Expiration '{}' is not an RFC 3339 timestamp", shorten(s))
             })?),
             Some(_) => return Err("Expiration is not a string".into()),
         };
