@@ -10,7 +10,8 @@ const USAGE: &str = "\
 usage:
   bedrock-emulator serve [--listen 127.0.0.1:0] [--access-key-id AKID --secret-access-key SECRET]
                          [--region REGION] [--reply TEXT] [--issuer URL] [--api-key KEY]
-                         [--latency-ms N] [--verbose]
+                         [--latency-ms N] [--container-token TOKEN] [--creds-ttl SECS]
+                         [--imds-role NAME] [--verbose]
       env defaults: EMULATOR_ACCESS_KEY_ID, EMULATOR_SECRET_ACCESS_KEY, EMULATOR_REGION,
                     EMULATOR_API_KEY (default credentials: AKIDEXAMPLE / the AWS example secret)
   bedrock-emulator mint [--issuer URL] [--key demo-1|demo-2] [--scopes a,b,...] [--ttl 3600]
@@ -91,6 +92,19 @@ fn serve_config(args: &[String]) -> Config {
             "issuer" => c.issuer = Some(v),
             "api-key" => c.api_key = Some(v),
             "latency-ms" => c.latency_ms = num(&name, &v),
+            "container-token" => c.creds.container_token = Some(v).filter(|t| !t.is_empty()),
+            "creds-ttl" => {
+                c.creds.ttl_secs = num(&name, &v);
+                if c.creds.ttl_secs == 0 {
+                    fail("--creds-ttl must be at least 1");
+                }
+            }
+            "imds-role" => {
+                if !bedrock_emulator::creds::valid_role(&v) {
+                    fail("--imds-role: IAM role names use up to 64 of [A-Za-z0-9+=,.@_-]");
+                }
+                c.creds.role = v
+            }
             "verbose" => c.verbose = v != "false",
             other => fail(&format!("unknown option --{other}")),
         }

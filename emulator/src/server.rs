@@ -11,13 +11,18 @@
 //! OIDC side: discovery + JWKS in GitLab's shape, with knobs to rotate keys,
 //! go down, slow down and change `Cache-Control`.
 //! Contract: `/work/shared/reference/gitlab-ai-gateway.md` §2.2–§2.3.
+//!
+//! Credential services ([`crate::creds`]): the ECS/EKS container endpoint at
+//! `/_creds/container` and IMDSv2 at its real paths; the credentials they issue
+//! are accepted by the SigV4 verifier until they expire.
 
 use crate::bedrock::{self, Generation, ParsedRequest};
+use crate::creds::{self, Issuer, KnobsUpdate};
 use crate::eventstream;
 use crate::faults::{self, Faults};
 use crate::ids;
 use crate::oidc::{self, MintRequest};
-use crate::sigv4::{self, SigErrorKind, SigningInput, Verifier};
+use crate::sigv4::{self, KeyLookup, SigErrorKind, SigningInput, Verifier};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -62,6 +67,8 @@ pub struct Config {
     pub latency_ms: u64,
     /// Log one line per request to stderr.
     pub verbose: bool,
+    /// Initial credential-service knobs (`POST /_emulator/creds` changes them).
+    pub creds: creds::Knobs,
 }
 
 impl Default for Config {
@@ -76,6 +83,7 @@ impl Default for Config {
             api_key: None,
             latency_ms: 0,
             verbose: false,
+            creds: creds::Knobs::default(),
         }
     }
 }
@@ -124,6 +132,10 @@ struct Stats {
     jwks_fetches: AtomicU64,
     invocations: AtomicU64,
     signature_failures: AtomicU64,
+    container_fetches: AtomicU64,
+    imds_token_fetches: AtomicU64,
+    imds_role_fetches: AtomicU64,
+    imds_credential_fetches: AtomicU64,
 }
 
 struct State {
@@ -136,6 +148,7 @@ struct State {
     records: Mutex<VecDeque<Record>>,
     stats: Stats,
     oidc: Mutex<OidcState>,
+    creds: Mutex<Issuer>,
 }
 
 /// A running server.
@@ -189,6 +202,7 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
             delay_ms: 0,
             max_age: 86400,
         }),
+        creds: Mutex::new(Issuer::new(config.creds.clone())),
     });
     let (tx, mut rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -311,6 +325,55 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Resp, BoxEr
     let resp = match (&method, path.as_str()) {
         (_, p) if p.starts_with("/model/") => return bedrock_call(state, req, started).await,
         (&Method::GET, "/healthz") => Ok(json_resp(200, &json!({"status": "ok"}))),
+        (&Method::GET, "/_creds/container") => {
+            state
+                .stats
+                .container_fetches
+                .fetch_add(1, Ordering::Relaxed);
+            let auth = req
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok());
+            let a = lock(&state.creds).container(auth, ids::unix_now());
+            Ok(answer(a))
+        }
+        (&Method::PUT, IMDS_TOKEN_PATH) => {
+            state
+                .stats
+                .imds_token_fetches
+                .fetch_add(1, Ordering::Relaxed);
+            let h = req.headers();
+            let ttl = h
+                .get("x-aws-ec2-metadata-token-ttl-seconds")
+                .and_then(|v| v.to_str().ok());
+            let forwarded = h.contains_key("x-forwarded-for");
+            let a = lock(&state.creds).imds_token(ttl, forwarded, ids::unix_now());
+            Ok(answer(a))
+        }
+        (&Method::GET, p) if p.starts_with(IMDS_CREDS_PATH) => {
+            let role = &p[IMDS_CREDS_PATH.len()..];
+            let role = if role.is_empty() {
+                state
+                    .stats
+                    .imds_role_fetches
+                    .fetch_add(1, Ordering::Relaxed);
+                None
+            } else {
+                state
+                    .stats
+                    .imds_credential_fetches
+                    .fetch_add(1, Ordering::Relaxed);
+                Some(role)
+            };
+            let token = req
+                .headers()
+                .get("x-aws-ec2-metadata-token")
+                .and_then(|v| v.to_str().ok());
+            let a = lock(&state.creds).imds_credentials(token, role, ids::unix_now());
+            Ok(answer(a))
+        }
+        (&Method::GET, "/_emulator/creds") => Ok(json_resp(200, &lock(&state.creds).state_json())),
+        (&Method::POST, "/_emulator/creds") => Ok(creds_update(&state, req).await),
         (&Method::GET, "/.well-known/openid-configuration") => {
             state
                 .stats
@@ -333,6 +396,10 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Resp, BoxEr
                 &state.stats.jwks_fetches,
                 &state.stats.invocations,
                 &state.stats.signature_failures,
+                &state.stats.container_fetches,
+                &state.stats.imds_token_fetches,
+                &state.stats.imds_role_fetches,
+                &state.stats.imds_credential_fetches,
             ] {
                 c.store(0, Ordering::Relaxed);
             }
@@ -374,7 +441,34 @@ fn stats_json(state: &State) -> Value {
         "jwks_fetches": s.jwks_fetches.load(Ordering::Relaxed),
         "invocations": s.invocations.load(Ordering::Relaxed),
         "signature_failures": s.signature_failures.load(Ordering::Relaxed),
+        "container_fetches": s.container_fetches.load(Ordering::Relaxed),
+        "imds_token_fetches": s.imds_token_fetches.load(Ordering::Relaxed),
+        "imds_role_fetches": s.imds_role_fetches.load(Ordering::Relaxed),
+        "imds_credential_fetches": s.imds_credential_fetches.load(Ordering::Relaxed),
     })
+}
+
+const IMDS_TOKEN_PATH: &str = "/latest/api/token";
+const IMDS_CREDS_PATH: &str = "/latest/meta-data/iam/security-credentials/";
+
+fn answer(a: creds::Answer) -> Resp {
+    let mut r = full(a.status, a.content_type, a.body);
+    for (name, value) in &a.headers {
+        set_header(&mut r, name, value);
+    }
+    r
+}
+
+async fn creds_update(state: &State, req: Request<Incoming>) -> Resp {
+    let upd: KnobsUpdate = match read_json(req).await {
+        Ok(u) => u,
+        Err(e) => return json_resp(400, &json!({ "message": e })),
+    };
+    let mut issuer = lock(&state.creds);
+    match issuer.update(upd) {
+        Ok(()) => json_resp(200, &issuer.state_json()),
+        Err(e) => json_resp(400, &json!({ "message": e })),
+    }
 }
 
 fn oidc_state_json(state: &State) -> Value {
@@ -519,7 +613,13 @@ fn authenticate(state: &State, input: &SigningInput<'_>) -> AuthOutcome {
             };
         }
     }
-    match state.verifier.verify(input, ids::unix_now()) {
+    let lookup = |akid: &str| match state.verifier.credentials.get(akid) {
+        Some(secret) => KeyLookup::Static {
+            secret: secret.clone(),
+        },
+        None => lock(&state.creds).lookup(akid),
+    };
+    match state.verifier.verify_with(input, ids::unix_now(), &lookup) {
         Ok(v) => AuthOutcome {
             kind: "sigv4",
             error: None,

@@ -19,7 +19,9 @@
 //! [`Verifier::verify`] adds the policy checks Bedrock applies (known access key,
 //! service `bedrock`, region, 15 minute clock window, `host` signed, session
 //! token signed) and reports failures as [`SigError`] carrying the Bedrock error
-//! type and message.
+//! type and message. [`Verifier::verify_with`] also knows temporary credentials
+//! ([`KeyLookup::Temporary`]): the session token must match (else
+//! `UnrecognizedClientException`) and be unexpired (else `ExpiredTokenException`).
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
@@ -35,6 +37,25 @@ pub const MISMATCH_MESSAGE: &str = "The request signature we calculated does not
 
 /// Bedrock's text for an unknown access key (403 `UnrecognizedClientException`).
 pub const UNRECOGNIZED_MESSAGE: &str = "The security token included in the request is invalid.";
+
+/// Bedrock's text for expired temporary credentials (403 `ExpiredTokenException`).
+pub const EXPIRED_TOKEN_MESSAGE: &str = "The security token included in the request is expired";
+
+/// What the server knows about an access key id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyLookup {
+    /// Not issued: `UnrecognizedClientException`.
+    Unknown,
+    /// A long-term key: any (or no) `X-Amz-Security-Token` is ignored, like AWS.
+    Static { secret: String },
+    /// Temporary credentials (STS / container endpoint / IMDS): the request must carry exactly
+    /// `session_token` in `X-Amz-Security-Token`, before `expires_at` (Unix seconds).
+    Temporary {
+        secret: String,
+        session_token: String,
+        expires_at: i64,
+    },
+}
 
 /// One request as seen on the wire, borrowed.
 #[derive(Debug, Clone, Copy)]
@@ -80,8 +101,10 @@ pub enum SigErrorKind {
     MissingAuthenticationToken,
     /// Malformed `Authorization` header or missing `X-Amz-Date`.
     IncompleteSignature,
-    /// Unknown access key id.
+    /// Unknown access key id, or a temporary key with a missing or wrong session token.
     UnrecognizedClient,
+    /// Temporary credentials past their expiration.
+    ExpiredToken,
     /// Bad scope, clock skew, unsigned mandatory header or signature mismatch.
     InvalidSignature,
 }
@@ -93,6 +116,7 @@ impl SigErrorKind {
             SigErrorKind::MissingAuthenticationToken => "MissingAuthenticationTokenException",
             SigErrorKind::IncompleteSignature => "IncompleteSignatureException",
             SigErrorKind::UnrecognizedClient => "UnrecognizedClientException",
+            SigErrorKind::ExpiredToken => "ExpiredTokenException",
             SigErrorKind::InvalidSignature => "InvalidSignatureException",
         }
     }
@@ -165,8 +189,25 @@ impl Verifier {
         }
     }
 
-    /// Verify `input` at server time `now` (seconds since the Unix epoch).
+    /// Verify `input` at server time `now` (seconds since the Unix epoch) against the static
+    /// `credentials` map.
     pub fn verify(&self, input: &SigningInput<'_>, now: i64) -> Result<Verified, SigError> {
+        self.verify_with(input, now, &|akid| match self.credentials.get(akid) {
+            Some(secret) => KeyLookup::Static {
+                secret: secret.clone(),
+            },
+            None => KeyLookup::Unknown,
+        })
+    }
+
+    /// Like [`Verifier::verify`], with the access key looked up by `lookup` (which may know
+    /// temporary credentials; `self.credentials` is not consulted).
+    pub fn verify_with(
+        &self,
+        input: &SigningInput<'_>,
+        now: i64,
+        lookup: &dyn Fn(&str) -> KeyLookup,
+    ) -> Result<Verified, SigError> {
         let auth_value = header_values(input.headers, "authorization");
         let auth_value = match auth_value.first() {
             Some(v) => v.trim(),
@@ -190,9 +231,31 @@ impl Verifier {
             }
         };
 
-        let secret = match self.credentials.get(&auth.access_key_id) {
-            Some(s) => s,
-            None => {
+        let secret = match lookup(&auth.access_key_id) {
+            KeyLookup::Static { secret } => secret,
+            KeyLookup::Temporary {
+                secret,
+                session_token,
+                expires_at,
+            } => {
+                let sent = header_values(input.headers, "x-amz-security-token");
+                let matches = sent.len() == 1
+                    && constant_time_eq(sent[0].trim().as_bytes(), session_token.as_bytes());
+                if !matches {
+                    return Err(SigError::new(
+                        SigErrorKind::UnrecognizedClient,
+                        UNRECOGNIZED_MESSAGE,
+                    ));
+                }
+                if now >= expires_at {
+                    return Err(SigError::new(
+                        SigErrorKind::ExpiredToken,
+                        EXPIRED_TOKEN_MESSAGE,
+                    ));
+                }
+                secret
+            }
+            KeyLookup::Unknown => {
                 return Err(SigError::new(
                     SigErrorKind::UnrecognizedClient,
                     UNRECOGNIZED_MESSAGE,
@@ -297,7 +360,7 @@ impl Verifier {
         let payload_hash = hex_sha256(input.body);
         let creq = canonical_request(input, &auth.signed_headers, self.normalize, &payload_hash);
         let sts = string_to_sign(&amz_date, &auth.scope(), &creq);
-        let key = signing_key(secret, &auth.date, &auth.region, &auth.service);
+        let key = signing_key(&secret, &auth.date, &auth.region, &auth.service);
         let expected = signature(&key, &sts);
         if !constant_time_eq(expected.as_bytes(), auth.signature.as_bytes()) {
             return Err(SigError {

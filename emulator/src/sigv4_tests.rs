@@ -505,3 +505,93 @@ fn constant_time_compare() {
     assert!(!constant_time_eq(b"abc", b"abd"));
     assert!(!constant_time_eq(b"abc", b"ab"));
 }
+
+/// The Bedrock vector signed with a session token, and what it was signed with.
+fn session_case() -> (RawRequest, Verifier, i64, String, String, String) {
+    let case = bedrock_cases()
+        .into_iter()
+        .find(|c| c["credentials"]["session_token"].is_string())
+        .unwrap();
+    let req = bedrock_request(&case);
+    let now = parse_rfc3339_utc(case["timestamp"].as_str().unwrap()).unwrap();
+    let c = &case["credentials"];
+    let s = |k: &str| c[k].as_str().unwrap().to_string();
+    let verifier = Verifier::bedrock(HashMap::new(), None);
+    (
+        req,
+        verifier,
+        now,
+        s("access_key_id"),
+        s("secret_access_key"),
+        s("session_token"),
+    )
+}
+
+#[test]
+fn temporary_credentials_need_their_token_and_expire() {
+    let (req, v, now, akid, secret, token) = session_case();
+    let temp = |expires_at: i64, token: &str| {
+        let (akid, secret, token) = (akid.clone(), secret.clone(), token.to_string());
+        move |k: &str| {
+            if k == akid {
+                KeyLookup::Temporary {
+                    secret: secret.clone(),
+                    session_token: token.clone(),
+                    expires_at,
+                }
+            } else {
+                KeyLookup::Unknown
+            }
+        }
+    };
+    // Valid until the expiration second.
+    let ok = v
+        .verify_with(&req.input(), now, &temp(now + 1, &token))
+        .unwrap();
+    assert_eq!(ok.access_key_id, akid);
+    let err = v
+        .verify_with(&req.input(), now, &temp(now, &token))
+        .unwrap_err();
+    assert_eq!(err.kind, SigErrorKind::ExpiredToken);
+    assert_eq!(err.kind.error_type(), "ExpiredTokenException");
+    assert_eq!(err.kind.status(), 403);
+    assert_eq!(err.message, EXPIRED_TOKEN_MESSAGE);
+    // A different issued token (or none) is not recognized, expired or not.
+    let err = v
+        .verify_with(&req.input(), now, &temp(now + 60, "other-token"))
+        .unwrap_err();
+    assert_eq!(err.kind, SigErrorKind::UnrecognizedClient);
+    let err = v
+        .verify_with(&req.input(), now, &temp(now - 60, "other-token"))
+        .unwrap_err();
+    assert_eq!(err.kind, SigErrorKind::UnrecognizedClient);
+    let (mut no_token, ..) = session_case();
+    no_token
+        .headers
+        .retain(|(n, _)| !n.eq_ignore_ascii_case("x-amz-security-token"));
+    let err = v
+        .verify_with(&no_token.input(), now, &temp(now + 60, &token))
+        .unwrap_err();
+    assert_eq!(err.kind, SigErrorKind::UnrecognizedClient);
+    // Still a real signature check: the wrong secret is a mismatch.
+    let wrong = |_: &str| KeyLookup::Temporary {
+        secret: "wrong".into(),
+        session_token: token.clone(),
+        expires_at: now + 60,
+    };
+    assert_eq!(
+        v.verify_with(&req.input(), now, &wrong)
+            .unwrap_err()
+            .message,
+        MISMATCH_MESSAGE
+    );
+    // A static key ignores the session token, as before.
+    let stat = |_: &str| KeyLookup::Static {
+        secret: secret.clone(),
+    };
+    assert!(v.verify_with(&req.input(), now, &stat).is_ok());
+    assert_eq!(
+        v.verify(&req.input(), now).unwrap_err().kind,
+        SigErrorKind::UnrecognizedClient
+    );
+}

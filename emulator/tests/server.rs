@@ -181,12 +181,25 @@ fn post_json(addr: &str, path: &str, v: &Value) -> Resp {
 
 /// Sign with aws-sigv4 (service `bedrock`) and return all headers to send.
 fn signed_headers(addr: &str, path: &str, body: &[u8], secret: &str) -> Vec<(String, String)> {
+    signed_headers_as(addr, path, body, AKID, secret, None)
+}
+
+/// Like [`signed_headers`] with any credentials, optionally temporary (session token).
+fn signed_headers_as(
+    addr: &str,
+    path: &str,
+    body: &[u8],
+    akid: &str,
+    secret: &str,
+    token: Option<&str>,
+) -> Vec<(String, String)> {
     let url = format!("http://{addr}{path}");
     let base = vec![
         ("content-type".to_string(), "application/json".to_string()),
         ("accept".to_string(), "application/json".to_string()),
     ];
-    let identity: Identity = Credentials::new(AKID, secret, None, None, "test").into();
+    let identity: Identity =
+        Credentials::new(akid, secret, token.map(str::to_string), None, "test").into();
     let params = aws_sigv4::sign::v4::SigningParams::builder()
         .identity(&identity)
         .region(REGION)
@@ -434,7 +447,9 @@ fn signed_invoke_stream_records_and_oidc() {
     let stats = get(a, "/_emulator/stats").json();
     assert_eq!(
         stats,
-        json!({"discovery_fetches": 2, "jwks_fetches": 4, "invocations": 2, "signature_failures": 0})
+        json!({"discovery_fetches": 2, "jwks_fetches": 4, "invocations": 2, "signature_failures": 0,
+               "container_fetches": 0, "imds_token_fetches": 0, "imds_role_fetches": 0,
+               "imds_credential_fetches": 0})
     );
 
     let nf = get(a, "/nope");
@@ -683,5 +698,368 @@ fn reply_override_and_sigterm() {
             "emulator did not exit on SIGTERM"
         );
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+// ----- credential services -----
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn sleep_until(t: u64) {
+    while unix_now() < t {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Invoke signed with temporary credentials taken from a credentials JSON answer.
+fn invoke_as(addr: &str, creds: &Value, token: Option<&str>) -> Resp {
+    let path = format!("/model/{MODEL}/invoke");
+    let body = invoke_body();
+    let headers = signed_headers_as(
+        addr,
+        &path,
+        &body,
+        creds["AccessKeyId"].as_str().unwrap(),
+        creds["SecretAccessKey"].as_str().unwrap(),
+        token,
+    );
+    raw_request(addr, "POST", &path, &headers, &body).unwrap()
+}
+
+fn assert_expired(r: &Resp) {
+    assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.header("x-amzn-errortype"),
+        Some("ExpiredTokenException:http://internal.amazon.com/coral/com.amazon.coral.service/")
+    );
+    assert_eq!(
+        r.json(),
+        json!({"message": "The security token included in the request is expired"})
+    );
+}
+
+#[test]
+fn container_endpoint_issues_new_expiring_credentials() {
+    let emu = start(&[]);
+    let a = emu.addr.as_str();
+    let knobs = post_json(
+        a,
+        "/_emulator/creds",
+        &json!({"container_token": "pod-identity-token", "ttl_secs": 2}),
+    );
+    assert_eq!(knobs.status, 200);
+    assert_eq!(knobs.json()["ttl_secs"], 2);
+    assert_eq!(
+        post_json(a, "/_emulator/creds", &json!({"ttl_secs": 0})).status,
+        400
+    );
+
+    assert_eq!(get(a, "/_creds/container").status, 401);
+    let with = |token: &str| {
+        raw_request(
+            a,
+            "GET",
+            "/_creds/container",
+            &[("authorization".into(), token.into())],
+            b"",
+        )
+        .unwrap()
+    };
+    assert_eq!(with("wrong").status, 401);
+    let before = unix_now();
+    let r1 = with("pod-identity-token");
+    assert_eq!(r1.status, 200);
+    let c1 = r1.json();
+    let c2 = with("pod-identity-token").json();
+    assert!(c1["AccessKeyId"].as_str().unwrap().starts_with("ASIAEMU"));
+    assert_ne!(c1["AccessKeyId"], c2["AccessKeyId"]);
+    assert_ne!(c1["SecretAccessKey"], c2["SecretAccessKey"]);
+    assert_ne!(c1["Token"], c2["Token"]);
+    assert!(c1["RoleArn"].as_str().unwrap().starts_with("arn:aws:iam::"));
+    let exp = bedrock_emulator::sigv4::parse_rfc3339_utc(c1["Expiration"].as_str().unwrap())
+        .unwrap() as u64;
+    assert!((before + 2..=unix_now() + 2).contains(&exp));
+
+    // Accepted with their own session token only.
+    let t1 = c1["Token"].as_str();
+    assert_eq!(invoke_as(a, &c1, t1).status, 200);
+    assert_eq!(invoke_as(a, &c2, c2["Token"].as_str()).status, 200);
+    let r = invoke_as(a, &c1, c2["Token"].as_str());
+    assert_eq!(r.status, 403);
+    assert!(r
+        .header("x-amzn-errortype")
+        .unwrap()
+        .starts_with("UnrecognizedClientException:"));
+    assert_eq!(invoke_as(a, &c1, None).status, 403);
+
+    // Rejected once expired.
+    sleep_until(exp);
+    assert_expired(&invoke_as(a, &c1, t1));
+    // The static key keeps working.
+    assert_eq!(
+        bedrock(a, MODEL, "invoke", &invoke_body()).unwrap().status,
+        200
+    );
+
+    // fail → 500.
+    post_json(a, "/_emulator/creds", &json!({"fail": true}));
+    assert_eq!(with("pod-identity-token").status, 500);
+    let stats = get(a, "/_emulator/stats").json();
+    assert_eq!(stats["container_fetches"], 5);
+    assert_eq!(stats["imds_token_fetches"], 0);
+    assert_eq!(stats["signature_failures"], 3);
+    let reset = raw_request(a, "DELETE", "/_emulator/stats", &[], b"").unwrap();
+    assert_eq!(reset.json()["container_fetches"], 0);
+    assert_eq!(get(a, "/_emulator/creds").json()["issued"], 2);
+}
+
+#[test]
+fn imds_v2_paths() {
+    let emu = start(&[]);
+    let a = emu.addr.as_str();
+    post_json(a, "/_emulator/creds", &json!({"ttl_secs": 2}));
+    let put = |headers: &[(String, String)]| {
+        raw_request(a, "PUT", "/latest/api/token", headers, b"").unwrap()
+    };
+    let ttl = (
+        "x-aws-ec2-metadata-token-ttl-seconds".to_string(),
+        "21600".to_string(),
+    );
+    assert_eq!(put(&[]).status, 400);
+    assert_eq!(
+        put(&[ttl.clone(), ("x-forwarded-for".into(), "10.0.0.1".into())]).status,
+        403
+    );
+    let t = put(std::slice::from_ref(&ttl));
+    assert_eq!(t.status, 200);
+    assert_eq!(
+        t.header("x-aws-ec2-metadata-token-ttl-seconds"),
+        Some("21600")
+    );
+    let token = String::from_utf8(t.body.clone()).unwrap();
+    let meta = |path: &str, token: Option<&str>| {
+        let h: Vec<(String, String)> = token
+            .map(|t| vec![("x-aws-ec2-metadata-token".to_string(), t.to_string())])
+            .unwrap_or_default();
+        raw_request(a, "GET", path, &h, b"").unwrap()
+    };
+    let list = "/latest/meta-data/iam/security-credentials/";
+    assert_eq!(meta(list, None).status, 401);
+    assert_eq!(meta(list, Some("bogus")).status, 401);
+    let roles = meta(list, Some(&token));
+    assert_eq!(roles.status, 200);
+    assert_eq!(roles.body, b"emulator-role");
+    assert_eq!(meta(&format!("{list}emulator-role"), None).status, 401);
+    assert_eq!(meta(&format!("{list}other-role"), Some(&token)).status, 404);
+    let r = meta(&format!("{list}emulator-role"), Some(&token));
+    assert_eq!(r.status, 200);
+    let c = r.json();
+    assert_eq!(c["Code"], "Success");
+    assert_eq!(c["Type"], "AWS-HMAC");
+    assert!(c["LastUpdated"].is_string());
+    let exp = bedrock_emulator::sigv4::parse_rfc3339_utc(c["Expiration"].as_str().unwrap()).unwrap()
+        as u64;
+    assert_eq!(invoke_as(a, &c, c["Token"].as_str()).status, 200);
+    sleep_until(exp);
+    assert_expired(&invoke_as(a, &c, c["Token"].as_str()));
+
+    // No instance profile, then a failing service.
+    post_json(a, "/_emulator/creds", &json!({"role": ""}));
+    assert_eq!(meta(list, Some(&token)).status, 404);
+    post_json(a, "/_emulator/creds", &json!({"role": "r2", "fail": true}));
+    assert_eq!(put(std::slice::from_ref(&ttl)).status, 500);
+    assert_eq!(meta(list, Some(&token)).status, 500);
+    assert_eq!(meta(&format!("{list}r2"), Some(&token)).status, 500);
+    post_json(a, "/_emulator/creds", &json!({"fail": false}));
+    assert_eq!(meta(list, Some(&token)).body, b"r2");
+
+    let stats = get(a, "/_emulator/stats").json();
+    assert_eq!(stats["imds_token_fetches"], 4);
+    assert_eq!(stats["imds_role_fetches"], 6);
+    assert_eq!(stats["imds_credential_fetches"], 4);
+    assert_eq!(stats["container_fetches"], 0);
+}
+
+#[test]
+fn credential_knobs_from_the_command_line() {
+    let emu = start(&[
+        "--container-token",
+        "cli-token",
+        "--creds-ttl",
+        "7",
+        "--imds-role",
+        "cli-role",
+    ]);
+    let a = emu.addr.as_str();
+    let k = get(a, "/_emulator/creds").json();
+    assert_eq!(
+        k,
+        json!({"container_token": "cli-token", "ttl_secs": 7, "fail": false,
+               "role": "cli-role", "issued": 0})
+    );
+    assert_eq!(
+        post_json(a, "/_emulator/creds", &json!({"role": "a/b"})).status,
+        400
+    );
+    assert_eq!(
+        post_json(a, "/_emulator/creds", &json!({"nope": 1})).status,
+        400
+    );
+}
+
+// ----- the filter's credential core against the emulator -----
+
+mod filter_core {
+    use super::*;
+    use duo_bedrock_filter::bedrock::credentials::{
+        refresh_at, retry_at, source_from_env, Fetch, Fetched, Source, Step,
+    };
+    use duo_bedrock_filter::bedrock::sigv4;
+
+    /// Runs one refresh like the host: every `HttpCall` dispatched to the emulator.
+    fn fetch(addr: &str, source: &Source) -> Step {
+        let (mut f, mut step) = Fetch::start(source);
+        for _ in 0..5 {
+            let Step::Call(call) = step else {
+                return step;
+            };
+            assert!(!call.scheme_https);
+            assert_eq!(call.authority, addr);
+            let r = raw_request(addr, call.method, &call.path, &call.headers, b"")
+                .map(|r| (r.status, r.body))
+                .unwrap_or((0, vec![]));
+            step = f.on_response(r.0, &r.1, unix_now());
+        }
+        panic!("too many calls")
+    }
+
+    fn done(step: Step) -> Fetched {
+        match step {
+            Step::Done(f) => f,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Invoke signed by the filter's signer with fetched credentials.
+    fn invoke(addr: &str, f: &Fetched) -> Resp {
+        let path = format!("/model/{MODEL}/invoke");
+        let body = invoke_body();
+        let input = sigv4::SignInput {
+            method: "POST",
+            authority: addr,
+            path: &path,
+            headers: &[
+                ("content-type", "application/json"),
+                ("accept", "application/json"),
+            ],
+            body: &body,
+        };
+        let mut headers: Vec<(String, String)> = vec![
+            ("content-type".into(), "application/json".into()),
+            ("accept".into(), "application/json".into()),
+        ];
+        headers.extend(sigv4::sign(&input, &f.creds, REGION, SystemTime::now()).unwrap());
+        raw_request(addr, "POST", &path, &headers, &body).unwrap()
+    }
+
+    fn source(vars: &[(&str, String)]) -> Source {
+        source_from_env(|name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.clone())
+        })
+        .unwrap()
+        .unwrap()
+    }
+
+    /// Refresh before expiry: the old set serves until it expires, the new one after.
+    fn refresh_cycle(a: &str, src: &Source) {
+        let t0 = unix_now();
+        let first = done(fetch(a, src));
+        let exp1 = first.expires_at.unwrap();
+        assert!((t0 + 3..=unix_now() + 3).contains(&exp1));
+        assert_eq!(invoke(a, &first).status, 200);
+        let due = refresh_at(t0, first.expires_at);
+        assert!(due < exp1);
+        sleep_until(due);
+        let second = done(fetch(a, src));
+        assert_ne!(second.creds.access_key_id, first.creds.access_key_id);
+        assert_eq!(
+            invoke(a, &first).status,
+            200,
+            "old set still valid before expiry"
+        );
+        assert_eq!(invoke(a, &second).status, 200);
+        sleep_until(exp1);
+        assert!(first.is_expired(unix_now()));
+        assert_expired(&invoke(a, &first));
+        assert_eq!(invoke(a, &second).status, 200);
+
+        // A failing refresh keeps the current set until it expires.
+        post_json(a, "/_emulator/creds", &json!({"fail": true}));
+        let Step::Failed(why) = fetch(a, src) else {
+            panic!("expected a failure")
+        };
+        assert!(why.contains("HTTP 500"), "{why}");
+        assert!(retry_at(unix_now(), 1) > unix_now());
+        assert_eq!(invoke(a, &second).status, 200);
+        post_json(a, "/_emulator/creds", &json!({"fail": false}));
+    }
+
+    #[test]
+    fn container_source_with_token() {
+        let emu = start(&[]);
+        let a = emu.addr.as_str();
+        post_json(
+            a,
+            "/_emulator/creds",
+            &json!({"container_token": "eks-pod-identity", "ttl_secs": 3}),
+        );
+        let url = format!("http://{a}/_creds/container");
+        // Without the token: refused, and the message does not echo anything secret.
+        let bare = source(&[("AWS_CONTAINER_CREDENTIALS_FULL_URI", url.clone())]);
+        let Step::Failed(why) = fetch(a, &bare) else {
+            panic!()
+        };
+        assert!(why.contains("HTTP 401"), "{why}");
+        // Token from a file, passed by the launcher.
+        let src = source(&[
+            ("AWS_CONTAINER_CREDENTIALS_FULL_URI", url),
+            (
+                "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+                "/var/run/token".into(),
+            ),
+            (
+                "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE_CONTENT",
+                "eks-pod-identity\n".into(),
+            ),
+        ]);
+        refresh_cycle(a, &src);
+        assert_eq!(get(a, "/_emulator/stats").json()["container_fetches"], 4);
+    }
+
+    #[test]
+    fn imds_source() {
+        let emu = start(&[]);
+        let a = emu.addr.as_str();
+        post_json(a, "/_emulator/creds", &json!({"ttl_secs": 3}));
+        let src = source(&[("AWS_EC2_METADATA_SERVICE_ENDPOINT", format!("http://{a}/"))]);
+        assert!(matches!(src, Source::Imds { .. }));
+        refresh_cycle(a, &src);
+        // No role attached.
+        post_json(a, "/_emulator/creds", &json!({"role": ""}));
+        let Step::Failed(why) = fetch(a, &src) else {
+            panic!()
+        };
+        assert!(why.contains("no IAM role"), "{why}");
+        let stats = get(a, "/_emulator/stats").json();
+        assert_eq!(stats["imds_token_fetches"], 4);
+        assert_eq!(stats["imds_role_fetches"], 3);
+        assert_eq!(stats["imds_credential_fetches"], 2);
     }
 }

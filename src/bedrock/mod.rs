@@ -11,12 +11,17 @@
 //! * Streaming answer: body chunks → [`eventstream::EventStreamDecoder::push`] →
 //!   [`eventstream::StreamFrame`] (wrapping a [`stream::StreamEvent`], an in-stream exception,
 //!   or `Malformed`).
+//! * Credentials fetched at run time (container endpoint, EC2 IMDSv2): [`credentials::Source`]
+//!   from the environment → [`credentials::Fetch`] state machine (the host dispatches its
+//!   [`credentials::HttpCall`]s) → [`credentials::Fetched`], shared across VMs and refreshed
+//!   at [`credentials::refresh_at`].
 //! * Errors: non-2xx status + `x-amzn-errortype` + body → [`errors::parse_error`] →
 //!   [`errors::BedrockError`]; in-stream exceptions map through
 //!   [`errors::BedrockError::from_stream_exception`].
 //!
 //! Contract: `/work/shared/reference/bedrock-and-anchors.md` §E.
 
+pub mod credentials;
 pub mod endpoint;
 pub mod errors;
 pub mod eventstream;
