@@ -131,6 +131,28 @@ def bedrock_endpoint():
     return f"https://bedrock-runtime.{region}.amazonaws.com", region
 
 
+def credentials_endpoint():
+    """(scheme, host, port) of the refreshing credential source the filter will use, or None.
+
+    Mirrors `bedrock::credentials::source_from_env` (the AWS SDKs' default chain): an API key or
+    static keys need no endpoint; then the ECS/EKS container endpoint; then EC2 IMDSv2 unless
+    AWS_EC2_METADATA_DISABLED=true. The filter validates the details and names the variable.
+    """
+    if first_env("AWS_BEARER_TOKEN_BEDROCK", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        return None
+    if env("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"):
+        return "http", "169.254.170.2", 80
+    if env("AWS_CONTAINER_CREDENTIALS_FULL_URI"):
+        return parse_base_url("AWS_CONTAINER_CREDENTIALS_FULL_URI", env("AWS_CONTAINER_CREDENTIALS_FULL_URI"))
+    if env("AWS_EC2_METADATA_DISABLED", "false").strip().lower() == "true":
+        return None
+    if env("AWS_EC2_METADATA_SERVICE_ENDPOINT"):
+        return parse_base_url("AWS_EC2_METADATA_SERVICE_ENDPOINT", env("AWS_EC2_METADATA_SERVICE_ENDPOINT"))
+    if env("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE", "IPv4").strip().lower() == "ipv6":
+        return "http", "fd00:ec2::254", 80
+    return "http", "169.254.169.254", 80
+
+
 def render(wasm_path=None):
     """The rendered Envoy YAML for the current environment."""
     gitlab_url = env("AIGW_GITLAB_URL")
@@ -141,6 +163,9 @@ def render(wasm_path=None):
     b_scheme, b_host, b_port = parse_base_url("AWS_BEDROCK_RUNTIME_ENDPOINT", endpoint)
 
     clusters = [cluster_block("bedrock", b_scheme, b_host, b_port), cluster_block("gitlab", g_scheme, g_host, g_port)]
+    creds = credentials_endpoint()
+    if creds:
+        clusters.append(cluster_block("aws_credentials", *creds))
     portal = env("AIGW_CUSTOMER_PORTAL_URL")
     if portal:
         clusters.append(cluster_block("customers", *parse_base_url("AIGW_CUSTOMER_PORTAL_URL", portal)))
@@ -237,7 +262,19 @@ def run():
                 child.kill()
 
     signal.signal(signal.SIGTERM, lambda *_: (stop(), sys.exit(0)))
-    demo = not first_env("AWS_ACCESS_KEY_ID", "AWS_BEARER_TOKEN_BEDROCK") and not env("AWS_BEDROCK_RUNTIME_ENDPOINT")
+    # No credentials of any kind, no endpoint and no region: nothing real to talk to.
+    demo = not first_env("AWS_ACCESS_KEY_ID", "AWS_BEARER_TOKEN_BEDROCK", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                         "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_BEDROCK_RUNTIME_ENDPOINT",
+                         "AWS_REGION_NAME", "AWS_REGION", "AWS_DEFAULT_REGION")
+    token_file = env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")
+    if token_file:
+        # The wasm VM has no filesystem: pass the file's content (EKS Pod Identity rotates the
+        # file; restart the sidecar when it changes, the old token stays valid meanwhile).
+        try:
+            os.environ["AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE_CONTENT"] = Path(token_file).read_text().strip()
+        except OSError as exc:
+            print(f"configuration error: AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE={token_file!r}: {exc}", file=sys.stderr)
+            return 2
     banner = ""
     try:
         if demo:

@@ -9,6 +9,7 @@
 //! Every error names the field (or variable) that is wrong.
 
 use crate::auth::AuthConfig;
+use crate::bedrock::credentials::{source_from_env, Source};
 use crate::bedrock::endpoint::Endpoint;
 use crate::bedrock::invoke::UpstreamAuth;
 use crate::bedrock::sigv4::Credentials;
@@ -40,6 +41,8 @@ struct Raw {
     max_token_bytes: usize,
     #[serde(default = "default_token_cache_size")]
     token_cache_size: usize,
+    #[serde(default = "default_credentials_cluster")]
+    credentials_cluster: String,
 }
 
 fn default_gitlab_cluster() -> String {
@@ -56,6 +59,9 @@ fn default_key_wait_ms() -> u64 {
 }
 fn default_max_token_bytes() -> usize {
     8192
+}
+fn default_credentials_cluster() -> String {
+    "aws_credentials".into()
 }
 fn default_token_cache_size() -> usize {
     1024
@@ -74,6 +80,16 @@ pub struct OidcProvider {
     pub authority: String,
 }
 
+/// Where Bedrock credentials come from.
+#[derive(Debug)]
+pub enum Upstream {
+    /// Static keys (`AWS_ACCESS_KEY_ID`...) or a Bedrock API key: fixed for the VM's life.
+    Fixed(UpstreamAuth),
+    /// Fetched and refreshed by the filter (ECS/EKS container endpoint or EC2 IMDSv2) through
+    /// the Envoy cluster `cluster`, shared by every worker (see `host::credentials`).
+    Refreshing { source: Source, cluster: String },
+}
+
 /// Validated configuration shared by every request of a VM.
 #[derive(Debug)]
 pub struct Config {
@@ -81,7 +97,8 @@ pub struct Config {
     pub auth: AuthConfig,
     pub auth_bypass: bool,
     pub endpoint: Endpoint,
-    pub upstream_auth: UpstreamAuth,
+    /// How requests to Bedrock are authenticated.
+    pub upstream: Upstream,
     pub default_model: Option<String>,
     pub upstream_timeout_secs: u64,
     /// How long a request may wait for a key set (first load or unknown-kid refresh).
@@ -170,30 +187,38 @@ impl Config {
         let endpoint = Endpoint::resolve(raw.bedrock_endpoint.as_deref(), raw.region.as_deref())
             .map_err(|e| format!("bedrock_endpoint/region: {e}"))?;
 
-        let upstream_auth = if let Some(key) = env("AWS_BEARER_TOKEN_BEDROCK") {
-            UpstreamAuth::Bearer(key)
+        // The AWS SDKs' default chain: API key, static keys, container endpoint, IMDS.
+        let upstream = if let Some(key) = env("AWS_BEARER_TOKEN_BEDROCK") {
+            Upstream::Fixed(UpstreamAuth::Bearer(key))
         } else {
-            let access_key_id = env("AWS_ACCESS_KEY_ID");
-            let secret_access_key = env("AWS_SECRET_ACCESS_KEY");
-            match (access_key_id, secret_access_key) {
-                (Some(access_key_id), Some(secret_access_key)) => UpstreamAuth::SigV4 {
-                    creds: Credentials {
-                        access_key_id,
-                        secret_access_key,
-                        session_token: env("AWS_SESSION_TOKEN"),
-                    },
-                    region: endpoint.region.clone(),
+            match source_from_env(env)? {
+                Some(Source::Static) => {
+                    let (Some(access_key_id), Some(secret_access_key)) =
+                        (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY"))
+                    else {
+                        return Err(
+                            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set together"
+                                .into(),
+                        );
+                    };
+                    Upstream::Fixed(UpstreamAuth::SigV4 {
+                        creds: Credentials {
+                            access_key_id,
+                            secret_access_key,
+                            session_token: env("AWS_SESSION_TOKEN"),
+                        },
+                        region: endpoint.region.clone(),
+                    })
+                }
+                Some(source) => Upstream::Refreshing {
+                    source,
+                    cluster: raw.credentials_cluster.clone(),
                 },
-                (Some(_), None) => {
-                    return Err("AWS_SECRET_ACCESS_KEY is not set (AWS_ACCESS_KEY_ID is)".into())
-                }
-                (None, Some(_)) => {
-                    return Err("AWS_ACCESS_KEY_ID is not set (AWS_SECRET_ACCESS_KEY is)".into())
-                }
-                (None, None) => {
+                None => {
                     return Err(
-                        "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
-                                (or AWS_BEARER_TOKEN_BEDROCK) in the VM environment"
+                        "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
+                                AWS_BEARER_TOKEN_BEDROCK, or a container credentials endpoint \
+                                (IMDS is disabled by AWS_EC2_METADATA_DISABLED)"
                             .into(),
                     )
                 }
@@ -225,7 +250,7 @@ impl Config {
             },
             auth_bypass: raw.auth_bypass,
             endpoint,
-            upstream_auth,
+            upstream,
             default_model,
             upstream_timeout_secs: raw.upstream_timeout_secs,
             key_wait_ms: raw.key_wait_ms,
@@ -291,7 +316,10 @@ mod tests {
             c.endpoint.authority(),
             "bedrock-runtime.eu-west-1.amazonaws.com"
         );
-        assert!(matches!(c.upstream_auth, UpstreamAuth::SigV4 { .. }));
+        assert!(matches!(
+            c.upstream,
+            Upstream::Fixed(UpstreamAuth::SigV4 { .. })
+        ));
         assert_eq!(c.upstream_timeout_secs, 60);
     }
 
@@ -310,8 +338,11 @@ mod tests {
             KEYS
         )
         .contains("typo"));
-        assert!(e(r#"{"gitlab_url":"https://g","region":"us-east-1"}"#, &[])
-            .contains("AWS_ACCESS_KEY_ID"));
+        assert!(e(
+            r#"{"gitlab_url":"https://g","region":"us-east-1"}"#,
+            &[("AWS_EC2_METADATA_DISABLED", "true")]
+        )
+        .contains("AWS_ACCESS_KEY_ID"));
         assert!(e(
             r#"{"gitlab_url":"https://g","region":"us-east-1"}"#,
             &[("AWS_ACCESS_KEY_ID", "A")]
@@ -330,13 +361,64 @@ mod tests {
     }
 
     #[test]
+    fn refreshing_sources_follow_the_sdk_chain() {
+        let json = br#"{"gitlab_url":"https://g","region":"us-east-1"}"#;
+        let c = Config::load(json, env_with(&[])).unwrap();
+        assert!(
+            matches!(c.upstream, Upstream::Refreshing { source: Source::Imds { .. }, ref cluster } if cluster == "aws_credentials")
+        );
+        let c = Config::load(
+            json,
+            env_with(&[
+                (
+                    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                    "http://127.0.0.1:9/creds",
+                ),
+                ("AWS_CONTAINER_AUTHORIZATION_TOKEN", "t"),
+            ]),
+        )
+        .unwrap();
+        assert!(matches!(
+            c.upstream,
+            Upstream::Refreshing {
+                source: Source::Container { .. },
+                ..
+            }
+        ));
+        let c = Config::load(
+            json,
+            env_with(&[
+                ("AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://127.0.0.1:9/c"),
+                ("AWS_ACCESS_KEY_ID", "A"),
+                ("AWS_SECRET_ACCESS_KEY", "S"),
+            ]),
+        )
+        .unwrap();
+        assert!(
+            matches!(c.upstream, Upstream::Fixed(_)),
+            "static keys come first"
+        );
+        let e = Config::load(
+            json,
+            env_with(&[(
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                "http://10.0.0.1/creds",
+            )]),
+        )
+        .unwrap_err();
+        assert!(e.contains("AWS_CONTAINER_CREDENTIALS_FULL_URI"), "{e}");
+    }
+
+    #[test]
     fn bearer_key_wins_and_session_token_is_kept() {
         let c = Config::load(
             br#"{"gitlab_url":"http://127.0.0.1:8080","bedrock_endpoint":"http://127.0.0.1:9000","region":"us-east-1"}"#,
             env_with(&[("AWS_BEARER_TOKEN_BEDROCK", "br-key"), ("AWS_ACCESS_KEY_ID", "A")]),
         )
         .unwrap();
-        assert!(matches!(c.upstream_auth, UpstreamAuth::Bearer(ref k) if k == "br-key"));
+        assert!(
+            matches!(c.upstream, Upstream::Fixed(UpstreamAuth::Bearer(ref k)) if k == "br-key")
+        );
         let c = Config::load(
             br#"{"gitlab_url":"http://127.0.0.1:8080","region":"us-east-1"}"#,
             env_with(&[
@@ -346,12 +428,12 @@ mod tests {
             ]),
         )
         .unwrap();
-        match c.upstream_auth {
-            UpstreamAuth::SigV4 { creds, region } => {
+        match c.upstream {
+            Upstream::Fixed(UpstreamAuth::SigV4 { creds, region }) => {
                 assert_eq!(creds.session_token.as_deref(), Some("T"));
                 assert_eq!(region, "us-east-1");
             }
-            UpstreamAuth::Bearer(_) => panic!("expected SigV4"),
+            _ => panic!("expected SigV4"),
         }
         assert_eq!(c.providers[0].authority, "127.0.0.1:8080");
     }

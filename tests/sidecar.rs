@@ -86,11 +86,13 @@ fn authenticated_unknown_paths_are_404_and_never_reach_bedrock() {
 #[test]
 fn invalid_configuration_refuses_to_start() {
     let emu = Emulator::start();
-    // No AWS credentials at all: the plugin must refuse to start rather than fail open.
+    // No AWS credentials at all (and IMDS disabled): the plugin must refuse to start rather
+    // than fail open.
     let env = vec![
         ("AIGW_GITLAB_URL", emu.url.clone()),
         ("AWS_BEDROCK_RUNTIME_ENDPOINT", emu.url.clone()),
         ("AWS_REGION_NAME", REGION.to_string()),
+        ("AWS_EC2_METADATA_DISABLED", "true".to_string()),
     ];
     let err = Sidecar::boot(env)
         .err()

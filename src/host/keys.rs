@@ -1,8 +1,7 @@
 //! Keeps the GitLab key set fresh for every VM: one fetch serves all workers.
 //!
-//! Per OIDC provider, proxy-wasm shared data holds
-//! - `duo_bedrock.jwks.<provider>`: a [`KeyRecord`] (the canonical JWKS JSON and its schedule), and
-//! - `duo_bedrock.jwks.<provider>.lease`: who fetches now (an expiry time, claimed with CAS).
+//! Per OIDC provider, a [`Shared`] value `duo_bedrock.jwks.<provider>` holds the canonical
+//! JWKS JSON and its schedule, and a lease says who fetches now.
 //!
 //! Every root context ticks; a tick re-reads the records (cheap, and only on ticks, never per
 //! request), and when a provider is due and its lease is free it claims the lease and fetches
@@ -11,12 +10,11 @@
 //! A failed fetch keeps the last good keys and retries with backoff. An unknown `kid` asks for
 //! an early refresh, rate-limited across all VMs through the record's `forced_at`.
 
+use super::shared::{Shared, LEASE_SECS};
 use super::vm::Vm;
 use crate::auth::keys::{jwks_uri_from_discovery, max_age, merge_jwks_json, KeySet};
 use crate::config::OidcProvider;
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::Status;
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
@@ -25,89 +23,12 @@ use std::time::Duration;
 const MAX_REFRESH_SECS: u64 = 3600;
 /// At most one unknown-`kid` refresh per provider in this many seconds (≤ 4 per minute).
 const FORCED_REFRESH_INTERVAL_SECS: u64 = 15;
-/// A claimed lease expires after this long (a fetch is two calls of at most 10 s each).
-const LEASE_SECS: u64 = 25;
 /// Per-call timeout, as the gateway's (10 s).
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct KeyRecord {
-    /// Canonical JWKS JSON; empty until a first successful fetch.
-    #[serde(default)]
-    jwks: String,
-    #[serde(default)]
-    fetched_at: u64,
-    #[serde(default)]
-    next_refresh_at: u64,
-    #[serde(default)]
-    forced_at: u64,
-    #[serde(default)]
-    failures: u32,
-}
-
-fn record_key(p: &OidcProvider) -> String {
-    format!("duo_bedrock.jwks.{}", p.name)
-}
-
-fn lease_key(p: &OidcProvider) -> String {
-    format!("duo_bedrock.jwks.{}.lease", p.name)
-}
-
-fn read_record(p: &OidcProvider) -> (Option<KeyRecord>, Option<u32>) {
-    match hostcalls::get_shared_data(&record_key(p)) {
-        Ok((Some(bytes), cas)) => (serde_json::from_slice(&bytes).ok(), cas),
-        Ok((None, cas)) => (None, cas),
-        Err(_) => (None, None),
-    }
-}
-
-/// Read-modify-write of a provider's record with CAS; gives up after a few lost races.
-fn update_record(p: &OidcProvider, mut f: impl FnMut(&mut KeyRecord) -> bool) -> bool {
-    for _ in 0..5 {
-        let (record, cas) = read_record(p);
-        let mut record = record.unwrap_or_default();
-        if !f(&mut record) {
-            return false;
-        }
-        let Ok(bytes) = serde_json::to_vec(&record) else {
-            return false;
-        };
-        match hostcalls::set_shared_data(&record_key(p), Some(&bytes), cas) {
-            Ok(()) => return true,
-            Err(Status::CasMismatch) => continue,
-            Err(_) => return false,
-        }
-    }
-    false
-}
-
-fn lease_held(p: &OidcProvider, now: u64) -> bool {
-    match hostcalls::get_shared_data(&lease_key(p)) {
-        Ok((Some(v), _)) => std::str::from_utf8(&v)
-            .ok()
-            .and_then(|s| s.parse::<u64>().ok())
-            .is_some_and(|t| t > now),
-        _ => false,
-    }
-}
-
-fn claim_lease(p: &OidcProvider, now: u64) -> bool {
-    let (value, cas) = hostcalls::get_shared_data(&lease_key(p)).unwrap_or((None, None));
-    let held = value
-        .as_deref()
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .and_then(|s| s.parse::<u64>().ok())
-        .is_some_and(|t| t > now);
-    if held {
-        return false;
-    }
-    let expiry = (now + LEASE_SECS).to_string();
-    hostcalls::set_shared_data(&lease_key(p), Some(expiry.as_bytes()), cas).is_ok()
-}
-
-fn release_lease(p: &OidcProvider) {
-    let _ = hostcalls::set_shared_data(&lease_key(p), Some(b"0"), None);
+fn shared(p: &OidcProvider) -> Shared {
+    Shared::new(format!("duo_bedrock.jwks.{}", p.name))
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -140,9 +61,8 @@ impl Fetcher {
         for (i, p) in providers.iter().enumerate() {
             let mine = self.in_flight.values().any(|(j, _, _)| *j == i);
             if !mine {
-                let (record, _) = read_record(p);
-                let due = record.as_ref().is_none_or(|r| now >= r.next_refresh_at);
-                if due && claim_lease(p, now) {
+                let value = shared(p);
+                if value.due(now) && value.claim_lease(now) {
                     let to = Target {
                         cluster: &p.cluster,
                         authority: &p.authority,
@@ -151,7 +71,8 @@ impl Fetcher {
                     self.start(vm, i, Stage::Discovery, to, now);
                 }
             }
-            any_in_flight |= self.in_flight.values().any(|(j, _, _)| *j == i) || lease_held(p, now);
+            any_in_flight |=
+                self.in_flight.values().any(|(j, _, _)| *j == i) || shared(p).lease_held(now);
         }
         vm.fetch_in_flight = any_in_flight;
     }
@@ -161,28 +82,25 @@ impl Fetcher {
 /// scheduled or is already under way, i.e. when waiting can help. Any context may call it:
 /// it only writes shared data; the root contexts' ticks do the fetching.
 pub fn request_refresh(vm: &mut Vm, now: u64) -> bool {
-    {
-        let mut helps = false;
-        for p in &vm.config.providers {
-            let scheduled = update_record(p, |r| {
-                if now.saturating_sub(r.forced_at) < FORCED_REFRESH_INTERVAL_SECS
-                    || r.next_refresh_at <= now
-                {
-                    return false;
-                }
-                r.forced_at = now;
-                r.next_refresh_at = now;
-                true
-            });
-            let (record, _) = read_record(p);
-            let due = record.as_ref().is_none_or(|r| r.next_refresh_at <= now);
-            helps |= scheduled || due || lease_held(p, now);
-        }
-        if helps {
-            vm.fetch_in_flight = true;
-        }
-        helps
+    let mut helps = false;
+    for p in &vm.config.providers {
+        let value = shared(p);
+        let scheduled = value.update(|r| {
+            if now.saturating_sub(r.forced_at) < FORCED_REFRESH_INTERVAL_SECS
+                || r.next_refresh_at <= now
+            {
+                return false;
+            }
+            r.forced_at = now;
+            r.next_refresh_at = now;
+            true
+        });
+        helps |= scheduled || value.due(now) || value.lease_held(now);
     }
+    if helps {
+        vm.fetch_in_flight = true;
+    }
+    helps
 }
 
 /// Where one call of a fetch goes.
@@ -287,14 +205,7 @@ impl Fetcher {
                     let refresh = max_age(header("cache-control"))
                         .unwrap_or(MAX_REFRESH_SECS)
                         .clamp(1, MAX_REFRESH_SECS);
-                    let stored = update_record(&p, |r| {
-                        r.jwks.clone_from(&jwks);
-                        r.fetched_at = now;
-                        r.next_refresh_at = now + refresh;
-                        r.failures = 0;
-                        true
-                    });
-                    release_lease(&p);
+                    let stored = shared(&p).stored(&jwks, now, now + refresh);
                     vm.metrics.inc(
                         "jwks_refreshes_total",
                         &[("provider", p.name), ("result", "ok")],
@@ -322,15 +233,8 @@ impl Fetcher {
             "jwks_refreshes_total",
             &[("provider", p.name), ("result", "failed")],
         );
-        let mut failures = 0;
-        update_record(p, |r| {
-            r.failures = r.failures.saturating_add(1);
-            failures = r.failures;
-            // 5 s, 10 s, 20 s, ... capped at 60 s; the last good keys stay in place.
-            r.next_refresh_at = now + (5u64 << r.failures.min(4).saturating_sub(1)).min(60);
-            true
-        });
-        release_lease(p);
+        // 5 s, 10 s, 20 s, 40 s, then every 60 s; the last good keys stay in place.
+        let failures = shared(p).failed(|n| now + (5u64 << n.min(4).saturating_sub(1)).min(60));
         log::warn!(
             "GitLab key refresh failed for {} ({}), {failures} in a row: {why}; keeping the last good keys",
             p.name,
@@ -345,15 +249,12 @@ impl Fetcher {
         self.docs.resize(n, None);
         let mut changed = false;
         for (i, p) in vm.config.providers.iter().enumerate() {
-            let Ok((value, cas)) = hostcalls::get_shared_data(&record_key(p)) else {
-                continue;
-            };
-            if cas == self.seen[i] {
+            let (record, cas) = shared(p).read();
+            if cas.is_none() || cas == self.seen[i] {
                 continue;
             }
             self.seen[i] = cas;
-            let record: Option<KeyRecord> = value.and_then(|v| serde_json::from_slice(&v).ok());
-            let doc = record.map(|r| r.jwks).filter(|j| !j.is_empty());
+            let doc = record.map(|r| r.payload).filter(|j| !j.is_empty());
             if doc != self.docs[i] {
                 self.docs[i] = doc;
                 changed = true;

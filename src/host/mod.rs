@@ -6,10 +6,12 @@
 //!   (`auth`, `gitlab`, `bedrock`), nothing else.
 //! - [`vm`]: the state the root and the requests of one VM share.
 
+mod credentials;
 mod keys;
 mod metrics;
 mod request;
 mod root;
+mod shared;
 mod vm;
 
 use proxy_wasm::types::LogLevel;

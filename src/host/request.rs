@@ -12,9 +12,10 @@ use crate::auth::rules::{check_bindings, extract_token, verify, Claims};
 use crate::auth::scopes::{authorize, Requirement};
 use crate::bedrock::errors::parse_error;
 use crate::bedrock::eventstream::{EventStreamDecoder, StreamFrame};
-use crate::bedrock::invoke::build;
+use crate::bedrock::invoke::{build, UpstreamAuth};
 use crate::bedrock::messages::MessagesResponse;
 use crate::bedrock::stream::StreamEvent;
+use crate::config::Upstream;
 use crate::gitlab::errors::{self, Family, GitlabError};
 use crate::gitlab::routes::{classify, Route};
 use crate::gitlab::{plan, Endpoint, RequestContext, Responder};
@@ -22,7 +23,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
 use std::cell::RefCell;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::time::{Duration, UNIX_EPOCH};
 
 /// Bodies above this are refused before parsing (Rails sends at most 600 000 bytes).
@@ -83,7 +84,12 @@ struct Forwarded {
 
 pub struct Request {
     vm: Rc<RefCell<Vm>>,
+    /// This request's own cell, for the waiter list (set right after creation).
+    this: Weak<RefCell<Request>>,
     context_id: u32,
+    /// Waiting for refreshed AWS credentials (first fetch), and whether that wait timed out.
+    creds_waiting: bool,
+    creds_timed_out: bool,
     started_ms: u64,
     route: Route,
     auth: Auth,
@@ -124,7 +130,10 @@ impl Request {
     pub fn new(vm: Rc<RefCell<Vm>>, context_id: u32) -> Self {
         Request {
             vm,
+            this: Weak::new(),
             context_id,
+            creds_waiting: false,
+            creds_timed_out: false,
             started_ms: 0,
             route: Route::Unknown,
             auth: Auth::Pending,
@@ -167,7 +176,21 @@ impl Request {
         self.reply(e.status, e.body.as_bytes(), &e.headers);
     }
 
-    fn on_request_headers(&mut self, this: &Rc<RefCell<Request>>, end_of_stream: bool) -> Action {
+    pub fn set_this(&mut self, this: Weak<RefCell<Request>>) {
+        self.this = this;
+    }
+
+    /// Queues this request until the keys or credentials change, or `key_wait_ms` passes.
+    fn wait(&self, vm: &mut Vm) {
+        vm.waiters.push(Waiter {
+            context_id: self.context_id,
+            deadline_ms: now_ms() + vm.config.key_wait_ms,
+            generation: vm.generation,
+            request: self.this.clone(),
+        });
+    }
+
+    fn on_request_headers(&mut self, end_of_stream: bool) -> Action {
         self.started_ms = now_ms();
         let headers = hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default();
         let header = |name: &str| {
@@ -202,14 +225,7 @@ impl Request {
                 Outcome::Accepted(claims) => self.auth = Auth::Done(Some(claims)),
                 Outcome::Wait => {
                     self.auth = Auth::Waiting;
-                    let deadline_ms = now_ms() + vm.config.key_wait_ms;
-                    let generation = vm.generation;
-                    vm.waiters.push(Waiter {
-                        context_id: self.context_id,
-                        deadline_ms,
-                        generation,
-                        request: Rc::downgrade(this),
-                    });
+                    self.wait(&mut vm);
                 }
                 Outcome::Rejected(e) => {
                     self.record.auth_failure = Some(e.reason());
@@ -221,14 +237,11 @@ impl Request {
         if end_of_stream {
             self.body_complete = true;
         }
-        match self.after_auth(&vm) {
-            Some(action) => action,
-            None => Action::Pause,
-        }
+        self.after_auth(&mut vm).unwrap_or(Action::Pause)
     }
 
     /// Once authenticated: route, and forward when the body is complete. `None` = keep waiting.
-    fn after_auth(&mut self, vm: &Vm) -> Option<Action> {
+    fn after_auth(&mut self, vm: &mut Vm) -> Option<Action> {
         if !matches!(self.auth, Auth::Done(_)) {
             return None;
         }
@@ -239,14 +252,38 @@ impl Request {
         if !self.body_complete {
             return None;
         }
-        Some(self.forward(vm))
+        self.forward(vm)
     }
 
-    /// Called by the root when keys changed or the wait timed out. True = still waiting.
-    pub fn retry_auth(&mut self, vm: &mut Vm, timed_out: bool) -> bool {
-        if !matches!(self.auth, Auth::Waiting) || self.local_reply {
+    /// Called by the root when keys or credentials changed, or the wait timed out.
+    /// True = keep this waiter queued.
+    pub fn retry(&mut self, vm: &mut Vm, timed_out: bool) -> bool {
+        if self.local_reply {
             return false;
         }
+        if self.creds_waiting {
+            self.creds_waiting = false;
+            self.creds_timed_out = timed_out;
+        } else if matches!(self.auth, Auth::Waiting) {
+            if self.retry_auth(vm, timed_out) {
+                return true;
+            }
+            if self.local_reply {
+                return false;
+            }
+        } else {
+            return false;
+        }
+        if let Some(Action::Continue) = self.after_auth(vm) {
+            if let Err(e) = hostcalls::resume_http_request() {
+                log::warn!("could not resume a request after its wait: {e:?}");
+            }
+        }
+        false
+    }
+
+    /// The JWT check again, with the keys as they are now. True = keep waiting.
+    fn retry_auth(&mut self, vm: &mut Vm, timed_out: bool) -> bool {
         let headers = hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default();
         match authenticate(vm, &headers) {
             Outcome::Accepted(claims) => self.auth = Auth::Done(Some(claims)),
@@ -267,11 +304,6 @@ impl Request {
                 self.record.auth_failure = Some(e.reason());
                 self.reply(e.status(), e.body().as_bytes(), &[]);
                 return false;
-            }
-        }
-        if let Some(Action::Continue) = self.after_auth(vm) {
-            if let Err(e) = hostcalls::resume_http_request() {
-                log::warn!("could not resume a request after its key wait: {e:?}");
             }
         }
         false
@@ -295,15 +327,44 @@ impl Request {
         }
         self.body_complete = true;
         let vm = self.vm.clone();
-        let vm = vm.borrow();
-        self.after_auth(&vm).unwrap_or(Action::Pause)
+        let mut vm = vm.borrow_mut();
+        self.after_auth(&mut vm).unwrap_or(Action::Pause)
     }
 
     /// Builds, signs and forwards the Bedrock request; or answers locally. Returns the action
-    /// for the current callback (`Continue` = the rewritten request goes upstream).
-    fn forward(&mut self, vm: &Vm) -> Action {
+    /// for the current callback (`Continue` = the rewritten request goes upstream), `None`
+    /// while it waits for the first refreshed AWS credentials.
+    fn forward(&mut self, vm: &mut Vm) -> Option<Action> {
         let Some(endpoint) = Endpoint::from_route(&self.route) else {
-            return Action::Pause;
+            return Some(Action::Pause);
+        };
+        let refreshed;
+        let auth = match &vm.config.upstream {
+            Upstream::Fixed(auth) => auth,
+            Upstream::Refreshing { source, .. } => {
+                match vm.aws.as_ref().filter(|c| !c.is_expired(now_secs())) {
+                    Some(current) => {
+                        let region = vm.config.endpoint.region.clone();
+                        refreshed = UpstreamAuth::SigV4 {
+                            creds: current.creds.clone(),
+                            region,
+                        };
+                        &refreshed
+                    }
+                    None if !self.creds_timed_out => {
+                        self.creds_waiting = true;
+                        self.wait(vm);
+                        return None;
+                    }
+                    None => {
+                        log::warn!("no valid AWS credentials from the {} source", source.kind());
+                        self.record.error_type = Some("no_credentials".into());
+                        let e = GitlabError::detail(503, "No valid AWS credentials: the credential source did not answer (see the sidecar log)");
+                        self.reply_error(&e);
+                        return Some(Action::Pause);
+                    }
+                }
+            }
         };
         let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, self.body_size)
             .ok()
@@ -324,12 +385,12 @@ impl Request {
             Ok(p) => p,
             Err(e) => {
                 self.reply_error(&e);
-                return Action::Pause;
+                return Some(Action::Pause);
             }
         };
         let claims = match &self.auth {
             Auth::Done(c) => c.as_ref(),
-            _ => return Action::Pause,
+            _ => return Some(Action::Pause),
         };
         for check in &planned.scopes {
             let requirement = Requirement {
@@ -339,16 +400,11 @@ impl Request {
             };
             if let Err((status, body)) = authorize(claims, &requirement) {
                 self.reply(status, body.as_bytes(), &[]);
-                return Action::Pause;
+                return Some(Action::Pause);
             }
         }
         let time = UNIX_EPOCH + Duration::from_millis(now_ms());
-        let upstream = match build(
-            &planned.invoke,
-            &vm.config.endpoint,
-            &vm.config.upstream_auth,
-            time,
-        ) {
+        let upstream = match build(&planned.invoke, &vm.config.endpoint, auth, time) {
             Ok(u) => u,
             Err(e) => {
                 log::error!("could not sign the Bedrock request: {e}");
@@ -356,7 +412,7 @@ impl Request {
                     500,
                     "Could not sign the Bedrock request",
                 ));
-                return Action::Pause;
+                return Some(Action::Pause);
             }
         };
         // Only the filter-built, signed request leaves: every client header is dropped, except the
@@ -396,7 +452,7 @@ impl Request {
         .is_ok();
         if !ok {
             self.reply_error(&GitlabError::detail(500, "Could not forward the request"));
-            return Action::Pause;
+            return Some(Action::Pause);
         }
         self.record.model.clone_from(&planned.invoke.model_id);
         self.record.feature = planned.feature;
@@ -413,7 +469,7 @@ impl Request {
             stream: planned.invoke.stream,
             family: planned.family,
         });
-        Action::Continue
+        Some(Action::Continue)
     }
 
     fn on_response_headers(&mut self, end_of_stream: bool) -> Action {
@@ -787,11 +843,10 @@ impl Context for Http {}
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let this = self.0.clone();
         let Ok(mut request) = self.0.try_borrow_mut() else {
             return Action::Pause;
         };
-        request.on_request_headers(&this, end_of_stream)
+        request.on_request_headers(end_of_stream)
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {

@@ -1,5 +1,6 @@
 //! The root context of a VM: configuration, the key-set refresher, and waking waiting requests.
 
+use super::credentials::CredentialFetcher;
 use super::keys::Fetcher;
 use super::request::{Http, Request};
 use super::vm::Vm;
@@ -18,6 +19,7 @@ const TICK: Duration = Duration::from_millis(100);
 pub struct Root {
     vm: Option<Rc<RefCell<Vm>>>,
     fetcher: Fetcher,
+    credentials: CredentialFetcher,
 }
 
 impl Root {
@@ -25,6 +27,7 @@ impl Root {
         Root {
             vm: None,
             fetcher: Fetcher::default(),
+            credentials: CredentialFetcher::default(),
         }
     }
 
@@ -52,7 +55,7 @@ impl Root {
             if hostcalls::set_effective_context(w.context_id).is_err() {
                 continue;
             }
-            if request.retry_auth(&mut vm, timed_out) {
+            if request.retry(&mut vm, timed_out) {
                 w.generation = vm.generation;
                 vm.waiters.push(w);
             }
@@ -69,9 +72,14 @@ impl Context for Root {
         _num_trailers: usize,
     ) {
         let Some(vm) = self.vm.clone() else { return };
-        let handled =
-            self.fetcher
-                .on_response(&mut vm.borrow_mut(), token_id, body_size, now_secs());
+        let now = now_secs();
+        let handled = {
+            let mut vm = vm.borrow_mut();
+            self.fetcher.on_response(&mut vm, token_id, body_size, now)
+                || self
+                    .credentials
+                    .on_response(&mut vm, token_id, body_size, now)
+        };
         if handled {
             self.wake_waiters(now_ms());
         }
@@ -119,18 +127,21 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         let Some(vm) = self.vm.clone() else { return };
-        if vm.borrow().config.auth_bypass {
-            return;
+        {
+            let mut vm = vm.borrow_mut();
+            if !vm.config.auth_bypass {
+                self.fetcher.tick(&mut vm, now_secs());
+            }
+            self.credentials.tick(&mut vm, now_secs());
         }
-        self.fetcher.tick(&mut vm.borrow_mut(), now_secs());
         self.wake_waiters(now_ms());
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         let vm = self.vm.clone()?;
-        Some(Box::new(Http::new(Rc::new(RefCell::new(Request::new(
-            vm, context_id,
-        ))))))
+        let request = Rc::new(RefCell::new(Request::new(vm, context_id)));
+        request.borrow_mut().set_this(Rc::downgrade(&request));
+        Some(Box::new(Http::new(request)))
     }
 
     fn get_type(&self) -> Option<ContextType> {

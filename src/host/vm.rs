@@ -7,6 +7,7 @@ use super::metrics::Metrics;
 use super::request::Request;
 use crate::auth::cache::TokenCache;
 use crate::auth::keys::KeySet;
+use crate::bedrock::credentials::Fetched;
 use crate::config::Config;
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
@@ -25,13 +26,15 @@ pub struct Vm {
     pub config: Rc<Config>,
     /// The merged key set of every provider, `None` until one was loaded.
     pub keys: Option<Rc<KeySet>>,
-    /// Bumped each time `keys` changes.
+    /// Bumped each time `keys` or `aws` changes (waiting requests then retry).
     pub generation: u64,
     pub cache: TokenCache,
     pub waiters: Vec<Waiter>,
     /// True while a key fetch is in flight somewhere (any VM), as last seen.
     pub fetch_in_flight: bool,
     pub metrics: Metrics,
+    /// Refreshed AWS credentials (container endpoint / IMDS), when configured so.
+    pub aws: Option<Rc<Fetched>>,
 }
 
 impl Vm {
@@ -44,6 +47,7 @@ impl Vm {
             waiters: Vec::new(),
             fetch_in_flight: false,
             metrics: Metrics::default(),
+            aws: None,
         }
     }
 }
