@@ -34,6 +34,10 @@ EXAMPLE = {
     "ENVOY_ADMIN_PORT": "9901",
     "AIGW_MODEL_TIMEOUT_SECONDS": "60",
     "SSL_CERT_FILE": "/etc/ssl/certs/ca-certificates.crt",
+    # The AWS keys come from the Secret at run time (static keys): no refreshing credential
+    # source, so no `aws_credentials` cluster. For EKS Pod Identity render with
+    # AWS_CONTAINER_CREDENTIALS_FULL_URI set instead.
+    "AWS_EC2_METADATA_DISABLED": "true",
 }
 # Everything render() reads; cleared for --example so the shell cannot leak into the example.
 READ_BY_RENDER = [
@@ -42,6 +46,9 @@ READ_BY_RENDER = [
     "AIGW_MODEL_TIMEOUT_SECONDS", "AIGW_TOKEN_CACHE_SIZE", "AIGW_FASTAPI__API_HOST",
     "AIGW_FASTAPI__API_PORT", "ENVOY_ADMIN_PORT", "AWS_BEDROCK_RUNTIME_ENDPOINT", "AWS_REGION_NAME",
     "AWS_REGION", "AWS_DEFAULT_REGION", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "DUO_FILTER_WASM",
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_BEARER_TOKEN_BEDROCK", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_EC2_METADATA_DISABLED", "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+    "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE",
 ]
 
 
