@@ -35,10 +35,10 @@ use crate::prompts::definition::{Kind, SectionRole};
 use crate::prompts::registry::{self, LookupError};
 
 use super::dispatch::{Plan, RequestContext, Responder, ScopeCheck};
-use super::errors::{Family, GitlabError, ValidationIssue};
+use super::errors::{Family, GitlabError};
 use super::model::{bedrock_model_id, metadata_identifier};
 use super::response::GitlabResponse;
-use super::validate::{at, body_loc, parse_object, Validator};
+use super::validate::{body_loc, parse_object, Validator};
 
 /// Content type of both stream forms (Starlette adds the charset to `text/*`).
 pub const STREAM_CONTENT_TYPE: &str = "text/event-stream; charset=utf-8";
@@ -57,25 +57,7 @@ pub fn parse(body: &[u8]) -> Result<PromptRequest, GitlabError> {
     let mut map = parse_object(body)?;
     let b = body_loc();
     let mut v = Validator::new();
-    let inputs = match map.remove("inputs") {
-        None => {
-            v.push(ValidationIssue::new(
-                "missing",
-                at(&b, "inputs"),
-                "Field required",
-            ));
-            None
-        }
-        Some(Value::Object(m)) => Some(m),
-        Some(_) => {
-            v.push(ValidationIssue::new(
-                "dict_type",
-                at(&b, "inputs"),
-                "Input should be a valid dictionary",
-            ));
-            None
-        }
-    };
+    let inputs = v.req_dict(&mut map, "inputs", &b);
     let prompt_version = v.opt_str(&mut map, "prompt_version", &b, None, false);
     let stream = v.opt_bool(&mut map, "stream", &b).unwrap_or(false);
     let model_identifier = metadata_identifier(&mut v, &mut map, &b);

@@ -34,11 +34,7 @@ pub fn body_loc() -> Loc {
 /// Parses a request body into a JSON object, or the 422 FastAPI would answer.
 pub fn parse_object(body: &[u8]) -> Result<Map<String, Value>, GitlabError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(GitlabError::validation(vec![ValidationIssue::new(
-            "missing",
-            body_loc(),
-            "Field required",
-        )]));
+        return Err(GitlabError::validation(vec![missing(body_loc())]));
     }
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(map)) => Ok(map),
@@ -83,6 +79,55 @@ fn not_an_object(loc: Loc) -> ValidationIssue {
     )
 }
 
+/// pydantic's `missing` issue.
+pub fn missing(loc: Loc) -> ValidationIssue {
+    ValidationIssue::new("missing", loc, "Field required")
+}
+
+/// pydantic's `string_type` issue.
+pub fn string_type(loc: Loc) -> ValidationIssue {
+    ValidationIssue::new("string_type", loc, "Input should be a valid string")
+}
+
+/// pydantic's `list_type` issue.
+pub fn list_type(loc: Loc) -> ValidationIssue {
+    ValidationIssue::new("list_type", loc, "Input should be a valid list")
+}
+
+/// pydantic's `dict_type` issue (a `dict[...]` field, not a nested model).
+pub fn dict_type(loc: Loc) -> ValidationIssue {
+    ValidationIssue::new("dict_type", loc, "Input should be a valid dictionary")
+}
+
+/// `'a', 'b' or 'c'`: the `expected` text of pydantic's literal and enum errors.
+fn expected_values(allowed: &[&str]) -> String {
+    match allowed.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!(
+            "{} or '{last}'",
+            rest.iter()
+                .map(|a| format!("'{a}'"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Some((last, _)) => format!("'{last}'"),
+        None => String::new(),
+    }
+}
+
+/// pydantic's `literal_error` issue for a `Literal[...]` field.
+pub fn literal_error(loc: Loc, allowed: &[&str]) -> ValidationIssue {
+    let expected = expected_values(allowed);
+    ValidationIssue::new("literal_error", loc, format!("Input should be {expected}"))
+        .with_ctx(json!({ "expected": expected }))
+}
+
+/// pydantic's `enum` issue for an `Enum` field.
+pub fn enum_error(loc: Loc, allowed: &[&str]) -> ValidationIssue {
+    let expected = expected_values(allowed);
+    ValidationIssue::new("enum", loc, format!("Input should be {expected}"))
+        .with_ctx(json!({ "expected": expected }))
+}
+
 /// Collects issues while fields are taken out of JSON objects.
 #[derive(Debug, Default)]
 pub struct Validator {
@@ -116,8 +161,38 @@ impl Validator {
         }
     }
 
-    fn missing(&mut self, loc: Loc) {
-        self.push(ValidationIssue::new("missing", loc, "Field required"));
+    /// Takes a required field out of `map` and checks it with `check`; absent → `missing`
+    /// (a `null` value goes to `check`, which reports it as the wrong type, like pydantic).
+    fn required<T>(
+        &mut self,
+        map: &mut Map<String, Value>,
+        key: &str,
+        base: &[LocPart],
+        check: impl FnOnce(&mut Self, Value, Loc) -> Option<T>,
+    ) -> Option<T> {
+        let loc = at(base, key);
+        match map.remove(key) {
+            None => {
+                self.push(missing(loc));
+                None
+            }
+            Some(v) => check(self, v, loc),
+        }
+    }
+
+    /// Takes an optional field out of `map` and checks it with `check`; absent or `null` →
+    /// `None` without an issue.
+    fn optional<T>(
+        &mut self,
+        map: &mut Map<String, Value>,
+        key: &str,
+        base: &[LocPart],
+        check: impl FnOnce(&mut Self, Value, Loc) -> Option<T>,
+    ) -> Option<T> {
+        match map.remove(key) {
+            None | Some(Value::Null) => None,
+            Some(v) => check(self, v, at(base, key)),
+        }
     }
 
     /// Required string (null counts as the wrong type, like pydantic).
@@ -129,14 +204,9 @@ impl Validator {
         max_chars: Option<usize>,
         strip: bool,
     ) -> Option<String> {
-        let loc = at(base, key);
-        match map.remove(key) {
-            None => {
-                self.missing(loc);
-                None
-            }
-            Some(v) => self.string(v, loc, max_chars, strip),
-        }
+        self.required(map, key, base, |v, value, loc| {
+            v.string(value, loc, max_chars, strip)
+        })
     }
 
     /// Optional string: absent or `null` → `None`.
@@ -148,10 +218,9 @@ impl Validator {
         max_chars: Option<usize>,
         strip: bool,
     ) -> Option<String> {
-        match map.remove(key) {
-            None | Some(Value::Null) => None,
-            Some(v) => self.string(v, at(base, key), max_chars, strip),
-        }
+        self.optional(map, key, base, |v, value, loc| {
+            v.string(value, loc, max_chars, strip)
+        })
     }
 
     /// Checks one value as a string.
@@ -163,11 +232,7 @@ impl Validator {
         strip: bool,
     ) -> Option<String> {
         let Value::String(s) = v else {
-            self.push(ValidationIssue::new(
-                "string_type",
-                loc,
-                "Input should be a valid string",
-            ));
+            self.push(string_type(loc));
             return None;
         };
         let s = if strip { s.trim().to_string() } else { s };
@@ -188,6 +253,16 @@ impl Validator {
         Some(s)
     }
 
+    /// Required boolean with pydantic's lax coercions (`null` is `bool_type`).
+    pub fn req_bool(
+        &mut self,
+        map: &mut Map<String, Value>,
+        key: &str,
+        base: &[LocPart],
+    ) -> Option<bool> {
+        self.required(map, key, base, Self::boolean)
+    }
+
     /// Optional boolean with pydantic's lax coercions.
     pub fn opt_bool(
         &mut self,
@@ -195,10 +270,11 @@ impl Validator {
         key: &str,
         base: &[LocPart],
     ) -> Option<bool> {
-        let v = match map.remove(key) {
-            None | Some(Value::Null) => return None,
-            Some(v) => v,
-        };
+        self.optional(map, key, base, Self::boolean)
+    }
+
+    /// Checks one value as a boolean with pydantic's lax coercions.
+    fn boolean(&mut self, v: Value, loc: Loc) -> Option<bool> {
         let parsed = match &v {
             Value::Bool(b) => Some(*b),
             Value::Number(n) => match n.as_i64() {
@@ -222,7 +298,7 @@ impl Validator {
             } else {
                 ("bool_type", "Input should be a valid boolean")
             };
-            self.push(ValidationIssue::new(kind, at(base, key), msg));
+            self.push(ValidationIssue::new(kind, loc, msg));
         }
         parsed
     }
@@ -234,11 +310,11 @@ impl Validator {
         key: &str,
         base: &[LocPart],
     ) -> Option<f64> {
-        let v = match map.remove(key) {
-            None | Some(Value::Null) => return None,
-            Some(v) => v,
-        };
-        let loc = at(base, key);
+        self.optional(map, key, base, Self::float)
+    }
+
+    /// Checks one value as a float with pydantic's lax coercions.
+    fn float(&mut self, v: Value, loc: Loc) -> Option<f64> {
         let parsed = match &v {
             Value::Number(n) => n.as_f64(),
             Value::String(s) => s.trim().parse::<f64>().ok().filter(|f| f.is_finite()),
@@ -265,11 +341,11 @@ impl Validator {
         key: &str,
         base: &[LocPart],
     ) -> Option<i64> {
-        let v = match map.remove(key) {
-            None | Some(Value::Null) => return None,
-            Some(v) => v,
-        };
-        let loc = at(base, key);
+        self.optional(map, key, base, Self::int)
+    }
+
+    /// Checks one value as an integer with pydantic's lax coercions.
+    fn int(&mut self, v: Value, loc: Loc) -> Option<i64> {
         match &v {
             Value::Number(n) => {
                 if let Some(i) = n.as_i64() {
@@ -326,10 +402,9 @@ impl Validator {
         min_items: usize,
         max_items: usize,
     ) -> Option<Vec<Value>> {
-        match map.remove(key) {
-            None | Some(Value::Null) => None,
-            Some(v) => self.list(v, at(base, key), min_items, max_items),
-        }
+        self.optional(map, key, base, |v, value, loc| {
+            v.list(value, loc, min_items, max_items)
+        })
     }
 
     /// Required list with length bounds.
@@ -341,14 +416,9 @@ impl Validator {
         min_items: usize,
         max_items: usize,
     ) -> Option<Vec<Value>> {
-        let loc = at(base, key);
-        match map.remove(key) {
-            None => {
-                self.missing(loc);
-                None
-            }
-            Some(v) => self.list(v, loc, min_items, max_items),
-        }
+        self.required(map, key, base, |v, value, loc| {
+            v.list(value, loc, min_items, max_items)
+        })
     }
 
     /// Checks one value as a list with length bounds.
@@ -360,11 +430,7 @@ impl Validator {
         max_items: usize,
     ) -> Option<Vec<Value>> {
         let Value::Array(items) = v else {
-            self.push(ValidationIssue::new(
-                "list_type",
-                loc,
-                "Input should be a valid list",
-            ));
+            self.push(list_type(loc));
             return None;
         };
         let n = items.len();
@@ -407,14 +473,7 @@ impl Validator {
         key: &str,
         base: &[LocPart],
     ) -> Option<Map<String, Value>> {
-        let loc = at(base, key);
-        match map.remove(key) {
-            None => {
-                self.missing(loc);
-                None
-            }
-            Some(v) => self.object(v, loc),
-        }
+        self.required(map, key, base, Self::object)
     }
 
     /// Optional nested model; absent/null → `None`.
@@ -424,10 +483,7 @@ impl Validator {
         key: &str,
         base: &[LocPart],
     ) -> Option<Map<String, Value>> {
-        match map.remove(key) {
-            None | Some(Value::Null) => None,
-            Some(v) => self.object(v, at(base, key)),
-        }
+        self.optional(map, key, base, Self::object)
     }
 
     /// Checks one value as a nested model (JSON object).
@@ -441,6 +497,16 @@ impl Validator {
         }
     }
 
+    /// Required `dict[str, Any]` (pydantic's `dict_type` error; `null` is `dict_type`).
+    pub fn req_dict(
+        &mut self,
+        map: &mut Map<String, Value>,
+        key: &str,
+        base: &[LocPart],
+    ) -> Option<Map<String, Value>> {
+        self.required(map, key, base, Self::dict)
+    }
+
     /// Optional `dict[str, Any]` (pydantic's `dict_type` error).
     pub fn opt_dict(
         &mut self,
@@ -448,15 +514,15 @@ impl Validator {
         key: &str,
         base: &[LocPart],
     ) -> Option<Map<String, Value>> {
-        match map.remove(key) {
-            None | Some(Value::Null) => None,
-            Some(Value::Object(m)) => Some(m),
-            Some(_) => {
-                self.push(ValidationIssue::new(
-                    "dict_type",
-                    at(base, key),
-                    "Input should be a valid dictionary",
-                ));
+        self.optional(map, key, base, Self::dict)
+    }
+
+    /// Checks one value as a `dict[str, Any]`.
+    fn dict(&mut self, v: Value, loc: Loc) -> Option<Map<String, Value>> {
+        match v {
+            Value::Object(m) => Some(m),
+            _ => {
+                self.push(dict_type(loc));
                 None
             }
         }
@@ -631,5 +697,45 @@ mod tests {
             "List should have at least 1 item after validation, not 0"
         );
         assert_eq!(d[2]["type"], "list_type");
+    }
+    #[test]
+    fn required_bool_and_dict() {
+        let mut v = Validator::new();
+        let mut m = json!({"a": null, "b": "yes", "c": null, "d": {"x": 1}, "e": []})
+            .as_object()
+            .cloned()
+            .unwrap();
+        let b = body_loc();
+        assert_eq!(v.req_bool(&mut m, "a", &b), None);
+        assert_eq!(v.req_bool(&mut m, "b", &b), Some(true));
+        assert_eq!(v.req_bool(&mut m, "zz", &b), None);
+        assert_eq!(v.req_dict(&mut m, "c", &b), None);
+        assert_eq!(v.req_dict(&mut m, "d", &b).map(|d| d.len()), Some(1));
+        assert_eq!(v.opt_dict(&mut m, "e", &b), None);
+        let d = issues(v.finish().unwrap_err());
+        assert_eq!(
+            d,
+            json!([
+                {"type": "bool_type", "loc": ["body", "a"], "msg": "Input should be a valid boolean"},
+                {"type": "missing", "loc": ["body", "zz"], "msg": "Field required"},
+                {"type": "dict_type", "loc": ["body", "c"], "msg": "Input should be a valid dictionary"},
+                {"type": "dict_type", "loc": ["body", "e"], "msg": "Input should be a valid dictionary"}
+            ])
+        );
+    }
+
+    #[test]
+    fn literal_and_enum_texts() {
+        let e =
+            serde_json::to_value(enum_error(body_loc(), &["system", "user", "assistant"])).unwrap();
+        assert_eq!(e["type"], "enum");
+        assert_eq!(e["msg"], "Input should be 'system', 'user' or 'assistant'");
+        assert_eq!(e["ctx"]["expected"], "'system', 'user' or 'assistant'");
+        let e = serde_json::to_value(literal_error(body_loc(), &["issue"])).unwrap();
+        assert_eq!(
+            (&e["type"], &e["msg"]),
+            (&json!("literal_error"), &json!("Input should be 'issue'"))
+        );
+        assert_eq!(expected_values(&[]), "");
     }
 }

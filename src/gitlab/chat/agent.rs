@@ -37,8 +37,9 @@ use crate::prompts::react::{
 use super::super::dispatch::{Plan, RequestContext, ScopeCheck};
 use super::super::errors::{Family, GitlabError, LocPart, ValidationIssue};
 use super::super::model::{bedrock_model_id, metadata_identifier};
-use super::super::validate::{at, body_loc, parse_object, Loc, Validator};
+use super::super::validate::{at, body_loc, enum_error, literal_error, parse_object, Validator};
 use super::react::AgentResponder;
+use super::MESSAGE_ROLES;
 
 /// `additional_context[].category` values GitLab's gateway accepts.
 pub const CATEGORIES: &[&str] = &[
@@ -99,47 +100,6 @@ pub struct AgentRequest {
     model_identifier: Option<String>,
 }
 
-fn literal_error(loc: Loc, allowed: &[&str]) -> ValidationIssue {
-    let expected = match allowed.split_last() {
-        Some((last, rest)) if !rest.is_empty() => format!(
-            "{} or '{last}'",
-            rest.iter()
-                .map(|a| format!("'{a}'"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        Some((last, _)) => format!("'{last}'"),
-        None => String::new(),
-    };
-    ValidationIssue::new("literal_error", loc, format!("Input should be {expected}"))
-        .with_ctx(json!({ "expected": expected }))
-}
-
-fn req_bool(
-    v: &mut Validator,
-    m: &mut Map<String, Value>,
-    key: &str,
-    base: &[LocPart],
-) -> Option<bool> {
-    if !m.contains_key(key) {
-        v.push(ValidationIssue::new(
-            "missing",
-            at(base, key),
-            "Field required",
-        ));
-        return None;
-    }
-    if m.get(key).is_some_and(Value::is_null) {
-        v.push(ValidationIssue::new(
-            "bool_type",
-            at(base, key),
-            "Input should be a valid boolean",
-        ));
-        return None;
-    }
-    v.opt_bool(m, key, base)
-}
-
 fn unescape(s: &str) -> String {
     s.replace("\\_", "_")
 }
@@ -171,7 +131,7 @@ fn current_file(
 ) -> Option<CurrentFile> {
     let file_path = v.req_str(m, "file_path", loc, None, false);
     let data = v.req_str(m, "data", loc, None, false);
-    let selected_code = req_bool(v, m, "selected_code", loc);
+    let selected_code = v.req_bool(m, "selected_code", loc);
     Some(CurrentFile {
         file_path: file_path?,
         data: data?,
@@ -239,14 +199,7 @@ fn message(
         Some("assistant") => Some(MsgRole::Assistant),
         Some("system") => Some(MsgRole::System),
         Some(_) => {
-            v.push(
-                ValidationIssue::new(
-                    "enum",
-                    at(loc, "role"),
-                    "Input should be 'system', 'user' or 'assistant'",
-                )
-                .with_ctx(json!({"expected": "'system', 'user' or 'assistant'"})),
-            );
+            v.push(enum_error(at(loc, "role"), MESSAGE_ROLES));
             None
         }
         None => None,

@@ -39,7 +39,10 @@ use super::super::dispatch::{Plan, RequestContext, Responder, ScopeCheck};
 use super::super::errors::{Family, GitlabError, LocPart, ValidationIssue};
 use super::super::model::bedrock_model_id;
 use super::super::response::GitlabResponse;
-use super::super::validate::{at, body_loc, parse_object, Validator};
+use super::super::validate::{
+    at, body_loc, enum_error, list_type, missing, parse_object, string_type, Validator,
+};
+use super::MESSAGE_ROLES;
 
 /// `(invokable, unit primitive)`.
 pub const INVOKABLES: &[(&str, &str)] = &[
@@ -106,11 +109,7 @@ type Conversation = (Vec<String>, Vec<(Role, String)>);
 fn content(v: &mut Validator, value: Option<Value>, loc: &[LocPart]) -> Option<Conversation> {
     match value {
         None => {
-            v.push(ValidationIssue::new(
-                "missing",
-                loc.to_vec(),
-                "Field required",
-            ));
+            v.push(missing(loc.to_vec()));
             None
         }
         Some(Value::String(s)) => {
@@ -139,14 +138,7 @@ fn content(v: &mut Validator, value: Option<Value>, loc: &[LocPart]) -> Option<C
                     Some("user") => Some(Role::User),
                     Some("assistant") => Some(Role::Assistant),
                     Some(_) => {
-                        v.push(
-                            ValidationIssue::new(
-                                "enum",
-                                at(&iloc, "role"),
-                                "Input should be 'system', 'user' or 'assistant'",
-                            )
-                            .with_ctx(json!({"expected": "'system', 'user' or 'assistant'"})),
-                        );
+                        v.push(enum_error(at(&iloc, "role"), MESSAGE_ROLES));
                         continue;
                     }
                     None => continue,
@@ -160,16 +152,8 @@ fn content(v: &mut Validator, value: Option<Value>, loc: &[LocPart]) -> Option<C
             Some((system, turns))
         }
         Some(_) => {
-            v.push(ValidationIssue::new(
-                "string_type",
-                at(loc, "str"),
-                "Input should be a valid string",
-            ));
-            v.push(ValidationIssue::new(
-                "list_type",
-                at(loc, "list[Message]"),
-                "Input should be a valid list",
-            ));
+            v.push(string_type(at(loc, "str")));
+            v.push(list_type(at(loc, "list[Message]")));
             None
         }
     }

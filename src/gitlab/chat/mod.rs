@@ -7,6 +7,9 @@
 //! * [`events`] — the NDJSON event lines GitLab Rails parses.
 //! * [`legacy`] — the `/v1/chat/{invokable}` pass-through.
 
+/// The values of the gateway's chat message `role` enum, in the order its errors list them.
+pub const MESSAGE_ROLES: &[&str] = &["system", "user", "assistant"];
+
 pub mod agent;
 pub mod events;
 pub mod legacy;
