@@ -289,29 +289,19 @@ fn sanitize(s: &str, max_chars: usize) -> String {
     out.trim().to_string()
 }
 
-/// HTTP reason phrases as Python's `http.HTTPStatus` spells them (what AIGW prints).
+/// The statuses a 421 detail names by their reason phrase; any other is `"<status>: Error"`.
+const NAMED_STATUSES: &[u16] = &[
+    400, 401, 402, 403, 404, 405, 408, 409, 413, 415, 421, 422, 424, 429, 500, 501, 502, 503, 504,
+];
+
+/// The reason phrase of a 421 `"<status>: <reason>"` detail: Python's `http.HTTPStatus`
+/// spelling (what AIGW prints, from [`crate::bedrock::errors::reason_phrase`]) for the
+/// statuses in [`NAMED_STATUSES`], `"Error"` for any other.
 pub fn reason_phrase(status: u16) -> &'static str {
-    match status {
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        402 => "Payment Required",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        409 => "Conflict",
-        413 => "Request Entity Too Large",
-        415 => "Unsupported Media Type",
-        421 => "Misdirected Request",
-        422 => "Unprocessable Entity",
-        424 => "Failed Dependency",
-        429 => "Too Many Requests",
-        500 => "Internal Server Error",
-        501 => "Not Implemented",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        _ => "Error",
+    if NAMED_STATUSES.contains(&status) {
+        crate::bedrock::errors::reason_phrase(status)
+    } else {
+        "Error"
     }
 }
 
@@ -425,6 +415,37 @@ mod tests {
         assert_eq!(e.body, r#"{"detail":"424: Failed Dependency"}"#);
         let e = from_bedrock(Family::Prompts, 599, "", "", None);
         assert_eq!(e.body, r#"{"detail":"599: Error"}"#);
+    }
+
+    #[test]
+    fn reason_phrases_of_421_details() {
+        let expected = [
+            (400, "Bad Request"),
+            (401, "Unauthorized"),
+            (402, "Payment Required"),
+            (403, "Forbidden"),
+            (404, "Not Found"),
+            (405, "Method Not Allowed"),
+            (408, "Request Timeout"),
+            (409, "Conflict"),
+            (413, "Request Entity Too Large"),
+            (415, "Unsupported Media Type"),
+            (421, "Misdirected Request"),
+            (422, "Unprocessable Entity"),
+            (424, "Failed Dependency"),
+            (429, "Too Many Requests"),
+            (500, "Internal Server Error"),
+            (501, "Not Implemented"),
+            (502, "Bad Gateway"),
+            (503, "Service Unavailable"),
+            (504, "Gateway Timeout"),
+        ];
+        for (status, phrase) in expected {
+            assert_eq!(reason_phrase(status), phrase, "{status}");
+        }
+        for status in [0, 200, 406, 599, u16::MAX] {
+            assert_eq!(reason_phrase(status), "Error", "{status}");
+        }
     }
 
     #[test]
