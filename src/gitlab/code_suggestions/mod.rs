@@ -102,28 +102,20 @@ fn plan_v2(
             &cf.content_below_cursor,
             &req.context,
         );
-        return Ok(Plan {
-            unit_primitive: COMPLETE_CODE,
-            reject_gateway_issuer: false,
-            denied_detail: "Unauthorized to access code completions".to_string(),
-            invoke: InvokeRequest {
-                model_id,
-                stream: req.stream,
-                body: invoke_body,
-            },
-            responder: Responder::new(ResponderParts {
-                endpoint,
-                kind: SuggestionKind::Completion,
-                lang,
-                prefix: String::new(),
-                feature_flags: parse_feature_flags(ctx.enabled_feature_flags),
-                created: ctx.now_secs,
-                max_tokens: COMPLETION_MAX_TOKENS,
-                context_tokens_sent: sent,
-                context_tokens_used: used,
-            }),
-            feature: "code_completions",
-        });
+        let invoke = InvokeRequest {
+            model_id,
+            stream: req.stream,
+            body: invoke_body,
+        };
+        return Ok(suggestion_plan(
+            endpoint,
+            SuggestionKind::Completion,
+            ctx,
+            invoke,
+            lang,
+            String::new(),
+            (sent, used),
+        ));
     }
 
     let (files, snippets) = related_from_context(&req.context);
@@ -138,28 +130,20 @@ fn plan_v2(
         libraries: Vec::new(),
         examples: Vec::new(),
     };
-    Ok(Plan {
-        unit_primitive: GENERATE_CODE,
-        reject_gateway_issuer: true,
-        denied_detail: "Unauthorized to access code generations".to_string(),
-        invoke: InvokeRequest {
-            model_id,
-            stream: req.stream,
-            body: prompts::generation_request(&input),
-        },
-        responder: Responder::new(ResponderParts {
-            endpoint,
-            kind: SuggestionKind::Generation,
-            lang: lang.clone(),
-            prefix: cf.content_above_cursor.clone(),
-            feature_flags: parse_feature_flags(ctx.enabled_feature_flags),
-            created: ctx.now_secs,
-            max_tokens: GENERATION_MAX_TOKENS,
-            context_tokens_sent: 0,
-            context_tokens_used: 0,
-        }),
-        feature: "code_generations",
-    })
+    let invoke = InvokeRequest {
+        model_id,
+        stream: req.stream,
+        body: prompts::generation_request(&input),
+    };
+    Ok(suggestion_plan(
+        endpoint,
+        SuggestionKind::Generation,
+        ctx,
+        invoke,
+        lang,
+        cf.content_above_cursor.clone(),
+        (0, 0),
+    ))
 }
 
 /// Stream flag of v3/v4: the component payload's `stream`, else the top-level `stream`
@@ -182,7 +166,6 @@ fn plan_v3(
     let stream = v3_stream(endpoint, &req);
     let p = &req.payload;
     let lang = prompts::language_name(p.language_identifier.as_deref(), &p.file_name);
-    let denied_detail = "Unauthorized to access code suggestions".to_string();
 
     if req.kind == v3::EditorKind::Completion {
         let (invoke_body, sent, used) = completion_body(
@@ -192,28 +175,20 @@ fn plan_v3(
             &p.content_below_cursor,
             &req.code_context,
         );
-        return Ok(Plan {
-            unit_primitive: COMPLETE_CODE,
-            reject_gateway_issuer: true,
-            denied_detail,
-            invoke: InvokeRequest {
-                model_id,
-                stream,
-                body: invoke_body,
-            },
-            responder: Responder::new(ResponderParts {
-                endpoint,
-                kind: SuggestionKind::Completion,
-                lang,
-                prefix: String::new(),
-                feature_flags: parse_feature_flags(ctx.enabled_feature_flags),
-                created: ctx.now_secs,
-                max_tokens: COMPLETION_MAX_TOKENS,
-                context_tokens_sent: sent,
-                context_tokens_used: used,
-            }),
-            feature: "code_completions",
-        });
+        let invoke = InvokeRequest {
+            model_id,
+            stream,
+            body: invoke_body,
+        };
+        return Ok(suggestion_plan(
+            endpoint,
+            SuggestionKind::Completion,
+            ctx,
+            invoke,
+            lang,
+            String::new(),
+            (sent, used),
+        ));
     }
 
     let pe = p.prompt_enhancer.clone().unwrap_or_default();
@@ -259,28 +234,63 @@ fn plan_v3(
             .map(|(example, response)| GenerationExample { example, response })
             .collect(),
     };
-    Ok(Plan {
-        unit_primitive: GENERATE_CODE,
-        reject_gateway_issuer: false,
-        denied_detail,
-        invoke: InvokeRequest {
-            model_id,
-            stream,
-            body: prompts::generation_request(&input),
-        },
+    let invoke = InvokeRequest {
+        model_id,
+        stream,
+        body: prompts::generation_request(&input),
+    };
+    Ok(suggestion_plan(
+        endpoint,
+        SuggestionKind::Generation,
+        ctx,
+        invoke,
+        lang,
+        p.content_above_cursor.clone(),
+        (0, 0),
+    ))
+}
+
+/// The plan of one Code Suggestions request. The scope check (§2.4), `max_tokens` and the
+/// feature name follow from the endpoint and the kind of suggestion; `prefix` is the code the
+/// responder strips from generations, `context_tokens` the estimated (sent, used) context.
+fn suggestion_plan(
+    endpoint: CodeEndpoint,
+    kind: SuggestionKind,
+    ctx: &RequestContext<'_>,
+    invoke: InvokeRequest,
+    lang: String,
+    prefix: String,
+    (context_tokens_sent, context_tokens_used): (u64, u64),
+) -> Plan {
+    let (unit_primitive, max_tokens, feature) = match kind {
+        SuggestionKind::Completion => (COMPLETE_CODE, COMPLETION_MAX_TOKENS, "code_completions"),
+        SuggestionKind::Generation => (GENERATE_CODE, GENERATION_MAX_TOKENS, "code_generations"),
+    };
+    // §2.4: v2 generations and v3/v4 completions refuse tokens the gateway issued.
+    let (reject_gateway_issuer, denied_detail) = match (endpoint, kind) {
+        (CodeEndpoint::V2Completions, _) => (false, "Unauthorized to access code completions"),
+        (CodeEndpoint::V2Generations, _) => (true, "Unauthorized to access code generations"),
+        (_, SuggestionKind::Completion) => (true, "Unauthorized to access code suggestions"),
+        (_, SuggestionKind::Generation) => (false, "Unauthorized to access code suggestions"),
+    };
+    Plan {
+        unit_primitive,
+        reject_gateway_issuer,
+        denied_detail: denied_detail.to_string(),
+        invoke,
         responder: Responder::new(ResponderParts {
             endpoint,
-            kind: SuggestionKind::Generation,
-            lang: lang.clone(),
-            prefix: p.content_above_cursor.clone(),
+            kind,
+            lang,
+            prefix,
             feature_flags: parse_feature_flags(ctx.enabled_feature_flags),
             created: ctx.now_secs,
-            max_tokens: GENERATION_MAX_TOKENS,
-            context_tokens_sent: 0,
-            context_tokens_used: 0,
+            max_tokens,
+            context_tokens_sent,
+            context_tokens_used,
         }),
-        feature: "code_generations",
-    })
+        feature,
+    }
 }
 
 /// Completion body plus estimated context tokens (sent, used).
