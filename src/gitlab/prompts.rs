@@ -40,8 +40,8 @@ use super::model::{bedrock_model_id, metadata_identifier};
 use super::response::GitlabResponse;
 use super::validate::{body_loc, parse_object, Validator};
 
-/// Content type of both stream forms (Starlette adds the charset to `text/*`).
-pub const STREAM_CONTENT_TYPE: &str = "text/event-stream; charset=utf-8";
+/// Content type of both stream forms.
+pub use super::response::STREAM_CONTENT_TYPE;
 
 /// A validated prompt request.
 #[derive(Debug, Clone, PartialEq)]

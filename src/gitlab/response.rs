@@ -6,6 +6,10 @@
 
 use super::errors::GitlabError;
 
+/// Content type of the `text/event-stream` answers (code suggestions, prompts, legacy chat),
+/// with the charset Starlette adds to `text/*` types.
+pub const STREAM_CONTENT_TYPE: &str = "text/event-stream; charset=utf-8";
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GitlabResponse {
     pub status: u16,

@@ -70,7 +70,7 @@ pub const DEFAULT_MAX_TOKENS: u32 = 2048;
 pub const DEFAULT_TEMPERATURE: f64 = 0.2;
 
 /// Content type of the raw text stream.
-pub const STREAM_CONTENT_TYPE: &str = "text/event-stream; charset=utf-8";
+pub use super::super::response::STREAM_CONTENT_TYPE;
 
 /// A validated legacy chat request.
 #[derive(Debug, Clone, PartialEq)]

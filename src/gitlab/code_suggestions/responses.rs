@@ -40,7 +40,7 @@ pub const GENERATIONS_MODEL_NAME: &str = "Claude 3 Code Generations Agent";
 /// The `region` GitLab's gateway reports by default (`RUNWAY_REGION` unset).
 pub const REGION: &str = "us-central1";
 /// Content type of every stream.
-pub const STREAM_CONTENT_TYPE: &str = "text/event-stream; charset=utf-8";
+pub use super::super::response::STREAM_CONTENT_TYPE;
 
 /// Completion (fill-in-the-middle) or generation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
