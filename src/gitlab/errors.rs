@@ -305,6 +305,42 @@ pub fn reason_phrase(status: u16) -> &'static str {
     }
 }
 
+/// Test helpers shared by the GitLab-side test modules: reading error bodies.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::GitlabError;
+    use serde_json::Value;
+
+    /// The `detail` of an error body.
+    pub fn detail(e: &GitlabError) -> Value {
+        serde_json::from_str::<Value>(&e.body).unwrap()["detail"].clone()
+    }
+
+    /// The issues of a 422 validation error (asserts the status and that there is a list).
+    pub fn validation_issues(e: &GitlabError) -> Vec<Value> {
+        assert_eq!(e.status, 422, "{}", e.body);
+        detail(e).as_array().cloned().unwrap()
+    }
+
+    /// The `type` of every issue of a validation error, in order.
+    pub fn issue_types(e: &GitlabError) -> Vec<String> {
+        validation_issues(e)
+            .iter()
+            .map(|i| i["type"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// `(type, loc)` of the only issue of a validation error (asserts there is exactly one).
+    pub fn only_issue(e: &GitlabError) -> (String, Value) {
+        let list = validation_issues(e);
+        assert_eq!(list.len(), 1, "{list:?}");
+        (
+            list[0]["type"].as_str().unwrap().to_string(),
+            list[0]["loc"].clone(),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -258,6 +258,7 @@ impl Responder for PromptResponder {
 mod tests {
     use super::*;
     use crate::gitlab::dispatch::{plan as dispatch_plan, Endpoint};
+    use crate::gitlab::errors::testing::{detail, issue_types};
     use serde_json::json;
 
     const MODEL: &str = "bedrock/anthropic.claude-3-5-sonnet-20240620-v1:0";
@@ -288,10 +289,6 @@ mod tests {
             "stop_reason": "end_turn", "usage": {"input_tokens": 10, "output_tokens": 50}
         }))
         .unwrap()
-    }
-
-    fn detail(e: &GitlabError) -> Value {
-        serde_json::from_str::<Value>(&e.body).unwrap()["detail"].clone()
     }
 
     #[test]
@@ -451,13 +448,10 @@ mod tests {
             json!({"inputs": [], "stream": "maybe", "prompt_version": 1}),
         )
         .unwrap_err();
-        let kinds: Vec<String> = detail(&e)
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|i| i["type"].as_str().unwrap().to_string())
-            .collect();
-        assert_eq!(kinds, ["dict_type", "string_type", "bool_parsing"]);
+        assert_eq!(
+            issue_types(&e),
+            ["dict_type", "string_type", "bool_parsing"]
+        );
         for bad in [&b"not json"[..], b"", b"[]"] {
             let e = dispatch_plan(
                 &Endpoint::Prompt {

@@ -532,15 +532,12 @@ impl Validator {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn issues(e: GitlabError) -> Value {
-        serde_json::from_str::<Value>(&e.body).unwrap()["detail"].clone()
-    }
+    use crate::gitlab::errors::testing::{detail, issue_types};
 
     #[test]
     fn empty_body_is_missing() {
         for b in [&b""[..], b"  \n"] {
-            let d = issues(parse_object(b).unwrap_err());
+            let d = detail(&parse_object(b).unwrap_err());
             assert_eq!(
                 d,
                 json!([{"type":"missing","loc":["body"],"msg":"Field required"}])
@@ -550,19 +547,19 @@ mod tests {
 
     #[test]
     fn non_object_body() {
-        let d = issues(parse_object(b"[1,2]").unwrap_err());
+        let d = detail(&parse_object(b"[1,2]").unwrap_err());
         assert_eq!(d[0]["type"], "model_attributes_type");
         assert_eq!(d[0]["loc"], json!(["body"]));
     }
 
     #[test]
     fn json_error_positions_are_characters() {
-        let d = issues(parse_object(b"{x").unwrap_err());
+        let d = detail(&parse_object(b"{x").unwrap_err());
         assert_eq!(
             d,
             json!([{"type":"json_invalid","loc":["body",1],"msg":"JSON decode error"}])
         );
-        let d = issues(parse_object("{\"é\": 1,\n \"a\": tru}".as_bytes()).unwrap_err());
+        let d = detail(&parse_object("{\"é\": 1,\n \"a\": tru}".as_bytes()).unwrap_err());
         assert_eq!(d[0]["type"], "json_invalid");
         let pos = d[0]["loc"][1].as_u64().unwrap();
         assert!((14..=19).contains(&pos), "{pos}");
@@ -576,7 +573,7 @@ mod tests {
         ] {
             let e = parse_object(b).unwrap_err();
             assert_eq!(e.status, 422);
-            assert_eq!(issues(e)[0]["type"], "json_invalid");
+            assert_eq!(detail(&e)[0]["type"], "json_invalid");
         }
     }
 
@@ -608,14 +605,9 @@ mod tests {
             Some("ééé")
         );
         assert_eq!(v.req_str(&mut m, "zz", &body_loc(), None, false), None);
-        let d = issues(v.finish().unwrap_err());
-        let kinds: Vec<&str> = d
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|i| i["type"].as_str().unwrap())
-            .collect();
-        assert_eq!(kinds, ["string_type", "string_type", "missing"]);
+        let e = v.finish().unwrap_err();
+        let d = detail(&e);
+        assert_eq!(issue_types(&e), ["string_type", "string_type", "missing"]);
         assert_eq!(d[2]["loc"], json!(["body", "zz"]));
     }
 
@@ -636,15 +628,8 @@ mod tests {
         assert_eq!(v.opt_int(&mut m, "g", &b), None);
         assert_eq!(v.opt_int(&mut m, "h", &b), None);
         assert_eq!(v.opt_int(&mut m, "i", &b), None);
-        let d = issues(v.finish().unwrap_err());
-        let kinds: Vec<&str> = d
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|i| i["type"].as_str().unwrap())
-            .collect();
         assert_eq!(
-            kinds,
+            issue_types(&v.finish().unwrap_err()),
             [
                 "bool_parsing",
                 "bool_type",
@@ -670,7 +655,7 @@ mod tests {
         assert_eq!(v.opt_float(&mut m, "e", &b), None);
         assert_eq!(v.opt_float(&mut m, "f", &b), None);
         assert_eq!(v.issue_count(), 2);
-        let d = issues(v.finish().unwrap_err());
+        let d = detail(&v.finish().unwrap_err());
         assert_eq!(d[0]["type"], "float_parsing");
         assert_eq!(d[1]["type"], "float_type");
     }
@@ -687,7 +672,7 @@ mod tests {
         assert!(v.req_list(&mut m, "b", &b, 1, 2).is_none());
         assert!(v.opt_list(&mut m, "c", &b, 0, 2).is_none());
         assert_eq!(v.opt_list(&mut m, "d", &b, 1, 1).map(|l| l.len()), Some(1));
-        let d = issues(v.finish().unwrap_err());
+        let d = detail(&v.finish().unwrap_err());
         assert_eq!(
             d[0]["msg"],
             "List should have at most 2 items after validation, not 3"
@@ -712,7 +697,7 @@ mod tests {
         assert_eq!(v.req_dict(&mut m, "c", &b), None);
         assert_eq!(v.req_dict(&mut m, "d", &b).map(|d| d.len()), Some(1));
         assert_eq!(v.opt_dict(&mut m, "e", &b), None);
-        let d = issues(v.finish().unwrap_err());
+        let d = detail(&v.finish().unwrap_err());
         assert_eq!(
             d,
             json!([

@@ -423,6 +423,7 @@ mod tests {
     use super::*;
     use crate::bedrock::messages::Role;
     use crate::gitlab::dispatch::{plan as dispatch_plan, Endpoint};
+    use crate::gitlab::errors::testing::detail;
 
     const MODEL: &str = "bedrock/anthropic.claude-3-5-sonnet-20240620-v1:0";
 
@@ -436,10 +437,6 @@ mod tests {
                 default_model: Some(MODEL),
             },
         )
-    }
-
-    fn detail(e: &GitlabError) -> Value {
-        serde_json::from_str::<Value>(&e.body).unwrap()["detail"].clone()
     }
 
     #[test]

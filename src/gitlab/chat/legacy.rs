@@ -402,6 +402,7 @@ mod tests {
     use super::*;
     use crate::bedrock::messages::Message;
     use crate::gitlab::dispatch::{plan as dispatch_plan, Endpoint};
+    use crate::gitlab::errors::testing::{detail, issue_types};
 
     const MODEL: &str = "bedrock/anthropic.claude-3-5-sonnet-20240620-v1:0";
     const NOW: u64 = 1_739_952_001;
@@ -428,10 +429,6 @@ mod tests {
         }
         json!({"prompt_components": [{"type": "prompt", "metadata": {"source": "GitLab EE", "version": "17.9.0"},
             "payload": payload}], "stream": stream})
-    }
-
-    fn detail(e: &GitlabError) -> Value {
-        serde_json::from_str::<Value>(&e.body).unwrap()["detail"].clone()
     }
 
     #[test]
@@ -577,14 +574,8 @@ mod tests {
         )
         .unwrap_err();
         let d = detail(&e);
-        let kinds: Vec<&str> = d
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|i| i["type"].as_str().unwrap())
-            .collect();
         assert_eq!(
-            kinds,
+            issue_types(&e),
             ["too_short", "less_than_equal", "greater_than_equal"]
         );
         assert_eq!(d[1]["msg"], "Input should be less than or equal to 1.0");

@@ -224,6 +224,7 @@ fn discriminator(value: Option<&Value>) -> Result<u8, GitlabError> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::gitlab::errors::testing::{only_issue, validation_issues};
     use serde_json::json;
 
     /// §1.1 request body, verbatim.
@@ -272,22 +273,8 @@ pub(crate) mod tests {
         parse(v.to_string().as_bytes())
     }
 
-    fn issues(e: &GitlabError) -> Vec<Value> {
-        assert_eq!(e.status, 422, "{}", e.body);
-        serde_json::from_str::<Value>(&e.body).unwrap()["detail"]
-            .as_array()
-            .cloned()
-            .unwrap()
-    }
-
     fn one_issue(v: &Value) -> (String, Value) {
-        let e = parse_value(v).expect_err("should fail");
-        let list = issues(&e);
-        assert_eq!(list.len(), 1, "{list:?}");
-        (
-            list[0]["type"].as_str().unwrap().to_string(),
-            list[0]["loc"].clone(),
-        )
+        only_issue(&parse_value(v).expect_err("should fail"))
     }
 
     #[test]
@@ -533,7 +520,7 @@ pub(crate) mod tests {
         v["project_path"] = json!(12);
         v["stream"] = json!("perhaps");
         let e = parse_value(&v).unwrap_err();
-        let list = issues(&e);
+        let list = validation_issues(&e);
         assert_eq!(list.len(), 3);
         assert!(!e.body.contains("SECRET"));
         assert!(!e.body.contains("perhaps"));
@@ -543,11 +530,11 @@ pub(crate) mod tests {
     #[test]
     fn malformed_and_non_object_bodies() {
         let e = parse(b"{\"current_file\": ").unwrap_err();
-        assert_eq!(issues(&e)[0]["type"], "json_invalid");
+        assert_eq!(validation_issues(&e)[0]["type"], "json_invalid");
         let e = parse(b"").unwrap_err();
-        assert_eq!(issues(&e)[0]["type"], "missing");
+        assert_eq!(validation_issues(&e)[0]["type"], "missing");
         let e = parse(b"\"str\"").unwrap_err();
-        assert_eq!(issues(&e)[0]["type"], "model_attributes_type");
+        assert_eq!(validation_issues(&e)[0]["type"], "model_attributes_type");
     }
 
     #[test]

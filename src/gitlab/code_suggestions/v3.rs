@@ -283,6 +283,7 @@ fn prompt_enhancer(mut m: Map<String, Value>) -> PromptEnhancer {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::gitlab::errors::testing::{only_issue, validation_issues};
     use serde_json::json;
 
     /// §1.3 request body, verbatim.
@@ -326,22 +327,8 @@ pub(crate) mod tests {
         serde_json::from_str(GENERATION_EXAMPLE).unwrap()
     }
 
-    fn issues(e: &GitlabError) -> Vec<Value> {
-        assert_eq!(e.status, 422, "{}", e.body);
-        serde_json::from_str::<Value>(&e.body).unwrap()["detail"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-    }
-
     fn one_issue(v: &Value) -> (String, Value) {
-        let e = parse(v.to_string().as_bytes()).expect_err("should fail");
-        let list = issues(&e);
-        assert_eq!(list.len(), 1, "{list:?}");
-        (
-            list[0]["type"].as_str().unwrap().to_string(),
-            list[0]["loc"].clone(),
-        )
+        only_issue(&parse(v.to_string().as_bytes()).expect_err("should fail"))
     }
 
     fn completion_component() -> Value {
@@ -579,6 +566,6 @@ pub(crate) mod tests {
     #[test]
     fn malformed() {
         let e = parse(b"{\"prompt_components\": [}").unwrap_err();
-        assert_eq!(issues(&e)[0]["type"], "json_invalid");
+        assert_eq!(validation_issues(&e)[0]["type"], "json_invalid");
     }
 }
