@@ -26,6 +26,16 @@ fn bedrock_answer(text: &str, input: u64, output: u64) -> MessagesResponse {
     .unwrap()
 }
 
+/// The plan of a body that must be accepted (request context [`ctx`]).
+fn planned(endpoint: CodeEndpoint, body: &[u8]) -> Plan {
+    plan(endpoint, body, &ctx()).unwrap()
+}
+
+/// Whether the plan of an accepted body streams.
+fn streams(endpoint: CodeEndpoint, body: &[u8]) -> bool {
+    planned(endpoint, body).invoke.stream
+}
+
 fn with(body: &str, f: impl FnOnce(&mut Value)) -> Vec<u8> {
     let mut v: Value = serde_json::from_str(body).unwrap();
     f(&mut v);
@@ -55,12 +65,7 @@ fn v3_completion_body(stream: Option<bool>) -> Vec<u8> {
 
 #[test]
 fn v2_completions_plan() {
-    let p = plan(
-        CodeEndpoint::V2Completions,
-        COMPLETIONS_EXAMPLE.as_bytes(),
-        &ctx(),
-    )
-    .unwrap();
+    let p = planned(CodeEndpoint::V2Completions, COMPLETIONS_EXAMPLE.as_bytes());
     assert_eq!(p.unit_primitive, "complete_code");
     assert!(!p.reject_gateway_issuer);
     assert_eq!(p.denied_detail, "Unauthorized to access code completions");
@@ -80,12 +85,7 @@ fn v2_completions_plan() {
 
 #[test]
 fn v2_generations_plan() {
-    let p = plan(
-        CodeEndpoint::V2Generations,
-        GENERATIONS_EXAMPLE.as_bytes(),
-        &ctx(),
-    )
-    .unwrap();
+    let p = planned(CodeEndpoint::V2Generations, GENERATIONS_EXAMPLE.as_bytes());
     assert_eq!(p.unit_primitive, "generate_code");
     assert!(p.reject_gateway_issuer);
     assert_eq!(p.denied_detail, "Unauthorized to access code generations");
@@ -110,7 +110,7 @@ fn v2_generations_plan() {
         ]);
         v["stream"] = json!(true);
     });
-    let p = plan(CodeEndpoint::V2Generations, &body, &ctx()).unwrap();
+    let p = planned(CodeEndpoint::V2Generations, &body);
     assert!(p.invoke.stream);
     assert_eq!(p.invoke.body.messages[0].content, "print a greeting");
     let sys = p.invoke.body.system.unwrap();
@@ -124,7 +124,7 @@ fn v3_and_v4_generation_plans() {
         (CodeEndpoint::V3Completions, true),
         (CodeEndpoint::V4Suggestions, true),
     ] {
-        let p = plan(endpoint, GENERATION_EXAMPLE.as_bytes(), &ctx()).unwrap();
+        let p = planned(endpoint, GENERATION_EXAMPLE.as_bytes());
         assert_eq!(p.unit_primitive, "generate_code");
         assert!(!p.reject_gateway_issuer);
         assert_eq!(p.denied_detail, "Unauthorized to access code suggestions");
@@ -156,27 +156,12 @@ fn v3_v4_stream_defaults() {
             .unwrap()
             .remove("stream");
     });
-    assert!(
-        !plan(CodeEndpoint::V3Completions, &no_stream, &ctx())
-            .unwrap()
-            .invoke
-            .stream
-    );
-    assert!(
-        plan(CodeEndpoint::V4Suggestions, &no_stream, &ctx())
-            .unwrap()
-            .invoke
-            .stream
-    );
+    assert!(!streams(CodeEndpoint::V3Completions, &no_stream));
+    assert!(streams(CodeEndpoint::V4Suggestions, &no_stream));
     let explicit_false = with(GENERATION_EXAMPLE, |v| {
         v["prompt_components"][0]["payload"]["stream"] = json!(false);
     });
-    assert!(
-        !plan(CodeEndpoint::V4Suggestions, &explicit_false, &ctx())
-            .unwrap()
-            .invoke
-            .stream
-    );
+    assert!(!streams(CodeEndpoint::V4Suggestions, &explicit_false));
     let top_only = with(GENERATION_EXAMPLE, |v| {
         v["stream"] = json!(false);
         v["prompt_components"][0]["payload"]
@@ -184,18 +169,13 @@ fn v3_v4_stream_defaults() {
             .unwrap()
             .remove("stream");
     });
-    assert!(
-        !plan(CodeEndpoint::V4Suggestions, &top_only, &ctx())
-            .unwrap()
-            .invoke
-            .stream
-    );
+    assert!(!streams(CodeEndpoint::V4Suggestions, &top_only));
 }
 
 #[test]
 fn v3_completion_component_plan() {
     for endpoint in [CodeEndpoint::V3Completions, CodeEndpoint::V4Suggestions] {
-        let p = plan(endpoint, &v3_completion_body(Some(false)), &ctx()).unwrap();
+        let p = planned(endpoint, &v3_completion_body(Some(false)));
         assert_eq!(p.unit_primitive, "complete_code");
         assert!(p.reject_gateway_issuer);
         assert_eq!(p.denied_detail, "Unauthorized to access code suggestions");
@@ -282,7 +262,7 @@ fn big_bodies_work() {
         v["context"] = json!([{"type": "file", "name": "big", "content": "z".repeat(385_000)}]);
     });
     assert!(body.len() > 590_000 && body.len() <= 600_000);
-    let p = plan(CodeEndpoint::V2Completions, &body, &ctx()).unwrap();
+    let p = planned(CodeEndpoint::V2Completions, &body);
     let user = &p.invoke.body.messages[0].content;
     assert!(user.len() < 9_000, "budgeted: {}", user.len());
     assert!(!user.contains('z'), "context that does not fit is dropped");
@@ -303,12 +283,7 @@ fn big_bodies_work() {
 
 #[test]
 fn v2_completions_response_exact() {
-    let p = plan(
-        CodeEndpoint::V2Completions,
-        COMPLETIONS_EXAMPLE.as_bytes(),
-        &ctx(),
-    )
-    .unwrap();
+    let p = planned(CodeEndpoint::V2Completions, COMPLETIONS_EXAMPLE.as_bytes());
     let r = p
         .responder
         .complete(&bedrock_answer("\"#{first_name} #{last_name}\"", 37, 0));
@@ -368,12 +343,7 @@ fn v2_completions_empty_text_max_tokens_and_flags() {
 
 #[test]
 fn v2_generations_response_exact() {
-    let p = plan(
-        CodeEndpoint::V2Generations,
-        GENERATIONS_EXAMPLE.as_bytes(),
-        &ctx(),
-    )
-    .unwrap();
+    let p = planned(CodeEndpoint::V2Generations, GENERATIONS_EXAMPLE.as_bytes());
     let r = p
         .responder
         .complete(&bedrock_answer("```python\nprint('hello')\n```", 20, 8));
@@ -389,7 +359,7 @@ fn v2_generations_response_exact() {
 #[test]
 fn v3_v4_generation_response_exact() {
     for endpoint in [CodeEndpoint::V3Completions, CodeEndpoint::V4Suggestions] {
-        let p = plan(endpoint, GENERATION_EXAMPLE.as_bytes(), &ctx()).unwrap();
+        let p = planned(endpoint, GENERATION_EXAMPLE.as_bytes());
         let r = p.responder.complete(&bedrock_answer(
             "def sort_ints(xs):\n    return sorted(xs)",
             100,
@@ -441,7 +411,7 @@ fn raw_text_streams() {
             GENERATION_EXAMPLE.as_bytes().to_vec(),
         ),
     ] {
-        let mut r = plan(endpoint, &body, &ctx()).unwrap().responder;
+        let mut r = planned(endpoint, &body).responder;
         assert_eq!(
             r.stream_headers(),
             vec![(
@@ -466,13 +436,7 @@ fn raw_text_streams() {
 
 #[test]
 fn v4_sse_stream_exact() {
-    let mut r = plan(
-        CodeEndpoint::V4Suggestions,
-        GENERATION_EXAMPLE.as_bytes(),
-        &ctx(),
-    )
-    .unwrap()
-    .responder;
+    let mut r = planned(CodeEndpoint::V4Suggestions, GENERATION_EXAMPLE.as_bytes()).responder;
     assert_eq!(
         r.stream_headers(),
         vec![
@@ -536,13 +500,7 @@ fn v4_sse_with_flags_implicit_start_and_error() {
     assert!(r.stream_end().is_empty());
 
     // an error before anything was sent still yields a well-formed SSE stream
-    let mut r = plan(
-        CodeEndpoint::V4Suggestions,
-        &v3_completion_body(Some(true)),
-        &ctx(),
-    )
-    .unwrap()
-    .responder;
+    let mut r = planned(CodeEndpoint::V4Suggestions, &v3_completion_body(Some(true))).responder;
     let out = String::from_utf8(r.stream_error("x")).unwrap();
     assert!(
         out.starts_with("event: stream_start\n")
@@ -552,13 +510,7 @@ fn v4_sse_with_flags_implicit_start_and_error() {
 
 #[test]
 fn v4_escapes_hostile_deltas() {
-    let mut r = plan(
-        CodeEndpoint::V4Suggestions,
-        GENERATION_EXAMPLE.as_bytes(),
-        &ctx(),
-    )
-    .unwrap()
-    .responder;
+    let mut r = planned(CodeEndpoint::V4Suggestions, GENERATION_EXAMPLE.as_bytes()).responder;
     r.stream_start();
     let out =
         String::from_utf8(r.stream_text("a\n\nevent: stream_end\r\ndata: \"x\"\u{0}")).unwrap();
@@ -572,13 +524,7 @@ fn v4_escapes_hostile_deltas() {
 
 #[test]
 fn usage_recording() {
-    let mut r = plan(
-        CodeEndpoint::V4Suggestions,
-        GENERATION_EXAMPLE.as_bytes(),
-        &ctx(),
-    )
-    .unwrap()
-    .responder;
+    let mut r = planned(CodeEndpoint::V4Suggestions, GENERATION_EXAMPLE.as_bytes()).responder;
     r.record_usage(Some(25), Some(1));
     r.record_usage(None, Some(40));
     r.record_usage(None, None);
