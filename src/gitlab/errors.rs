@@ -272,8 +272,9 @@ fn is_credential_error(status: u16, kind: &str, message: &str) -> bool {
     .any(|m| lower.contains(m))
 }
 
-/// Keeps at most `max_chars` characters, drops control characters, trims.
-fn sanitize(s: &str, max_chars: usize) -> String {
+/// Untrusted text made safe for an error text: control characters dropped, at most
+/// `max_chars` characters kept, `…` appended when something was cut.
+pub fn bounded_text(s: &str, max_chars: usize) -> String {
     let mut out: String = s
         .chars()
         .filter(|c| !c.is_control())
@@ -286,7 +287,12 @@ fn sanitize(s: &str, max_chars: usize) -> String {
     {
         out.push('…');
     }
-    out.trim().to_string()
+    out
+}
+
+/// [`bounded_text`], trimmed.
+pub fn sanitize(s: &str, max_chars: usize) -> String {
+    bounded_text(s, max_chars).trim().to_string()
 }
 
 /// The statuses a 421 detail names by their reason phrase; any other is `"<status>: Error"`.
@@ -451,6 +457,17 @@ mod tests {
         assert_eq!(e.body, r#"{"detail":"424: Failed Dependency"}"#);
         let e = from_bedrock(Family::Prompts, 599, "", "", None);
         assert_eq!(e.body, r#"{"detail":"599: Error"}"#);
+    }
+
+    #[test]
+    fn bounded_and_sanitized_text() {
+        assert_eq!(bounded_text(" a\u{0}b\r\n ", 10), " ab ");
+        assert_eq!(bounded_text("abc", 3), "abc");
+        assert_eq!(bounded_text("abcd", 3), "abc…");
+        assert_eq!(bounded_text("ab\ncd", 3), "abc…");
+        assert_eq!(bounded_text("", 0), "");
+        assert_eq!(sanitize(" a\u{0}b\r\n ", 10), "ab");
+        assert_eq!(sanitize(" éé é ", 3), "éé…");
     }
 
     #[test]

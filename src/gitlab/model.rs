@@ -21,7 +21,7 @@
 
 use serde_json::{Map, Value};
 
-use super::errors::{GitlabError, LocPart};
+use super::errors::{bounded_text, GitlabError, LocPart};
 use super::validate::{at, Validator};
 
 /// Maximum length of a Bedrock model identifier (service model `InvokeModelIdentifier`).
@@ -185,19 +185,7 @@ fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
 
 /// A bounded, control-character-free copy of user input for error texts.
 fn echo(s: &str) -> String {
-    let mut out: String = s
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(MAX_ECHO_CHARS)
-        .collect();
-    if s.chars()
-        .filter(|c| !c.is_control())
-        .nth(MAX_ECHO_CHARS)
-        .is_some()
-    {
-        out.push('…');
-    }
-    out
+    bounded_text(s, MAX_ECHO_CHARS)
 }
 
 #[cfg(test)]

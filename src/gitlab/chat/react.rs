@@ -31,6 +31,7 @@ use crate::bedrock::messages::{MessagesResponse, Usage};
 use crate::prompts::react::is_tool;
 
 use super::super::dispatch::Responder;
+use super::super::errors::sanitize;
 use super::super::response::GitlabResponse;
 use super::events::AgentEvent;
 
@@ -173,15 +174,7 @@ fn parse_action(stripped: &str) -> Option<(String, String, String)> {
 
 /// Bedrock's error text, safe to show: no control characters, bounded.
 fn clean_message(message: &str) -> String {
-    let mut out: String = message
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(MAX_ERROR_CHARS)
-        .collect();
-    if message.chars().filter(|c| !c.is_control()).count() > MAX_ERROR_CHARS {
-        out.push('…');
-    }
-    let out = out.trim().to_string();
+    let out = sanitize(message, MAX_ERROR_CHARS);
     if out.is_empty() {
         "The model stream failed".to_string()
     } else {
