@@ -16,7 +16,7 @@
 use serde_json::Value;
 
 use super::super::errors::{GitlabError, LocPart, ValidationIssue};
-use super::super::validate::{at, body_loc, parse_object, Validator};
+use super::super::validate::{at, body_loc, list_type, parse_object, Validator};
 
 pub const MAX_FILE_NAME: usize = 255;
 pub const MAX_LANGUAGE_IDENTIFIER: usize = 255;
@@ -180,11 +180,7 @@ fn prompt_messages(v: &mut Validator, value: Option<Value>, loc: &[LocPart]) {
         None | Some(Value::Null) => return,
         Some(Value::Array(items)) => items,
         Some(_) => {
-            v.push(ValidationIssue::new(
-                "list_type",
-                loc.to_vec(),
-                "Input should be a valid list",
-            ));
+            v.push(list_type(loc.to_vec()));
             return;
         }
     };

@@ -18,7 +18,7 @@
 use serde_json::{Map, Value};
 
 use super::super::errors::{GitlabError, LocPart, ValidationIssue};
-use super::super::validate::{at, body_loc, parse_object, Validator};
+use super::super::validate::{at, body_loc, parse_object, string_type, Validator};
 use super::v2::{context_item, ContextItem, MAX_CONTENT, MAX_FILE_NAME, MAX_LANGUAGE_IDENTIFIER};
 
 pub const MIN_COMPONENTS: usize = 1;
@@ -219,11 +219,7 @@ fn editor_payload(
             let _ = v.opt_int(m, "choices_count", loc);
             match m.remove("prompt") {
                 None | Some(Value::Null | Value::String(_) | Value::Array(_)) => {}
-                Some(_) => v.push(ValidationIssue::new(
-                    "string_type",
-                    at(loc, "prompt"),
-                    "Input should be a valid string",
-                )),
+                Some(_) => v.push(string_type(at(loc, "prompt"))),
             }
         }
         EditorKind::Generation => {
