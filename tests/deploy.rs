@@ -351,7 +351,8 @@ fn every_plugin_configuration_is_accepted_by_the_filter() {
         assert_eq!(c.providers[0].cluster, expected_cluster, "{what}");
         // Secrets come only from the environment: the same JSON without it (and without the
         // IMDS fallback) is refused.
-        let no_secrets = |name: &str| (name == "AWS_EC2_METADATA_DISABLED").then(|| "true".to_string());
+        let no_secrets =
+            |name: &str| (name == "AWS_EC2_METADATA_DISABLED").then(|| "true".to_string());
         let e = Config::load(text.as_bytes(), no_secrets).unwrap_err();
         assert!(e.contains("AWS_ACCESS_KEY_ID"), "{what}: {e}");
         // The recipes agree on everything but the platform-specific cluster name.
