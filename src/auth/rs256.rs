@@ -72,9 +72,11 @@ impl Rs256Key {
             return None;
         }
         let mut e_bytes = [0u8; 8];
-        e_bytes.get_mut(8usize.saturating_sub(e.len())..)?.copy_from_slice(e);
+        e_bytes
+            .get_mut(8usize.saturating_sub(e.len())..)?
+            .copy_from_slice(e);
         let e = u64::from_be_bytes(e_bytes);
-        if e < 3 || e > MAX_EXPONENT || e % 2 == 0 {
+        if !(3..=MAX_EXPONENT).contains(&e) || e % 2 == 0 {
             return None;
         }
         let first = *n.first()?;
@@ -121,7 +123,7 @@ impl Rs256Key {
             return None;
         }
         let s = BoxedUint::from_be_slice(signature, self.params.bits_precision()).ok()?;
-        if &s >= self.params.modulus().as_ref() {
+        if s >= *self.params.modulus().as_ref() {
             return None;
         }
         let base = BoxedMontyForm::new(s, &self.params);
@@ -236,6 +238,14 @@ mod tests {
         cases: usize,
         accepted: usize,
     }
+    impl Drop for Tally {
+        fn drop(&mut self) {
+            eprintln!(
+                "{} differential cases, {} accepted",
+                self.cases, self.accepted
+            );
+        }
+    }
 
     /// Verify `sig` over `msg` with all three implementations; they must agree. Returns the
     /// common answer.
@@ -262,8 +272,8 @@ mod tests {
         // jsonwebtoken (rust_crypto) takes base64url components and the signing input.
         let dk = DecodingKey::from_rsa_raw_components(n, e);
         let sig_b64 = URL_SAFE_NO_PAD.encode(sig);
-        let jwt = jsonwebtoken::crypto::verify(&sig_b64, msg, &dk, Algorithm::RS256)
-            .unwrap_or(false);
+        let jwt =
+            jsonwebtoken::crypto::verify(&sig_b64, msg, &dk, Algorithm::RS256).unwrap_or(false);
         assert_eq!(got, jwt, "{what}: rs256 {got}, jsonwebtoken {jwt}");
         t.cases += 1;
         t.accepted += usize::from(got);
@@ -351,7 +361,14 @@ mod tests {
                 );
                 // Same modulus, another exponent: wrong key too.
                 if a.name == b.name {
-                    assert!(!agree(&mut t, &what, &b.n, &[0x01, 0x00, 0x03], msg.as_bytes(), &sig));
+                    assert!(!agree(
+                        &mut t,
+                        &what,
+                        &b.n,
+                        &[0x01, 0x00, 0x03],
+                        msg.as_bytes(),
+                        &sig
+                    ));
                 }
             }
             for i in 0..150 {
@@ -438,10 +455,16 @@ mod tests {
             let sha1_digest = vec![0xab; 20];
             let mut cases: Vec<(&str, Vec<u8>)> = vec![
                 ("sha-1 DigestInfo", encoding(k, &SHA1_PREFIX, &sha1_digest)),
-                ("sha-1 prefix, truncated sha-256 digest", encoding(k, &SHA1_PREFIX, &d[..20])),
+                (
+                    "sha-1 prefix, truncated sha-256 digest",
+                    encoding(k, &SHA1_PREFIX, &d[..20]),
+                ),
                 ("no NULL params", encoding(k, &SHA256_NO_NULL, &d)),
                 ("sha-512 OID", encoding(k, &SHA512_OID_32, &d)),
-                ("digest of another message", encoding(k, &SHA256_DIGEST_INFO, &[0x5a; 32])),
+                (
+                    "digest of another message",
+                    encoding(k, &SHA256_DIGEST_INFO, &[0x5a; 32]),
+                ),
                 ("raw digest, no DigestInfo", encoding(k, &[], &d)),
             ];
             let mut mutate = |what: &'static str, f: &dyn Fn(&mut Vec<u8>)| {
@@ -451,7 +474,9 @@ mod tests {
             };
             let sep = k - 19 - 32 - 1;
             mutate("missing 0x00 separator", &|em| em[sep] = 0xff);
-            mutate("separator moved left (short padding)", &|em| em[sep - 1] = 0x00);
+            mutate("separator moved left (short padding)", &|em| {
+                em[sep - 1] = 0x00
+            });
             mutate("short padding, junk before separator", &|em| {
                 em[10] = 0x00;
                 em[11..sep].fill(0x41);
@@ -528,7 +553,14 @@ mod tests {
         moduli.extend(fx.iter().map(|f| f.n.clone()));
         for m in &moduli {
             for e in &exps {
-                agree(&mut t, &format!("n {} bytes, e {e:02x?}", m.len()), m, e, msg, &sig);
+                agree(
+                    &mut t,
+                    &format!("n {} bytes, e {e:02x?}", m.len()),
+                    m,
+                    e,
+                    msg,
+                    &sig,
+                );
             }
         }
         let mut rng = Rng(7);
