@@ -14,8 +14,8 @@
 //! same string with [`KeySet::from_jwks`].
 //!
 //! Usable keys: `kty == "RSA"`, `use` absent or `"sig"`, `alg` absent or `"RS256"`, `n`/`e`
-//! valid base64url, modulus 2048..=4096 bits (the `rsa` crate's limit), a valid odd
-//! exponent. Anything else is skipped and counted, never fatal. At most [`MAX_KEYS`] keys
+//! valid base64url, modulus 2048..=4096 bits, an odd exponent in 3..=2^33-1 (the rules of
+//! [`Rs256Key::new`], which verifies the signatures). Anything else is skipped and counted, never fatal. At most [`MAX_KEYS`] keys
 //! are kept; a repeated `kid` keeps the first occurrence.
 //!
 //! Differences from the gateway, on purpose: the gateway caches the merged JWKS for 24 h and
@@ -24,14 +24,14 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use rsa::traits::PublicKeyParts as _;
-use rsa::RsaPublicKey;
 use serde_json::Value;
+
+use super::rs256::{self, Rs256Key};
 
 /// Upper bound on the number of keys kept in a [`KeySet`].
 pub const MAX_KEYS: usize = 64;
 /// Smallest accepted RSA modulus, in bits.
-pub const MIN_RSA_BITS: usize = 2048;
+pub const MIN_RSA_BITS: usize = rs256::MIN_BITS as usize;
 
 /// Kid of the gateway's self-signed signing key for service `gitlab-ai-gateway`.
 pub const SELF_SIGNED_SIGNING_KID: &str = "gitlab-ai-gateway_signing_key";
@@ -130,7 +130,7 @@ struct RsaKey {
     n: Vec<u8>,
     /// Big-endian public exponent without leading zero bytes.
     e: Vec<u8>,
-    public: RsaPublicKey,
+    public: Rs256Key,
 }
 
 /// The RSA keys a token may be signed with, by `kid`.
@@ -211,7 +211,7 @@ impl KeySet {
     }
 
     /// The key with this `kid`.
-    pub fn get(&self, kid: &str) -> Option<&RsaPublicKey> {
+    pub fn get(&self, kid: &str) -> Option<&Rs256Key> {
         self.keys
             .iter()
             .find(|k| k.kid.as_deref() == Some(kid))
@@ -219,7 +219,7 @@ impl KeySet {
     }
 
     /// Every key, in document order (used for tokens without a `kid`).
-    pub fn all(&self) -> impl Iterator<Item = &RsaPublicKey> {
+    pub fn all(&self) -> impl Iterator<Item = &Rs256Key> {
         self.keys.iter().map(|k| &k.public)
     }
 
@@ -309,14 +309,7 @@ fn parse_rsa_jwk(jwk: &Value) -> Option<RsaKey> {
 fn rsa_key(kid: Option<String>, n: &[u8], e: &[u8]) -> Option<RsaKey> {
     let n = strip_leading_zeros(n);
     let e = strip_leading_zeros(e);
-    let public = RsaPublicKey::new(
-        rsa::BigUint::from_bytes_be(n),
-        rsa::BigUint::from_bytes_be(e),
-    )
-    .ok()?;
-    if public.n().bits() < MIN_RSA_BITS {
-        return None;
-    }
+    let public = Rs256Key::new(n, e)?;
     Some(RsaKey {
         kid,
         n: n.to_vec(),
@@ -730,7 +723,7 @@ mod tests {
         });
         // 1024-bit modulus (too small)
         push(&|k| k["n"] = URL_SAFE_NO_PAD.encode([0xc3u8; 128]).into());
-        // 8192-bit modulus (too large for rsa crate)
+        // 8192-bit modulus (over rs256::MAX_BITS)
         push(&|k| k["n"] = URL_SAFE_NO_PAD.encode([0xc3u8; 1024]).into());
         variants.push(Value::from("not an object"));
         let doc = serde_json::json!({ "keys": variants }).to_string();

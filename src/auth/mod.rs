@@ -37,6 +37,7 @@ pub mod cache;
 pub mod error;
 pub mod headers;
 pub mod keys;
+pub mod rs256;
 pub mod rules;
 pub mod scopes;
 
@@ -47,6 +48,7 @@ pub use keys::{
     discovery_url, http_target, jwk_from_private_pem, jwks_uri_from_discovery, max_age,
     merge_jwks_json, self_signed_jwks, HttpTarget, KeySet, RefreshPolicy,
 };
+pub use rs256::Rs256Key;
 pub use rules::{
     check_bindings, check_bindings_for_issuer, extract_token, seat_count_warning, verify,
     AuthConfig, Claims,

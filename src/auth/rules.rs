@@ -30,13 +30,13 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use rsa::{Pkcs1v15Sign, RsaPublicKey};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::error::AuthError;
 use super::headers::Headers;
 use super::keys::KeySet;
+use super::rs256::Rs256Key;
 use super::scopes::GATEWAY_ISSUER;
 
 /// `Authorization`.
@@ -147,7 +147,7 @@ struct RawHeader {
 /// `alg == "RS256"` (anything else, including `none`, HS*, RS384, PS*, ES*, is refused before
 /// any key is touched, so RSA material is never used as an HMAC secret); key lookup by `kid`
 /// ([`AuthError::UnknownKid`] when absent; no `kid` → every key is tried); the RS256 signature
-/// (RSASSA-PKCS1-v1_5 + SHA-256 over the first two segments, RustCrypto `rsa`); only then is
+/// (RSASSA-PKCS1-v1_5 + SHA-256 over the first two segments, [`Rs256Key::verify`]); only then is
 /// the payload decoded and the claims checked: `exp` present and a number, `aud` present, `nbf`/`exp` against `now`,
 /// `aud` contains [`AuthConfig::audience`]. Failures are [`AuthError::Forbidden`] with a
 /// distinct reason, [`AuthError::UnknownKid`] or [`AuthError::NoKeys`]. Header members other
@@ -196,7 +196,7 @@ pub fn verify(token: &str, keys: &KeySet, cfg: &AuthConfig, now: u64) -> Result<
     let signing_input = token
         .get(..signed_len)
         .ok_or(AuthError::Forbidden("malformed"))?;
-    let digest = Sha256::digest(signing_input.as_bytes());
+    let digest: [u8; 32] = Sha256::digest(signing_input.as_bytes()).into();
 
     let verified = match kid {
         Some(kid) => match keys.get(&kid) {
@@ -217,11 +217,10 @@ pub fn verify(token: &str, keys: &KeySet, cfg: &AuthConfig, now: u64) -> Result<
     claims_from_payload(payload, cfg, now)
 }
 
-/// RSASSA-PKCS1-v1_5 with SHA-256 (JWS `RS256`, RFC 7518 §3.3). The `rsa` crate checks the
-/// signature length against the modulus and the full DigestInfo encoding.
-fn rs256_ok(key: &RsaPublicKey, digest: &[u8], signature: &[u8]) -> bool {
-    key.verify(Pkcs1v15Sign::new::<Sha256>(), digest, signature)
-        .is_ok()
+/// RSASSA-PKCS1-v1_5 with SHA-256 (JWS `RS256`, RFC 7518 §3.3). [`Rs256Key::verify`] checks
+/// the signature length against the modulus and the full DigestInfo encoding.
+fn rs256_ok(key: &Rs256Key, digest: &[u8; 32], signature: &[u8]) -> bool {
+    key.verify(digest, signature)
 }
 
 fn truncate(mut s: String, max: usize) -> String {
