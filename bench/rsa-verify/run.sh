@@ -3,7 +3,8 @@
 # (the wasm one in node, i.e. V8, like Envoy's wasm runtime). See README.md.
 # Usage: bench/rsa-verify/run.sh [candidate-substring]
 #   ROUNDS=5     interleaved rounds per candidate (the minimum and median are printed)
-#   CPUBITS=32   build the wasm with --cfg cpubits="32" (crypto-bigint 32-bit limbs)
+#   CPUBITS=64   build the wasm with --cfg cpubits="64" (crypto-bigint's own wasm32 choice);
+#                unset, the repository's .cargo/config.toml applies (32-bit limbs, as the filter)
 #   RING=1       add ring 0.17 (needs clang-14 and llvm-ar for the wasm build)
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -3,13 +3,13 @@
 //! (reference: gitlab-ai-gateway.md §2.2).
 //!
 //! Why not the `rsa` crate: GitLab mints a fresh token per request, so this runs on every
-//! request inside Envoy's V8. The `rsa` 0.9 crate (num-bigint-dig) took ~1 ms per 2048-bit
-//! verification there (reference: envoy-wasm-spike.md §4). This module does the same check with
-//! RustCrypto `crypto-bigint` Montgomery arithmetic (a Montgomery context is built once per key,
-//! then `s^e mod n` is a left-to-right square-and-multiply over the public exponent: 16
-//! squarings and one multiplication for e = 65537), several times faster in V8. Every input
-//! here is public (key, signature, digest), so variable time is fine. No big-integer arithmetic
-//! is written here; this file only glues `crypto-bigint` to the PKCS#1 v1.5 encoding check.
+//! request inside Envoy's V8. There the `rsa` 0.9 crate (num-bigint-dig) takes ~840 µs per
+//! 2048-bit verification; this module, built on RustCrypto `crypto-bigint` Montgomery arithmetic,
+//! takes ~150 µs (bench/rsa-verify/README.md; ring 0.17 takes ~380 µs). A Montgomery context is
+//! built once per key; then `s^e mod n` is a left-to-right square-and-multiply over the public
+//! exponent (16 squarings and one multiplication for e = 65537). Every input here is public
+//! (key, signature, digest), so variable time is fine. No big-integer arithmetic is written
+//! here; this file only glues `crypto-bigint` to the PKCS#1 v1.5 encoding check.
 //!
 //! The check is the `rsa` crate's, byte for byte (differential tests below):
 //! 1. the signature is exactly `k` bytes long (`k` = modulus length in bytes),
