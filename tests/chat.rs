@@ -284,3 +284,30 @@ fn legacy_chat_passthrough() {
         (404, "Not found")
     );
 }
+
+#[test]
+fn a_prompts_own_timeout_bounds_the_model_call() {
+    let emu = Emulator::start();
+    let sidecar = Sidecar::start(&emu); // upstream timeout 60 s
+    let token = emu.mint(json!({"scopes": ["complete_code"]}));
+    // model_configuration/check declares `timeout_secs: 10`; the model takes 20 s.
+    let body = json!({"inputs": {}, "stream": false, "model_metadata": metadata("anthropic.claude-fault-slow-20000-v1:0")});
+    let start = Instant::now();
+    let r = post(
+        &sidecar,
+        &token,
+        "/v1/prompts/model_configuration%2Fcheck",
+        &body,
+    );
+    let took = start.elapsed();
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(r.json()["detail"].is_string());
+    assert!(
+        took >= Duration::from_secs(9) && took < Duration::from_secs(15),
+        "{took:?}"
+    );
+    assert!(emu.requests().iter().all(|q| q
+        .get("headers")
+        .and_then(|h| h.get("x-envoy-upstream-rq-timeout-ms"))
+        .is_none()));
+}

@@ -191,6 +191,19 @@ fn v2_generations_and_v3_v4() {
         body["messages"].as_array().unwrap().last().unwrap()["content"],
         "<new_code>"
     );
+    let mut gen_stream = gen.clone();
+    gen_stream["stream"] = json!(true);
+    let r = post(&sidecar, &token, "/v2/code/generations", &gen_stream, &[]);
+    assert_eq!(r.status, 200);
+    assert!(r
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/event-stream"));
+    assert!(
+        !r.text().is_empty() && !r.text().contains("</new_code>"),
+        "{}",
+        r.text()
+    );
 
     let r = post(
         &sidecar,
@@ -242,6 +255,18 @@ fn v2_generations_and_v3_v4() {
         text.ends_with("event: stream_end\ndata: null\n\n"),
         "{text}"
     );
+    // v4 without streaming answers the v3 JSON.
+    let r = post(
+        &sidecar,
+        &token,
+        "/v4/code/suggestions",
+        &generation_v3(MODEL, false),
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json()["choices"][0]["text"]
+        .as_str()
+        .is_some_and(|t| !t.is_empty()));
     assert!(emu.requests().iter().all(|q| q["signature_valid"] == true));
 }
 

@@ -108,6 +108,9 @@ pub struct Plan {
     pub family: Family,
     /// Low-cardinality name for logs and metrics (`code_completions`, `prompts`, `duo_chat`...).
     pub feature: &'static str,
+    /// The prompt definition's model timeout, when it has one (`timeout_secs:`); the host
+    /// applies it when shorter than the configured upstream timeout.
+    pub timeout_secs: Option<u32>,
 }
 
 impl std::fmt::Debug for Plan {
@@ -117,6 +120,7 @@ impl std::fmt::Debug for Plan {
             .field("invoke", &self.invoke)
             .field("family", &self.family)
             .field("feature", &self.feature)
+            .field("timeout_secs", &self.timeout_secs)
             .finish_non_exhaustive()
     }
 }
@@ -167,6 +171,7 @@ impl From<code_suggestions::Plan> for Plan {
             responder: Box::new(p.responder),
             family: Family::CodeSuggestions,
             feature: p.feature,
+            timeout_secs: None,
         }
     }
 }

@@ -138,6 +138,7 @@ pub fn plan(
         },
         responder: Box::new(PromptResponder::new(version, model_id)),
         family: Family::Prompts,
+        timeout_secs: Some(def.timeout_secs),
         feature: "prompts",
     })
 }

@@ -434,6 +434,16 @@ impl Request {
             ("x-forwarded-proto", vm.config.endpoint.scheme.as_str()),
             ("content-length", length.as_str()),
         ];
+        // A prompt's own, shorter model timeout (e.g. chat/react: 30 s) through Envoy's
+        // per-request route timeout; the router consumes the header, Bedrock never sees it.
+        let timeout_ms = planned
+            .timeout_secs
+            .map(u64::from)
+            .filter(|t| *t < vm.config.upstream_timeout_secs)
+            .map(|t| (t * 1000).to_string());
+        if let Some(ms) = &timeout_ms {
+            set.push(("x-envoy-upstream-rq-timeout-ms", ms.as_str()));
+        }
         set.extend(
             upstream
                 .headers

@@ -415,6 +415,9 @@ pub fn plan(body: &[u8], ctx: &RequestContext<'_>) -> Result<Plan, GitlabError> 
         responder: Box::new(AgentResponder::new()),
         family: Family::Chat,
         feature: "duo_chat",
+        timeout_secs: crate::prompts::registry::lookup(crate::prompts::react::PROMPT_ID, None)
+            .ok()
+            .map(|d| d.timeout_secs),
     })
 }
 

@@ -328,6 +328,7 @@ pub fn plan(invokable: &str, body: &[u8], ctx: &RequestContext<'_>) -> Result<Pl
         }),
         family: Family::Chat,
         feature: "duo_chat_legacy",
+        timeout_secs: None,
     })
 }
 
