@@ -57,6 +57,7 @@ integration: build envoy
 
 test: lint build envoy
 	$(CARGO) test --workspace --lib --bins
+	$(CARGO) test -p bedrock-emulator --test server
 	$(CARGO) test --test '*' -- --test-threads 2
 	$(PYTHON) -m py_compile envoy/launch.py bench/bench.py
 
