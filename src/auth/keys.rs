@@ -434,51 +434,33 @@ const DER_SEQUENCE: u8 = 0x30;
 /// DER contents of OID 1.2.840.113549.1.1.1 (rsaEncryption).
 const RSA_ENCRYPTION_OID: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
 
+/// One DER element that must carry `tag`: (its content, what follows it).
+fn der_expect(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    let (found, content, rest) = der_tlv(input)?;
+    (found == tag).then_some((content, rest))
+}
+
 /// PKCS#1 `RSAPrivateKey ::= SEQUENCE { version INTEGER, modulus INTEGER,
 /// publicExponent INTEGER, ... }` → (modulus, publicExponent), big-endian.
 fn pkcs1_public_components(der: &[u8]) -> Option<(&[u8], &[u8])> {
-    let (tag, seq, _) = der_tlv(der)?;
-    if tag != DER_SEQUENCE {
-        return None;
-    }
-    let (tag, _version, rest) = der_tlv(seq)?;
-    if tag != DER_INTEGER {
-        return None;
-    }
-    let (tag, n, rest) = der_tlv(rest)?;
-    if tag != DER_INTEGER {
-        return None;
-    }
-    let (tag, e, _) = der_tlv(rest)?;
-    if tag != DER_INTEGER {
-        return None;
-    }
+    let (seq, _) = der_expect(der, DER_SEQUENCE)?;
+    let (_version, rest) = der_expect(seq, DER_INTEGER)?;
+    let (n, rest) = der_expect(rest, DER_INTEGER)?;
+    let (e, _) = der_expect(rest, DER_INTEGER)?;
     Some((n, e))
 }
 
 /// PKCS#8 `PrivateKeyInfo ::= SEQUENCE { version INTEGER, algorithm SEQUENCE { OID, params },
 /// privateKey OCTET STRING, ... }` → the PKCS#1 key inside, if the algorithm is RSA.
 fn pkcs8_rsa_private_key(der: &[u8]) -> Option<&[u8]> {
-    let (tag, seq, _) = der_tlv(der)?;
-    if tag != DER_SEQUENCE {
+    let (seq, _) = der_expect(der, DER_SEQUENCE)?;
+    let (_version, rest) = der_expect(seq, DER_INTEGER)?;
+    let (alg, rest) = der_expect(rest, DER_SEQUENCE)?;
+    let (oid, _) = der_expect(alg, DER_OID)?;
+    if oid != RSA_ENCRYPTION_OID {
         return None;
     }
-    let (tag, _version, rest) = der_tlv(seq)?;
-    if tag != DER_INTEGER {
-        return None;
-    }
-    let (tag, alg, rest) = der_tlv(rest)?;
-    if tag != DER_SEQUENCE {
-        return None;
-    }
-    let (tag, oid, _) = der_tlv(alg)?;
-    if tag != DER_OID || oid != RSA_ENCRYPTION_OID {
-        return None;
-    }
-    let (tag, key, _) = der_tlv(rest)?;
-    if tag != DER_OCTET_STRING {
-        return None;
-    }
+    let (key, _) = der_expect(rest, DER_OCTET_STRING)?;
     Some(key)
 }
 
