@@ -231,6 +231,22 @@ fn chat_agent_streams_ndjson_events() {
         r.text()
     );
 
+    // Only the tools the token's unit primitives allow are offered to the model (as the gateway does).
+    set_reply(&emu, "Thought: done.\nFinal Answer: ok");
+    let limited = emu.mint(json!({"scopes": ["duo_chat", "ask_issue"]}));
+    assert_eq!(
+        post(&sidecar, &limited, "/v2/chat/agent", &body).status,
+        200
+    );
+    let sent: Value =
+        serde_json::from_str(emu.requests().last().unwrap()["body"].as_str().unwrap()).unwrap();
+    let system = sent["system"].as_str().unwrap();
+    assert!(
+        system.contains("<name>issue_reader</name>")
+            && !system.contains("<name>epic_reader</name>"),
+        "{system}"
+    );
+
     // Scopes: duo_chat, then include_<category>_context.
     let r = post(
         &sidecar,

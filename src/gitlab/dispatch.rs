@@ -74,6 +74,9 @@ pub struct RequestContext<'a> {
     pub enabled_feature_flags: Option<&'a str>,
     /// The filter's configured default model (`bedrock/<id>` or a bare id).
     pub default_model: Option<&'a str>,
+    /// The verified token's unit primitives (`None` when authentication is bypassed): the
+    /// chat agent offers only the tools they allow.
+    pub scopes: Option<&'a [String]>,
 }
 
 /// One scope the JWT must carry.
@@ -304,6 +307,7 @@ mod tests {
             now_secs: u64::MAX,
             enabled_feature_flags: Some(",,"),
             default_model: Some("bedrock/anthropic.claude-3-haiku-20240307-v1:0"),
+            scopes: None,
         };
         for e in &endpoints {
             for b in &bodies {

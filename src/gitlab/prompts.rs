@@ -270,6 +270,7 @@ mod tests {
             now_secs: NOW,
             enabled_feature_flags: None,
             default_model: None,
+            scopes: None,
         }
     }
 
@@ -518,6 +519,7 @@ mod tests {
                 now_secs: NOW,
                 enabled_feature_flags: None,
                 default_model: Some("bedrock/anthropic.claude-3-haiku-20240307-v1:0"),
+                scopes: None,
             },
         )
         .unwrap();

@@ -376,10 +376,15 @@ impl Request {
         )
         .ok()
         .flatten();
+        let scopes = match &self.auth {
+            Auth::Done(Some(claims)) => Some(claims.scopes.as_slice()),
+            _ => None,
+        };
         let ctx = RequestContext {
             now_secs: now_secs(),
             enabled_feature_flags: flags.as_deref(),
             default_model: vm.config.default_model.as_deref(),
+            scopes,
         };
         let planned = match plan(&endpoint, &body, &ctx) {
             Ok(p) => p,

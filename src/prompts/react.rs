@@ -36,6 +36,8 @@ pub struct Tool {
     pub name: &'static str,
     /// How the resource is called in "GitLab resources you can reach".
     pub resource: &'static str,
+    /// The unit primitive a token needs for the tool to be offered (reference §1.4).
+    pub unit_primitive: &'static str,
 }
 
 /// The tools of GitLab's Duo Chat (`DuoChatToolsRegistry`), in the gateway's order.
@@ -43,30 +45,37 @@ pub const TOOLS: &[Tool] = &[
     Tool {
         name: "build_reader",
         resource: "builds",
+        unit_primitive: "ask_build",
     },
     Tool {
         name: "epic_reader",
         resource: "epics",
+        unit_primitive: "ask_epic",
     },
     Tool {
         name: "issue_reader",
         resource: "issues",
+        unit_primitive: "ask_issue",
     },
     Tool {
         name: "merge_request_reader",
         resource: "merge requests",
+        unit_primitive: "ask_merge_request",
     },
     Tool {
         name: "commit_reader",
         resource: "commits",
+        unit_primitive: "duo_chat",
     },
     Tool {
         name: "work_item_reader",
         resource: "work items",
+        unit_primitive: "ask_work_item",
     },
     Tool {
         name: "gitlab_documentation",
         resource: "documentation answers",
+        unit_primitive: "documentation_search",
     },
 ];
 
@@ -127,6 +136,20 @@ pub struct ReactInput {
     pub unavailable_resources: Vec<String>,
     /// Already formatted (see [`super::date::Date::chat_format`]).
     pub current_date: String,
+    /// The token's unit primitives: only tools it may use are offered, as the gateway does.
+    /// `None` (authentication bypassed) offers every tool.
+    pub scopes: Option<Vec<String>>,
+}
+
+impl ReactInput {
+    /// The tools this request may use, in the registry's order.
+    pub fn tools(&self) -> impl Iterator<Item = &'static Tool> + '_ {
+        TOOLS.iter().filter(move |t| {
+            self.scopes
+                .as_ref()
+                .is_none_or(|s| s.iter().any(|up| up == t.unit_primitive))
+        })
+    }
 }
 
 /// Why the prompt could not be built (GitLab's gateway fails the stream with these texts).
@@ -287,14 +310,14 @@ pub fn react_request(input: &ReactInput) -> Result<MessagesRequest, ReactError> 
         .map_err(|e| ReactError::Definition(format!("{PROMPT_ID}: {e:?}")))?;
 
     let mut tools = String::new();
-    for t in TOOLS {
+    for t in input.tools() {
         if !tools.is_empty() {
             tools.push('\n');
         }
         tools.push_str(partial(def, &format!("tool_{}", t.name))?);
     }
-    let resources = TOOLS
-        .iter()
+    let resources = input
+        .tools()
         .map(|t| t.resource)
         .collect::<Vec<_>>()
         .join(", ");
@@ -304,7 +327,10 @@ pub fn react_request(input: &ReactInput) -> Result<MessagesRequest, ReactError> 
         &string_vars(&[
             ("current_date", input.current_date.clone()),
             ("tools", tools),
-            ("tool_names", tool_names()),
+            (
+                "tool_names",
+                input.tools().map(|t| t.name).collect::<Vec<_>>().join(", "),
+            ),
             ("resources", resources),
             (
                 "unavailable_resources",
@@ -384,7 +410,34 @@ mod tests {
             scratchpad: Vec::new(),
             unavailable_resources: vec!["Merge Requests, Pipelines, Vulnerabilities".into()],
             current_date: "Friday, March, 07, 2025".into(),
+            scopes: None,
         }
+    }
+
+    #[test]
+    fn only_tools_the_token_allows_are_offered() {
+        let mut i = input(vec![user("Summarize issue #1")]);
+        i.scopes = Some(vec!["duo_chat".into(), "ask_issue".into()]);
+        let r = react_request(&i).unwrap();
+        let system = r.system.as_deref().unwrap();
+        assert!(system.contains("<name>issue_reader</name>"));
+        assert!(
+            system.contains("<name>commit_reader</name>"),
+            "commit_reader needs duo_chat"
+        );
+        assert!(!system.contains("<name>epic_reader</name>"));
+        assert!(!system.contains("<name>gitlab_documentation</name>"));
+        assert!(
+            system.contains("one of [issue_reader, commit_reader]"),
+            "{system}"
+        );
+        // No scopes known (authentication bypassed): every tool.
+        let all = react_request(&input(vec![user("x")])).unwrap();
+        assert!(all
+            .system
+            .as_deref()
+            .unwrap()
+            .contains(&format!("one of [{}]", tool_names())));
     }
 
     #[test]

@@ -394,6 +394,7 @@ pub fn plan(body: &[u8], ctx: &RequestContext<'_>) -> Result<Plan, GitlabError> 
         scratchpad,
         unavailable_resources: req.unavailable_resources,
         current_date: Date::from_unix(ctx.now_secs).chat_format(),
+        scopes: ctx.scopes.map(<[String]>::to_vec),
     };
     let body = react_request(&input).map_err(|e| match e {
         ReactError::LastMessageNotHuman => {
@@ -438,6 +439,7 @@ mod tests {
                 now_secs: 1_741_348_800,
                 enabled_feature_flags: None,
                 default_model: Some(MODEL),
+                scopes: None,
             },
         )
     }

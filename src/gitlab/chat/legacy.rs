@@ -418,6 +418,7 @@ mod tests {
                 now_secs: NOW,
                 enabled_feature_flags: None,
                 default_model: None,
+                scopes: None,
             },
         )
     }

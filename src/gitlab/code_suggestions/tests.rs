@@ -14,6 +14,7 @@ fn ctx() -> RequestContext<'static> {
         now_secs: NOW,
         enabled_feature_flags: None,
         default_model: None,
+        scopes: None,
     }
 }
 
@@ -202,6 +203,7 @@ fn model_selection_in_plans() {
     assert!(e.body.contains("No model configured"));
     let c = RequestContext {
         default_model: Some("bedrock/anthropic.claude-3-haiku-20240307-v1:0"),
+        scopes: None,
         ..ctx()
     };
     let p = plan(CodeEndpoint::V2Completions, &no_id, &c).unwrap();
