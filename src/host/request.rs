@@ -613,7 +613,7 @@ impl Request {
                     "Bedrock answered {} {}: {}",
                     b.status,
                     b.kind,
-                    truncate(&b.message, 300)
+                    errors::bounded_text(&b.message, 300)
                 );
                 let e = errors::from_bedrock(
                     fwd.family,
@@ -706,7 +706,7 @@ impl Request {
                 | StreamFrame::Exception { kind, message } => {
                     log::warn!(
                         "Bedrock stream ended by {kind}: {}",
-                        truncate(&message, 300)
+                        errors::bounded_text(&message, 300)
                     );
                     self.record.error_type = Some(kind);
                     self.record.stream_exception = true;
@@ -737,13 +737,6 @@ impl Request {
             out.extend(fwd.responder.stream_end());
         }
         out
-    }
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => &s[..i],
-        None => s,
     }
 }
 
