@@ -7,9 +7,9 @@
 //! `tests/fixtures/bedrock-sigv4.json` (`invoke-*`: `accept;content-type`; `stream-*`:
 //! `content-type;x-amzn-bedrock-accept`).
 //!
-//! The host sets `:method`, `:path`, `:authority` and `content-length` from [`UpstreamRequest`],
-//! replaces the client's headers with [`UpstreamRequest::headers`], and drops every client header
-//! for which [`stripped_request_header`] is true.
+//! The host sets `:method`, `:path`, `:authority` and `content-length` from [`UpstreamRequest`]
+//! and replaces the client's headers with [`UpstreamRequest::headers`]: it drops every client
+//! header (stricter than [`stripped_request_header`], which names the ones that must never pass).
 
 use std::fmt;
 use std::time::SystemTime;
