@@ -5,10 +5,15 @@ and Envoy + this filter, all in one run, against the same local upstream (the bu
 Rows (every row ends at the emulator's InvokeModel, which verifies SigV4 and answers the same JSON):
   plain Envoy          a pre-signed Bedrock request proxied as is (no JWT, no signing): the floor
   native jwt+sigv4     Envoy's own jwt_authn (RS256, remote JWKS) + aws_request_signing: verify + sign, no translation
-  filter               this filter: JWT verify + GitLab -> Bedrock rewrite + SigV4 + answer rewrite
-                       (a fresh token per request, as Rails mints one per request: the token cache never hits)
-  filter, token reused the same token every request: the verified-token cache hits
+  filter               the sidecar as `make run` renders it: Envoy's jwt_authn checks the RS256 signature,
+                       this filter applies the GitLab rules + GitLab -> Bedrock rewrite + SigV4 + answer rewrite
+                       (a fresh token per request, as Rails mints one per request: no token cache can hit)
+  filter, wasm verify  the same with DUO_BEDROCK_ENVOY_JWT_AUTHN=false: the filter verifies RS256 itself
+                       (hosts that cannot put jwt_authn in front, e.g. an Istio WasmPlugin)
+  filter, token reused the same token every request (jwt_authn's and the filter's token caches hit)
   filter, stream       completions with stream=true (event-stream decoded and re-emitted as text)
+
+BENCH_ROWS=plain,native,filter,wasm,cached,stream picks rows (default: all).
 
 Each row: wrk at 1 connection (latency) and at 16 connections (throughput), Envoy --concurrency 1
 (override with BENCH_CONCURRENCY), plus the Envoy process RSS after the run. Numbers on a shared
@@ -34,7 +39,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "envoy"))
 import launch  # noqa: E402
 
-DURATION = os.environ.get("BENCH_DURATION", "8s")
+DURATION = os.environ.get("BENCH_DURATION", "3s")
+# Every row is measured once per round, rounds interleaved, and the median round is reported:
+# on a shared 2-core VM the background load drifts, and interleaving spreads it over every row.
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 CONCURRENCY = os.environ.get("BENCH_CONCURRENCY", "1")
 MODEL = "anthropic.claude-3-5-sonnet-20240620-v1:0"
 AK, SK, REGION = launch.DEMO_ACCESS_KEY, launch.DEMO_SECRET_KEY, launch.DEMO_REGION
@@ -100,9 +108,20 @@ def lua_script(path, method, url_path, headers, body, tokens=None):
     Path(path).write_text("\n".join(lines) + "\n")
 
 
+# On a small machine, pin Envoy to the last CPU and wrk + the emulator to the others, so the rows
+# compete for the same cores the same way (BENCH_PIN=0 turns it off).
+PIN = os.environ.get("BENCH_PIN", "1") != "0" and shutil.which("taskset") and (os.cpu_count() or 1) >= 2
+ENVOY_CPUS = str((os.cpu_count() or 1) - 1)
+CLIENT_CPUS = f"0-{(os.cpu_count() or 2) - 2}"
+
+
+def pinned(cpus, argv):
+    return ["taskset", "-c", cpus, *argv] if PIN else argv
+
+
 def run_wrk(port, script, connections):
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{DURATION}", "--latency", "-s", script,
-                          f"http://127.0.0.1:{port}"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(pinned(CLIENT_CPUS, ["wrk", "-t1", f"-c{connections}", f"-d{DURATION}", "--latency", "-s", script,
+                          f"http://127.0.0.1:{port}"]), capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 
     def pct(p):
@@ -125,8 +144,8 @@ def envoy(config_text, workdir, name):
     path = Path(workdir) / f"{name}.yaml"
     path.write_text(config_text)
     env = {"PATH": os.environ["PATH"], "AWS_ACCESS_KEY_ID": AK, "AWS_SECRET_ACCESS_KEY": SK}
-    return subprocess.Popen([launch.env("ENVOY_BIN", str(launch.DEFAULT_ENVOY)), "-c", str(path),
-                             "--concurrency", CONCURRENCY, "--log-level", "warning", "--disable-hot-restart"],
+    return subprocess.Popen(pinned(ENVOY_CPUS, [launch.env("ENVOY_BIN", str(launch.DEFAULT_ENVOY)), "-c", str(path),
+                             "--concurrency", CONCURRENCY, "--log-level", "warning", "--disable-hot-restart"]),
                             env=env, stdout=subprocess.DEVNULL, stderr=open(Path(workdir) / f"{name}.log", "w"))
 
 
@@ -200,8 +219,8 @@ def main():
         sys.exit("wrk is not installed (make bench installs it from Debian)")
     workdir = tempfile.mkdtemp(prefix="duo-bench-")
     emulator_bin = launch.env("DUO_EMULATOR_BIN", str(launch.DEFAULT_EMULATOR))
-    emu = subprocess.Popen([emulator_bin, "serve", "--listen", "127.0.0.1:0", "--access-key-id", AK,
-                            "--secret-access-key", SK, "--region", REGION], stdout=subprocess.PIPE, text=True,
+    emu = subprocess.Popen(pinned(CLIENT_CPUS, [emulator_bin, "serve", "--listen", "127.0.0.1:0", "--access-key-id", AK,
+                            "--secret-access-key", SK, "--region", REGION]), stdout=subprocess.PIPE, text=True,
                            stderr=subprocess.DEVNULL)
     url = emu.stdout.readline().strip().rsplit(" ", 1)[-1]
     up_port = int(url.rsplit(":", 1)[1])
@@ -231,8 +250,9 @@ def main():
         procs.append(envoy(plain_config(plain_port, free_port(), up_port), workdir, "plain"))
         procs.append(envoy(plain_config(native_port, free_port(), up_port, native_filters(up_port)), workdir, "native"))
         filter_port = free_port()
-        variants = [("filter", filter_port, {"AIGW_TOKEN_CACHE_SIZE": "0"})]
-        variants.append(("filter-cache", free_port(), {}))
+        variants = [("filter", filter_port, {"AIGW_TOKEN_CACHE_SIZE": "0"}),
+                    ("filter-wasm", free_port(), {"AIGW_TOKEN_CACHE_SIZE": "0", "DUO_BEDROCK_ENVOY_JWT_AUTHN": "false"}),
+                    ("filter-cache", free_port(), {})]
         for name, port, extra in variants:
             env = dict(os.environ, AIGW_GITLAB_URL=url, AWS_BEDROCK_RUNTIME_ENDPOINT=url, AWS_REGION_NAME=REGION,
                        AWS_ACCESS_KEY_ID=AK, AWS_SECRET_ACCESS_KEY=SK, AIGW_FASTAPI__API_HOST="127.0.0.1",
@@ -246,7 +266,7 @@ def main():
                 os.environ.clear()
                 os.environ.update(saved)
             procs.append(envoy(config, workdir, name))
-        for port in (plain_port, native_port, filter_port, variants[1][1]):
+        for port in (plain_port, native_port, *(v[1] for v in variants)):
             wait_ready(port)
         time.sleep(1.0)  # JWKS fetched by every variant
 
@@ -260,27 +280,49 @@ def main():
         lua_script(f"{workdir}/stream.lua", "POST", "/v2/code/completions", gitlab,
                    json.dumps(dict(completion, stream=True)), fresh_tokens)
         plan = [
-            ("plain Envoy (pre-signed passthrough)", plain_port, "plain.lua", procs[1]),
-            ("native jwt_authn + aws_request_signing", native_port, "native.lua", procs[2]),
-            ("filter: completion, fresh token each request", filter_port, "filter.lua", procs[3]),
-            ("filter: completion, token reused (cache)", variants[1][1], "cached.lua", procs[4]),
-            ("filter: completion, stream", filter_port, "stream.lua", procs[3]),
+            ("plain", "plain Envoy (pre-signed passthrough)", plain_port, "plain.lua", procs[1]),
+            ("native", "native jwt_authn + aws_request_signing", native_port, "native.lua", procs[2]),
+            ("filter", "filter (jwt_authn in front): completion, fresh token each request", filter_port,
+             "filter.lua", procs[3]),
+            ("wasm", "filter, wasm-only verify: completion, fresh token each request", variants[1][1],
+             "filter.lua", procs[4]),
+            ("cached", "filter: completion, token reused (caches)", variants[2][1], "cached.lua", procs[5]),
+            ("stream", "filter (jwt_authn in front): completion, stream, fresh token", filter_port,
+             "stream.lua", procs[3]),
         ]
-        for label, port, script, proc in plan:
-            lat = run_wrk(port, f"{workdir}/{script}", 1)
-            thr = run_wrk(port, f"{workdir}/{script}", 16)
-            rows.append((label, lat, thr, rss_mb(proc.pid)))
+        wanted = os.environ.get("BENCH_ROWS", "plain,native,filter,wasm,cached,stream").split(",")
+        plan = [p for p in plan if p[0] in wanted]
+        cells = {p[0]: ([], []) for p in plan}
+        for _ in range(ROUNDS):
+            for key, _label, port, script, _proc in plan:
+                cells[key][0].append(run_wrk(port, f"{workdir}/{script}", 1))
+                cells[key][1].append(run_wrk(port, f"{workdir}/{script}", 16))
 
+        def median(runs, index):
+            """The run with the median value of `index` (p50 at c=1, req/s at c=16)."""
+            return sorted(runs, key=lambda r: r[index])[len(runs) // 2]
+
+        for key, label, _port, _script, proc in plan:
+            lat_runs, thr_runs = cells[key]
+            lat, thr = median(lat_runs, 1), median(thr_runs, 0)
+            errors = sum(r[3] for r in lat_runs + thr_runs)
+            rows.append((label, lat, thr, rss_mb(proc.pid), errors))
+
+        if not rows:
+            sys.exit(f"BENCH_ROWS={os.environ.get('BENCH_ROWS')!r}: no such row")
         base = rows[0][1][1]
         print(f"\nEnvoy {launch.env('ENVOY_BIN', 'venv')} --concurrency {CONCURRENCY}, wrk {DURATION} per cell, "
-              f"upstream = bedrock-emulator (SigV4 verified)\n")
+              f"median of {ROUNDS} interleaved rounds, upstream = bedrock-emulator (SigV4 verified)"
+              f"{', Envoy pinned to CPU ' + ENVOY_CPUS if PIN else ''}\n")
         print(f"| variant | c=1 p50 ms | c=1 p99 ms | added p50 µs | c=16 req/s | c=16 p50 ms | c=16 p99 ms | RSS MB | errors |")
         print("|---|---|---|---|---|---|---|---|---|")
-        for label, lat, thr, rss in rows:
+        if "plain" not in wanted:
+            print("(no plain row: 'added' is relative to the first row)\n")
+        for label, lat, thr, rss, errors in rows:
             print(f"| {label} | {lat[1]:.3f} | {lat[2]:.3f} | {(lat[1] - base) * 1000:+.0f} | {thr[0]:.0f} | "
-                  f"{thr[1]:.3f} | {thr[2]:.3f} | {rss:.0f} | {lat[3] + thr[3]} |")
+                  f"{thr[1]:.3f} | {thr[2]:.3f} | {rss:.0f} | {errors} |")
         print()
-        if any(lat[3] + thr[3] for _, lat, thr, _ in rows):
+        if any(row[4] for row in rows):
             print("some requests failed: see the logs in", workdir)
             return 1
         return 0

@@ -121,6 +121,46 @@ def int_env(name, default, low, high):
     return value
 
 
+def bool_env_default(name, default):
+    return bool_env(name) if env(name) is not None else default
+
+
+# Must match `config::JWT_AUTHN_PAYLOAD_KEY` in the filter.
+JWT_AUTHN_PAYLOAD_KEY = "duo_bedrock_verified"
+
+
+def jwt_authn_filter(gitlab_url, portal):
+    """Envoy's native jwt_authn in front of the filter: it checks RS256 signatures (BoringSSL)
+    against the same OIDC keys and records the verified payload in dynamic metadata; it never
+    answers itself (allow_missing_or_failed). The filter applies every GitLab rule and error body,
+    and verifies the signature itself whenever jwt_authn did not vouch for the exact token
+    (unknown key yet, CustomersDot or self-signed keys, JWKS unreachable...). GitLab serves its
+    JWKS at /oauth/discovery/keys (its discovery document's jwks_uri)."""
+    providers = [("gitlab", gitlab_url, "gitlab")]
+    if portal:
+        providers.append(("customers", portal, "customers"))
+    blocks = []
+    for name, base, cluster in providers:
+        uri = base.rstrip("/") + "/oauth/discovery/keys"
+        blocks.append(f"""                {name}:
+                  from_headers: [{{ name: Authorization, value_prefix: "Bearer " }}]
+                  forward: true
+                  payload_in_metadata: {JWT_AUTHN_PAYLOAD_KEY}
+                  remote_jwks:
+                    http_uri: {{ uri: "{uri}", cluster: {cluster}, timeout: 5s }}
+                    cache_duration: 300s
+                    async_fetch: {{ fast_listener: true, failed_refetch_duration: 5s }}""")
+    return """          - name: envoy.filters.http.jwt_authn
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication
+              providers:
+""" + "\n".join(blocks) + """
+              rules:
+              - match: { prefix: "/" }
+                requires: { allow_missing_or_failed: {} }
+"""
+
+
 def bedrock_endpoint():
     override = env("AWS_BEDROCK_RUNTIME_ENDPOINT")
     region = first_env("AWS_REGION_NAME", "AWS_REGION", "AWS_DEFAULT_REGION")
@@ -170,6 +210,8 @@ def render(wasm_path=None):
     if portal:
         clusters.append(cluster_block("customers", *parse_base_url("AIGW_CUSTOMER_PORTAL_URL", portal)))
 
+    auth_bypass = bool_env("AIGW_AUTH__BYPASS_EXTERNAL")
+    native_jwt = bool_env_default("DUO_BEDROCK_ENVOY_JWT_AUTHN", True) and not auth_bypass
     plugin = {
         "gitlab_url": gitlab_url,
         "gitlab_cluster": "gitlab",
@@ -179,10 +221,11 @@ def render(wasm_path=None):
         "bedrock_endpoint": endpoint,
         "region": region,
         "default_model": env("AIGW_DEFAULT_MODEL"),
-        "auth_bypass": bool_env("AIGW_AUTH__BYPASS_EXTERNAL"),
+        "auth_bypass": auth_bypass,
         "jwt_leeway_secs": int_env("AIGW_JWT_LEEWAY_SECONDS", 0, 0, 300),
         "upstream_timeout_secs": int_env("AIGW_MODEL_TIMEOUT_SECONDS", 60, 1, 600),
         "token_cache_size": int_env("AIGW_TOKEN_CACHE_SIZE", 1024, 0, 100000),
+        "envoy_jwt_authn": native_jwt or None,
     }
     plugin_json = json.dumps({k: v for k, v in plugin.items() if v is not None}, separators=(",", ":"))
 
@@ -193,6 +236,7 @@ def render(wasm_path=None):
         "UPSTREAM_TIMEOUT": f"{plugin['upstream_timeout_secs']}s",
         "WASM_PATH": str(wasm_path or env("DUO_FILTER_WASM", str(DEFAULT_WASM))),
         "PLUGIN_CONFIG": plugin_json.replace("'", "''"),  # YAML single-quoted scalar
+        "JWT_AUTHN_FILTER": jwt_authn_filter(gitlab_url, portal) if native_jwt else "",
         "CLUSTERS": "\n".join(clusters),
     }
     return Template(TEMPLATE.read_text()).substitute(values)

@@ -43,7 +43,15 @@ struct Raw {
     token_cache_size: usize,
     #[serde(default = "default_credentials_cluster")]
     credentials_cluster: String,
+    /// Envoy's `jwt_authn` runs before the filter and stores verified payloads in dynamic
+    /// metadata under `envoy.filters.http.jwt_authn` / [`JWT_AUTHN_PAYLOAD_KEY`].
+    #[serde(default)]
+    envoy_jwt_authn: bool,
 }
+
+/// The `payload_in_metadata` name `envoy/launch.py` gives jwt_authn's providers: the verified
+/// payload is at `metadata.filter_metadata["envoy.filters.http.jwt_authn"][JWT_AUTHN_PAYLOAD_KEY]`.
+pub const JWT_AUTHN_PAYLOAD_KEY: &str = "duo_bedrock_verified";
 
 fn default_gitlab_cluster() -> String {
     "gitlab".into()
@@ -108,6 +116,10 @@ pub struct Config {
     /// The gateway's own keys (`AIGW_SELF_SIGNED_JWT__SIGNING_KEY` / `__VALIDATION_KEY`) as a
     /// JWKS document, trusted beside the OIDC providers' keys (reference §2.2).
     pub local_jwks: Option<String>,
+    /// Envoy's native `jwt_authn` filter checks token signatures in front of the filter (see
+    /// [`crate::auth::rules::SignatureCheck`]); the filter still applies every other rule and
+    /// verifies the signature itself whenever jwt_authn did not vouch for the exact token.
+    pub envoy_jwt_authn: bool,
     /// `DUO_BEDROCK_FAULT_INJECTION=crash`: a request carrying `x-duo-bedrock-crash: now`
     /// panics the VM. Test-only (it proves the reload policy); never set it in production.
     pub crash_injection: bool,
@@ -256,6 +268,7 @@ impl Config {
             key_wait_ms: raw.key_wait_ms,
             token_cache_size: raw.token_cache_size,
             local_jwks,
+            envoy_jwt_authn: raw.envoy_jwt_authn && !raw.auth_bypass,
             crash_injection,
         })
     }

@@ -23,10 +23,32 @@ fn accepted(r: &Response) -> bool {
     r.status == 404
 }
 
+/// The sidecar as `make run` starts it (Envoy's jwt_authn checks signatures in front of the
+/// filter), or with the filter alone verifying (`DUO_BEDROCK_ENVOY_JWT_AUTHN=false`).
+fn sidecar(emu: &Emulator, envoy_jwt_authn: bool) -> Sidecar {
+    let flag = if envoy_jwt_authn { "true" } else { "false" };
+    Sidecar::start_with(emu, &[("DUO_BEDROCK_ENVOY_JWT_AUTHN", flag)])
+}
+
+/// `duo_bedrock_jwt_signature_checks_total{source=...}` from Envoy's Prometheus page.
+fn signature_checks(sidecar: &Sidecar, source: &str) -> u64 {
+    let prom = request(sidecar.admin_port, "GET", "/stats/prometheus", &[], None).text();
+    let prefix = format!("duo_bedrock_jwt_signature_checks_total{{source=\"{source}\"}} ");
+    prom.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
 #[test]
 fn header_rules_and_exact_bodies() {
+    for native in [true, false] {
+        header_rules_and_exact_bodies_with(native);
+    }
+}
+
+fn header_rules_and_exact_bodies_with(native: bool) {
     let emu = Emulator::start();
-    let sidecar = Sidecar::start(&emu);
+    let sidecar = sidecar(&emu, native);
     let token = emu.token();
     assert!(
         accepted(&probe(&sidecar, &token)),
@@ -111,8 +133,14 @@ fn header_rules_and_exact_bodies() {
 
 #[test]
 fn hostile_tokens_are_forbidden() {
+    for native in [true, false] {
+        hostile_tokens_are_forbidden_with(native);
+    }
+}
+
+fn hostile_tokens_are_forbidden_with(native: bool) {
     let emu = Emulator::start();
-    let sidecar = Sidecar::start(&emu);
+    let sidecar = sidecar(&emu, native);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -149,6 +177,46 @@ fn hostile_tokens_are_forbidden() {
         !sidecar.logs().contains(&good),
         "tokens never reach the log"
     );
+}
+
+#[test]
+fn envoy_jwt_authn_checks_signatures_of_fresh_tokens() {
+    let emu = Emulator::start();
+    let sidecar = sidecar(&emu, true);
+    for _ in 0..5 {
+        assert!(accepted(&probe(&sidecar, &emu.token())));
+    }
+    assert_eq!(signature_checks(&sidecar, "envoy_jwt_authn"), 5);
+    assert_eq!(signature_checks(&sidecar, "filter"), 0);
+
+    // A key jwt_authn has not fetched yet (GitLab rotated): the filter verifies the signature
+    // itself, so the rotation is accepted at once.
+    emu.oidc(json!({"active_keys": ["demo-1", "demo-2"]}));
+    let rotated = emu.mint(json!({"key": "demo-2"}));
+    assert!(accepted(&probe(&sidecar, &rotated)));
+    assert_eq!(signature_checks(&sidecar, "filter"), 1);
+
+    // Two Authorization headers reach both filters joined into one value (Envoy folds this
+    // header), which is no token: refused, whatever jwt_authn made of it.
+    let token = emu.token();
+    let forged = {
+        let mut parts: Vec<String> = token.split('.').map(String::from).collect();
+        parts[1] = b64(r#"{"scopes":["everything"]}"#);
+        parts.join(".")
+    };
+    for (first, second) in [(&token, &forged), (&forged, &token), (&token, &token)] {
+        let mut headers = gitlab_headers(first);
+        headers.push(("authorization", format!("Bearer {second}")));
+        let r = sidecar.request("POST", "/v9/probe", &as_refs(&headers), Some(b"{}"));
+        assert_eq!((r.status, r.text().as_str()), (401, FORBIDDEN));
+    }
+    assert_eq!(signature_checks(&sidecar, "envoy_jwt_authn"), 5);
+
+    // Without jwt_authn every signature is checked in the filter.
+    let sidecar = self::sidecar(&emu, false);
+    assert!(accepted(&probe(&sidecar, &emu.token())));
+    assert_eq!(signature_checks(&sidecar, "filter"), 1);
+    assert_eq!(signature_checks(&sidecar, "envoy_jwt_authn"), 0);
 }
 
 fn b64(s: &str) -> String {

@@ -141,6 +141,25 @@ struct RawHeader {
     kid: Option<Value>,
 }
 
+/// How the RS256 signature of a token is established.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureCheck<'a> {
+    /// Verify it here (the in-wasm RS256 verifier).
+    Verify,
+    /// Envoy's native `jwt_authn` filter, configured with the same GitLab JWKS and reading the
+    /// same single `Authorization: Bearer` header, verified a token and reported its `jti`. The
+    /// filter trusts that only for a token whose own `jti` is exactly this one and whose `kid`
+    /// is in the filter's key set; otherwise it verifies the signature itself.
+    VerifiedByEnvoy { jti: &'a str },
+}
+
+/// How a token's signature was found valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifiedBy {
+    Filter,
+    Envoy,
+}
+
 /// Step 2: verify a bearer token against `keys` at host time `now` (seconds).
 ///
 /// Checks, in order: size; exactly three non-empty dot-separated segments; header JSON with
@@ -154,6 +173,22 @@ struct RawHeader {
 /// than `alg` and `kid` (`jwk`, `jku`, `x5u`, `x5c`, `crit`, `typ`...) are ignored: keys only
 /// ever come from the [`KeySet`].
 pub fn verify(token: &str, keys: &KeySet, cfg: &AuthConfig, now: u64) -> Result<Claims, AuthError> {
+    verify_with(token, keys, cfg, now, SignatureCheck::Verify).map(|(claims, _)| claims)
+}
+
+/// [`verify`], with the signature possibly vouched for by Envoy's `jwt_authn`
+/// ([`SignatureCheck::VerifiedByEnvoy`]). Every step but the RSA arithmetic runs either way, in
+/// the same order, so both paths accept and reject the same tokens with the same errors; the
+/// Envoy path is taken only when the token carries a `kid` the key set knows and its payload's
+/// `jti` is the one jwt_authn verified (each segment is strict base64url, so the token is exactly
+/// the string jwt_authn extracted from the header).
+pub fn verify_with(
+    token: &str,
+    keys: &KeySet,
+    cfg: &AuthConfig,
+    now: u64,
+    check: SignatureCheck<'_>,
+) -> Result<(Claims, VerifiedBy), AuthError> {
     if token.len() > cfg.max_token_bytes {
         return Err(AuthError::Forbidden("too_large"));
     }
@@ -188,6 +223,29 @@ pub fn verify(token: &str, keys: &KeySet, cfg: &AuthConfig, now: u64) -> Result<
     let signature = URL_SAFE_NO_PAD
         .decode(sig_b64)
         .map_err(|_| AuthError::Forbidden("malformed"))?;
+    let key = match kid {
+        Some(kid) => match keys.get(&kid) {
+            Some(key) => Some(key),
+            None => return Err(AuthError::UnknownKid(truncate(kid, MAX_KID_ECHO))),
+        },
+        None => None,
+    };
+
+    let decode_payload = || -> Result<Map<String, Value>, AuthError> {
+        let payload = URL_SAFE_NO_PAD
+            .decode(payload_b64)
+            .map_err(|_| AuthError::Forbidden("malformed"))?;
+        serde_json::from_slice(&payload).map_err(|_| AuthError::Forbidden("malformed"))
+    };
+    // The Envoy path: a known kid and the very token jwt_authn verified (same jti).
+    if let (SignatureCheck::VerifiedByEnvoy { jti }, Some(_)) = (check, key) {
+        if let Ok(payload) = decode_payload() {
+            if payload.get("jti").and_then(Value::as_str) == Some(jti) {
+                return claims_from_payload(payload, cfg, now).map(|c| (c, VerifiedBy::Envoy));
+            }
+        }
+    }
+
     // JWS signing input: the first two segments as sent, with their dot.
     let signed_len = header_b64
         .len()
@@ -197,24 +255,14 @@ pub fn verify(token: &str, keys: &KeySet, cfg: &AuthConfig, now: u64) -> Result<
         .get(..signed_len)
         .ok_or(AuthError::Forbidden("malformed"))?;
     let digest: [u8; 32] = Sha256::digest(signing_input.as_bytes()).into();
-
-    let verified = match kid {
-        Some(kid) => match keys.get(&kid) {
-            Some(key) => rs256_ok(key, &digest, &signature),
-            None => return Err(AuthError::UnknownKid(truncate(kid, MAX_KID_ECHO))),
-        },
+    let verified = match key {
+        Some(key) => rs256_ok(key, &digest, &signature),
         None => keys.all().any(|key| rs256_ok(key, &digest, &signature)),
     };
     if !verified {
         return Err(AuthError::Forbidden("bad_signature"));
     }
-
-    let payload = URL_SAFE_NO_PAD
-        .decode(payload_b64)
-        .map_err(|_| AuthError::Forbidden("malformed"))?;
-    let payload: Map<String, Value> =
-        serde_json::from_slice(&payload).map_err(|_| AuthError::Forbidden("malformed"))?;
-    claims_from_payload(payload, cfg, now)
+    claims_from_payload(decode_payload()?, cfg, now).map(|c| (c, VerifiedBy::Filter))
 }
 
 /// RSASSA-PKCS1-v1_5 with SHA-256 (JWS `RS256`, RFC 7518 §3.3). [`Rs256Key::verify`] checks
@@ -857,6 +905,109 @@ pub(crate) mod tests {
             b64(&rails_claims().to_string())
         );
         assert_eq!(forbidden(&t), "malformed");
+    }
+
+    // ---- signature vouched for by Envoy's jwt_authn ----
+
+    const JTI: &str = "8b1e6c5e-2d4a-4f0e-9a7b-000000000001";
+
+    fn via_envoy(token: &str, jti: &str) -> Result<(Claims, VerifiedBy), AuthError> {
+        verify_with(
+            token,
+            &keys(),
+            &AuthConfig::default(),
+            NOW,
+            SignatureCheck::VerifiedByEnvoy { jti },
+        )
+    }
+
+    /// The token with its signature replaced by another valid-looking one (bad signature).
+    fn resigned_badly(token: &str) -> String {
+        let (signed, _) = token.rsplit_once('.').unwrap();
+        format!("{signed}.{}", URL_SAFE_NO_PAD.encode([7u8; 256]))
+    }
+
+    #[test]
+    fn envoy_verified_skips_only_the_rsa_arithmetic() {
+        let good = sign(&rails_claims());
+        let (claims, by) = via_envoy(&good, JTI).unwrap();
+        assert_eq!(by, VerifiedBy::Envoy);
+        assert_eq!(claims, v(&good).unwrap());
+        // The RSA step is what is skipped: the same bytes with a wrong signature pass only
+        // because jwt_authn vouched for this jti (jwt_authn would have refused such a token;
+        // this shows which step is delegated).
+        assert_eq!(
+            via_envoy(&resigned_badly(&good), JTI).unwrap().1,
+            VerifiedBy::Envoy
+        );
+        // Another jti: not the token jwt_authn verified, so the filter verifies it itself.
+        assert_eq!(via_envoy(&good, "other").unwrap().1, VerifiedBy::Filter);
+        assert_eq!(
+            via_envoy(&resigned_badly(&good), "other"),
+            Err(AuthError::Forbidden("bad_signature"))
+        );
+        // A token without a jti is never taken on trust.
+        let mut no_jti = rails_claims();
+        no_jti.as_object_mut().unwrap().remove("jti");
+        let t = sign(&no_jti);
+        assert_eq!(via_envoy(&t, "").unwrap().1, VerifiedBy::Filter);
+        assert_eq!(
+            via_envoy(&resigned_badly(&t), ""),
+            Err(AuthError::Forbidden("bad_signature"))
+        );
+    }
+
+    #[test]
+    fn envoy_verified_keeps_every_other_rule() {
+        // No kid: the filter tries its own keys (jwt_authn's key choice is not taken on trust).
+        let t = sign_with(KEY1_PEM, None, Algorithm::RS256, &rails_claims());
+        assert_eq!(via_envoy(&t, JTI).unwrap().1, VerifiedBy::Filter);
+        assert_eq!(
+            via_envoy(&resigned_badly(&t), JTI),
+            Err(AuthError::Forbidden("bad_signature"))
+        );
+        // A kid the filter does not know: refresh/unknown-kid handling as usual.
+        let t = sign_with(KEY1_PEM, Some("rotated"), Algorithm::RS256, &rails_claims());
+        assert_eq!(
+            via_envoy(&t, JTI),
+            Err(AuthError::UnknownKid("rotated".into()))
+        );
+        // Algorithms other than RS256 are refused before anything else.
+        let h = b64(r#"{"alg":"RS384","kid":"test-key-1"}"#);
+        let t = format!("{h}.{}.AAAA", b64(&rails_claims().to_string()));
+        assert_eq!(
+            via_envoy(&t, JTI),
+            Err(AuthError::Forbidden("bad_algorithm"))
+        );
+        // Claims: expiry, audience, required members.
+        for (edit, reason) in [
+            (json!({"exp": NOW - 1}), "expired"),
+            (json!({"nbf": NOW + 60}), "not_yet_valid"),
+            (json!({"aud": "someone-else"}), "bad_audience"),
+            (json!({"exp": null}), "missing_exp"),
+        ] {
+            let mut c = rails_claims();
+            for (k, val) in edit.as_object().unwrap() {
+                c[k] = val.clone();
+            }
+            assert_eq!(
+                via_envoy(&sign(&c), JTI),
+                Err(AuthError::Forbidden(reason)),
+                "{edit}"
+            );
+        }
+        // Segment syntax is still the filter's: padding or foreign characters get the same
+        // answer as on the filter-only path.
+        let good = sign(&rails_claims());
+        let (h, rest) = good.split_once('.').unwrap();
+        for t in [
+            format!("{good}="),
+            format!("{h}.+{rest}"),
+            format!("{h}= .{rest}"),
+        ] {
+            assert_eq!(via_envoy(&t, JTI).map(|(c, _)| c), v(&t), "{t}");
+            assert!(v(&t).is_err());
+        }
     }
 
     #[test]

@@ -8,14 +8,16 @@ use super::keys::request_refresh;
 use super::vm::{Vm, Waiter};
 use super::{now_ms, now_secs};
 use crate::auth::error::AuthError;
-use crate::auth::rules::{check_bindings, extract_token, verify, Claims};
+use crate::auth::rules::{
+    check_bindings, extract_token, verify_with, Claims, SignatureCheck, VerifiedBy,
+};
 use crate::auth::scopes::{authorize, Requirement};
 use crate::bedrock::errors::parse_error;
 use crate::bedrock::eventstream::{EventStreamDecoder, StreamFrame};
 use crate::bedrock::invoke::{build, UpstreamAuth};
 use crate::bedrock::messages::MessagesResponse;
 use crate::bedrock::stream::StreamEvent;
-use crate::config::Upstream;
+use crate::config::{Upstream, JWT_AUTHN_PAYLOAD_KEY};
 use crate::gitlab::errors::{self, Family, GitlabError};
 use crate::gitlab::routes::{classify, Route};
 use crate::gitlab::{plan, Endpoint, RequestContext, Responder};
@@ -747,15 +749,37 @@ fn authenticate(vm: &mut Vm, headers: &[(String, String)]) -> Outcome {
         Ok(t) => t,
         Err(e) => return Outcome::Rejected(e),
     };
-    let claims = if let Some(claims) = vm.cache.get(token, now) {
+    let envoy_jti = if vm.config.envoy_jwt_authn {
+        envoy_verified_jti(headers)
+    } else {
+        None
+    };
+    // With jwt_authn in front, a fresh token costs less than hashing it for the cache.
+    let cached = match envoy_jti {
+        None => vm.cache.get(token, now),
+        Some(_) => None,
+    };
+    let claims = if let Some(claims) = cached {
         claims
     } else {
         let Some(keys) = vm.keys.clone() else {
             return Outcome::Wait;
         };
-        match verify(token, &keys, &vm.config.auth, now) {
-            Ok(claims) => {
-                vm.cache.insert(token, claims.clone(), now);
+        let check = match envoy_jti.as_deref() {
+            Some(jti) => SignatureCheck::VerifiedByEnvoy { jti },
+            None => SignatureCheck::Verify,
+        };
+        match verify_with(token, &keys, &vm.config.auth, now, check) {
+            Ok((claims, by)) => {
+                let source = match by {
+                    VerifiedBy::Envoy => "envoy_jwt_authn",
+                    VerifiedBy::Filter => {
+                        vm.cache.insert(token, claims.clone(), now);
+                        "filter"
+                    }
+                };
+                vm.metrics
+                    .inc("jwt_signature_checks_total", &[("source", source)]);
                 claims
             }
             Err(AuthError::UnknownKid(_)) if request_refresh(vm, now) => return Outcome::Wait,
@@ -766,6 +790,25 @@ fn authenticate(vm: &mut Vm, headers: &[(String, String)]) -> Outcome {
         Ok(()) => Outcome::Accepted(claims),
         Err(e) => Outcome::Rejected(e),
     }
+}
+
+/// The `jti` of the token Envoy's jwt_authn verified for this request (its dynamic metadata,
+/// which clients cannot set), when the request carries exactly one `Authorization` header, so
+/// jwt_authn and the filter read the same token.
+fn envoy_verified_jti(headers: &[(String, String)]) -> Option<String> {
+    if headers.iter().filter(|(k, _)| k == "authorization").count() != 1 {
+        return None;
+    }
+    let jti = hostcalls::get_property(vec![
+        "metadata",
+        "filter_metadata",
+        "envoy.filters.http.jwt_authn",
+        JWT_AUTHN_PAYLOAD_KEY,
+        "jti",
+    ])
+    .ok()
+    .flatten()?;
+    String::from_utf8(jti).ok().filter(|j| !j.is_empty())
 }
 
 impl Request {

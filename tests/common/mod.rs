@@ -179,6 +179,7 @@ pub fn render_config(env: &[(&str, String)], out: &Path) -> Result<(), String> {
         "AWS_EC2_METADATA_SERVICE_ENDPOINT",
         "AIGW_AUTH__BYPASS_EXTERNAL",
         "AIGW_DEFAULT_MODEL",
+        "DUO_BEDROCK_ENVOY_JWT_AUTHN",
     ] {
         cmd.env_remove(var);
     }
