@@ -361,6 +361,10 @@ fn every_plugin_configuration_is_accepted_by_the_filter() {
         for k in ["key_wait_ms", "max_token_bytes"] {
             v.as_object_mut().unwrap().remove(k); // the k8s render leaves them at their defaults
         }
+        // Only the sidecar render puts Envoy's jwt_authn in front of the filter (the mesh
+        // recipes verify signatures in the filter): the flag must match the Envoy config.
+        v.as_object_mut().unwrap().remove("envoy_jwt_authn");
+        assert_eq!(c.envoy_jwt_authn, *what == "kubernetes", "{what}");
         match &common_fields {
             None => common_fields = Some(v),
             Some(first) => assert_eq!(first, &v, "{what} disagrees with kubernetes"),
@@ -1054,8 +1058,14 @@ fn vpc_endpoint_recipe_sends_and_signs_over_the_endpoint_host() {
             ["matcher"]["exact"],
         host.as_str()
     );
-    let wasm = &cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
-        ["typed_config"]["http_filters"][0]["typed_config"]["config"];
+    let wasm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+        ["typed_config"]["http_filters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "envoy.filters.http.wasm")
+        .unwrap()["typed_config"]["config"]
+        .clone();
     let plugin = wasm["configuration"]["value"].as_str().unwrap().to_string();
     let c = load(&plugin, "vpc endpoint");
     assert_eq!(c.endpoint.authority(), host);

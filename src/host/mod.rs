@@ -22,6 +22,14 @@ pub fn start() {
     proxy_wasm::set_root_context(|context_id| Box::new(root::Root::new(context_id)));
 }
 
+/// Logs at the host's level for this VM (Envoy's `wasm` logger, changeable at runtime through
+/// the admin `/logging` page): messages the host would drop are then never formatted.
+pub(crate) fn follow_host_log_level() {
+    if let Ok(level) = proxy_wasm::hostcalls::get_log_level() {
+        proxy_wasm::set_log_level(level);
+    }
+}
+
 /// Seconds and milliseconds since the epoch from the host clock (never the WASI clock).
 pub(crate) fn now_ms() -> u64 {
     proxy_wasm::hostcalls::get_current_time()

@@ -104,6 +104,10 @@ pub struct Request {
     response: ResponseMode,
     /// What the one log line and the metrics of this request report.
     record: Record,
+    /// The client's `:scheme` and `X-Request-ID` (Envoy sets one when absent), kept for the
+    /// forwarded request, whose header map is replaced as a whole.
+    scheme: String,
+    request_id_header: Option<String>,
 }
 
 /// Facts about one request for its log line and metrics (never a secret, a token or a prompt).
@@ -145,6 +149,8 @@ impl Request {
             forwarded: None,
             response: ResponseMode::Undecided,
             record: Record::default(),
+            scheme: String::new(),
+            request_id_header: None,
         }
     }
 
@@ -204,6 +210,13 @@ impl Request {
         };
         self.route = classify(header(":method"), header(":path"));
         self.record.request_id = header("x-request-id").chars().take(128).collect();
+        self.request_id_header = Some(header("x-request-id"))
+            .filter(|v| !v.is_empty())
+            .map(str::to_string);
+        self.scheme = match header(":scheme") {
+            "" => "http".to_string(),
+            s => s.to_string(),
+        };
         self.record.verbose = header("x-gitlab-enabled-instance-verbose-ai-logs") == "true";
         if self.route.is_public() {
             self.reply(200, b"{}", &[]);
@@ -422,25 +435,21 @@ impl Request {
                 return Some(Action::Pause);
             }
         };
-        // Only the filter-built, signed request leaves: every client header is dropped, except the
-        // correlation id; x-forwarded-proto is rewritten (Envoy's route lookup needs the header).
+        // Only the filter-built, signed request leaves: every client header is dropped (one
+        // hostcall replaces the whole map), except the correlation id; x-forwarded-proto is
+        // rewritten (Envoy's route lookup needs the header).
         let length = upstream.body.len().to_string();
-        let client_headers = hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default();
-        let mut ok = client_headers
-            .iter()
-            .filter(|(name, _)| {
-                !name.starts_with(':') && name != "x-forwarded-proto" && name != "x-request-id"
-            })
-            .all(|(name, _)| {
-                hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None).is_ok()
-            });
         let mut set = vec![
             (":method", upstream.method),
             (":path", upstream.path.as_str()),
             (":authority", upstream.authority.as_str()),
+            (":scheme", self.scheme.as_str()),
             ("x-forwarded-proto", vm.config.endpoint.scheme.as_str()),
             ("content-length", length.as_str()),
         ];
+        if let Some(id) = &self.request_id_header {
+            set.push(("x-request-id", id.as_str()));
+        }
         // A prompt's own, shorter model timeout (e.g. chat/react: 30 s) through Envoy's
         // per-request route timeout; the router consumes the header, Bedrock never sees it.
         let timeout_ms = planned
@@ -457,9 +466,7 @@ impl Request {
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_str())),
         );
-        ok &= set.into_iter().all(|(k, v)| {
-            hostcalls::set_map_value(MapType::HttpRequestHeaders, k, Some(v)).is_ok()
-        });
+        let mut ok = hostcalls::set_map(MapType::HttpRequestHeaders, set).is_ok();
         ok &= hostcalls::set_buffer(
             BufferType::HttpRequestBody,
             0,
@@ -870,6 +877,9 @@ impl Request {
                 r.request_id,
                 r.answer
             );
+        }
+        if !log::log_enabled!(log::Level::Info) {
+            return;
         }
         let line = serde_json::json!({
             "request_id": r.request_id,

@@ -88,6 +88,7 @@ impl Context for Root {
 
 impl RootContext for Root {
     fn on_configure(&mut self, size: usize) -> bool {
+        super::follow_host_log_level();
         let raw = if size == 0 {
             Vec::new()
         } else {
@@ -126,6 +127,7 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
+        super::follow_host_log_level();
         let Some(vm) = self.vm.clone() else { return };
         {
             let mut vm = vm.borrow_mut();
