@@ -119,7 +119,20 @@ def pinned(cpus, argv):
     return ["taskset", "-c", cpus, *argv] if PIN else argv
 
 
-def run_wrk(port, script, connections):
+def cpu_ns(pid):
+    """CPU time of every thread of `pid` so far (ns, from the scheduler: no tick rounding)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
+
+
+def run_wrk(port, script, connections, pid=None):
+    """(req/s, p50 ms, p99 ms, non-2xx, Envoy CPU µs per request or None)."""
+    before = cpu_ns(pid) if pid else 0
     out = subprocess.run(pinned(CLIENT_CPUS, ["wrk", "-t1", f"-c{connections}", f"-d{DURATION}", "--latency", "-s", script,
                           f"http://127.0.0.1:{port}"]), capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -130,7 +143,9 @@ def run_wrk(port, script, connections):
         return value * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    return rps, pct(50), pct(99), int(non2xx.group(1)) if non2xx else 0
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    cpu = (cpu_ns(pid) - before) / 1000 / max(total, 1) if pid else None
+    return rps, pct(50), pct(99), int(non2xx.group(1)) if non2xx else 0, cpu
 
 
 def rss_mb(pid):
@@ -294,9 +309,9 @@ def main():
         plan = [p for p in plan if p[0] in wanted]
         cells = {p[0]: ([], []) for p in plan}
         for _ in range(ROUNDS):
-            for key, _label, port, script, _proc in plan:
+            for key, _label, port, script, proc in plan:
                 cells[key][0].append(run_wrk(port, f"{workdir}/{script}", 1))
-                cells[key][1].append(run_wrk(port, f"{workdir}/{script}", 16))
+                cells[key][1].append(run_wrk(port, f"{workdir}/{script}", 16, proc.pid))
 
         def median(runs, index):
             """The run with the median value of `index` (p50 at c=1, req/s at c=16)."""
@@ -305,22 +320,26 @@ def main():
         for key, label, _port, _script, proc in plan:
             lat_runs, thr_runs = cells[key]
             lat, thr = median(lat_runs, 1), median(thr_runs, 0)
+            cpu = sorted(r[4] for r in thr_runs)[len(thr_runs) // 2]
             errors = sum(r[3] for r in lat_runs + thr_runs)
-            rows.append((label, lat, thr, rss_mb(proc.pid), errors))
+            rows.append((label, lat, thr, rss_mb(proc.pid), errors, cpu))
 
         if not rows:
             sys.exit(f"BENCH_ROWS={os.environ.get('BENCH_ROWS')!r}: no such row")
-        base = rows[0][1][1]
+        base, base_cpu = rows[0][1][1], rows[0][5]
         print(f"\nEnvoy {launch.env('ENVOY_BIN', 'venv')} --concurrency {CONCURRENCY}, wrk {DURATION} per cell, "
               f"median of {ROUNDS} interleaved rounds, upstream = bedrock-emulator (SigV4 verified)"
               f"{', Envoy pinned to CPU ' + ENVOY_CPUS if PIN else ''}\n")
-        print(f"| variant | c=1 p50 ms | c=1 p99 ms | added p50 µs | c=16 req/s | c=16 p50 ms | c=16 p99 ms | RSS MB | errors |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("| variant | c=1 p50 ms | c=1 p99 ms | added p50 µs | c=16 req/s | c=16 p50 ms | c=16 p99 ms "
+              "| Envoy CPU µs/req | added CPU µs/req | RSS MB | errors |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         if "plain" not in wanted:
             print("(no plain row: 'added' is relative to the first row)\n")
-        for label, lat, thr, rss, errors in rows:
+        for label, lat, thr, rss, errors, cpu in rows:
             print(f"| {label} | {lat[1]:.3f} | {lat[2]:.3f} | {(lat[1] - base) * 1000:+.0f} | {thr[0]:.0f} | "
-                  f"{thr[1]:.3f} | {thr[2]:.3f} | {rss:.0f} | {errors} |")
+                  f"{thr[1]:.3f} | {thr[2]:.3f} | {cpu:.0f} | {cpu - base_cpu:+.0f} | {rss:.0f} | {errors} |")
+        print("\nEnvoy CPU µs/req: CPU time of every Envoy thread during the c=16 run / requests served "
+              "(the cost that decides capacity; latency at c=1 also includes waiting on the upstream).")
         print()
         if any(row[4] for row in rows):
             print("some requests failed: see the logs in", workdir)
