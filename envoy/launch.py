@@ -135,7 +135,9 @@ def jwt_authn_filter(gitlab_url, portal):
     answers itself (allow_missing_or_failed). The filter applies every GitLab rule and error body,
     and verifies the signature itself whenever jwt_authn did not vouch for the exact token
     (unknown key yet, CustomersDot or self-signed keys, JWKS unreachable...). GitLab serves its
-    JWKS at /oauth/discovery/keys (its discovery document's jwks_uri)."""
+    JWKS at /oauth/discovery/keys (its discovery document's jwks_uri). While GitLab is unreachable
+    jwt_authn retries every 30 s (one warning each time); the filter's own fetcher backs off
+    5..60 s and serves requests meanwhile."""
     providers = [("gitlab", gitlab_url, "gitlab")]
     if portal:
         providers.append(("customers", portal, "customers"))
@@ -149,7 +151,7 @@ def jwt_authn_filter(gitlab_url, portal):
                   remote_jwks:
                     http_uri: {{ uri: "{uri}", cluster: {cluster}, timeout: 5s }}
                     cache_duration: 300s
-                    async_fetch: {{ fast_listener: true, failed_refetch_duration: 5s }}""")
+                    async_fetch: {{ fast_listener: true, failed_refetch_duration: 30s }}""")
     return """          - name: envoy.filters.http.jwt_authn
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication
