@@ -62,6 +62,7 @@ test: lint build envoy
 	$(PYTHON) -m py_compile envoy/launch.py bench/bench.py
 
 bench: build envoy
+	cd bench/wasm-floor && CARGO_TARGET_DIR=$(CURDIR)/target/wasm-floor $(CARGO) build -q --release --target $(WASM_TARGET)
 	@command -v wrk >/dev/null || { echo "installing wrk (Debian)"; (apt-get install -y -qq wrk >/dev/null 2>&1 || sudo apt-get install -y -qq wrk >/dev/null); }
 	$(PYTHON) bench/bench.py
 

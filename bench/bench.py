@@ -12,8 +12,11 @@ Rows (every row ends at the emulator's InvokeModel, which verifies SigV4 and ans
                        (hosts that cannot put jwt_authn in front, e.g. an Istio WasmPlugin)
   filter, token reused the same token every request (jwt_authn's and the filter's token caches hit)
   filter, stream       completions with stream=true (event-stream decoded and re-emitted as text)
+  floor rows           what the filter cannot avoid, for the cost breakdown: jwt_authn alone; a proxy-wasm
+                       filter (bench/wasm-floor) that only holds the request for its body and reads/rewrites
+                       headers and bodies like the filter; and both together
 
-BENCH_ROWS=plain,native,filter,wasm,cached,stream picks rows (default: all).
+BENCH_ROWS=plain,native,jwt,floor,floor+jwt,filter,wasm,cached,stream picks rows (default: all).
 
 Each row: wrk at 1 connection (latency) and at 16 connections (throughput), Envoy --concurrency 1
 (override with BENCH_CONCURRENCY), plus the Envoy process RSS after the run. Numbers on a shared
@@ -95,7 +98,7 @@ def sigv4_headers(host, path, body, when):
     return headers
 
 
-def lua_script(path, method, url_path, headers, body, tokens=None):
+def lua_script(path, method, url_path, headers, body, tokens=None, token_header="authorization"):
     lines = [f'wrk.method = "{method}"', f"wrk.path = {json.dumps(url_path)}", f"wrk.body = {json.dumps(body)}"]
     for k, v in headers.items():
         lines.append(f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}")
@@ -103,7 +106,7 @@ def lua_script(path, method, url_path, headers, body, tokens=None):
         lines.append("local tokens = {" + ",".join(json.dumps(t) for t in tokens) + "}")
         lines.append("local i = 0")
         lines.append("request = function()\n  i = i % #tokens + 1\n"
-                     "  wrk.headers[\"authorization\"] = \"Bearer \" .. tokens[i]\n"
+                     f"  wrk.headers[{json.dumps(token_header)}] = \"Bearer \" .. tokens[i]\n"
                      "  return wrk.format()\nend")
     Path(path).write_text("\n".join(lines) + "\n")
 
@@ -229,6 +232,42 @@ def native_filters(upstream_port):
                 inline_credential: {{ access_key_id: {AK}, secret_access_key: "{SK}" }}"""
 
 
+def jwt_authn_filter(upstream_port, header="Authorization"):
+    """Envoy's jwt_authn as `make run` puts it in front of the filter (launch.jwt_authn_filter)."""
+    return f"""
+          - name: envoy.filters.http.jwt_authn
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication
+              providers:
+                gitlab:
+                  from_headers: [{{ name: {header}, value_prefix: "Bearer " }}]
+                  forward: true
+                  payload_in_metadata: {launch.JWT_AUTHN_PAYLOAD_KEY}
+                  remote_jwks:
+                    http_uri: {{ uri: "http://127.0.0.1:{upstream_port}/oauth/discovery/keys", cluster: upstream, timeout: 5s }}
+                    cache_duration: 300s
+                    async_fetch: {{ fast_listener: false }}
+              rules:
+              - match: {{ prefix: "/" }}
+                requires: {{ allow_missing_or_failed: {{}} }}"""
+
+
+def floor_filter(wasm):
+    """bench/wasm-floor: the proxy-wasm round trips of the real filter, without its work."""
+    return f"""
+          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: floor
+                root_id: floor
+                allow_on_headers_stop_iteration: true
+                vm_config: {{ vm_id: floor, runtime: envoy.wasm.runtime.v8, code: {{ local: {{ filename: "{wasm}" }} }} }}"""
+
+
+WASM_FLOOR = os.environ.get("DUO_WASM_FLOOR", str(ROOT / "target/wasm-floor/wasm32-wasip1/release/wasm_floor.wasm"))
+
+
 def main():
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed (make bench installs it from Debian)")
@@ -262,8 +301,23 @@ def main():
 
         rows = []
         plain_port, native_port = free_port(), free_port()
-        procs.append(envoy(plain_config(plain_port, free_port(), up_port), workdir, "plain"))
-        procs.append(envoy(plain_config(native_port, free_port(), up_port, native_filters(up_port)), workdir, "native"))
+        by_name = {}
+        by_name["plain"] = envoy(plain_config(plain_port, free_port(), up_port), workdir, "plain")
+        by_name["native"] = envoy(plain_config(native_port, free_port(), up_port, native_filters(up_port)), workdir,
+                                  "native")
+        # Floors: what jwt_authn alone costs (the JWT rides in its own header so the pre-signed
+        # request stays valid), and a proxy-wasm filter doing only the real filter's round trips.
+        jwt_port, floor_port, floor_jwt_port = free_port(), free_port(), free_port()
+        by_name["jwt"] = envoy(plain_config(jwt_port, free_port(), up_port, jwt_authn_filter(up_port, "x-bench-jwt")),
+                               workdir, "jwt")
+        floors = Path(WASM_FLOOR).is_file()
+        if floors:
+            by_name["floor"] = envoy(plain_config(floor_port, free_port(), up_port, floor_filter(WASM_FLOOR)),
+                                     workdir, "floor")
+            by_name["floor+jwt"] = envoy(plain_config(floor_jwt_port, free_port(), up_port,
+                                                      jwt_authn_filter(up_port, "x-bench-jwt") + floor_filter(WASM_FLOOR)),
+                                         workdir, "floor-jwt")
+        procs.extend(by_name.values())
         filter_port = free_port()
         variants = [("filter", filter_port, {"AIGW_TOKEN_CACHE_SIZE": "0"}),
                     ("filter-wasm", free_port(), {"AIGW_TOKEN_CACHE_SIZE": "0", "DUO_BEDROCK_ENVOY_JWT_AUTHN": "false"}),
@@ -280,13 +334,16 @@ def main():
             finally:
                 os.environ.clear()
                 os.environ.update(saved)
-            procs.append(envoy(config, workdir, name))
-        for port in (plain_port, native_port, *(v[1] for v in variants)):
+            by_name[name] = envoy(config, workdir, name)
+            procs.append(by_name[name])
+        for port in (plain_port, native_port, jwt_port, *((floor_port, floor_jwt_port) if floors else ()),
+                     *(v[1] for v in variants)):
             wait_ready(port)
         time.sleep(1.0)  # JWKS fetched by every variant
 
         scripts = {}
         lua_script(f"{workdir}/plain.lua", "POST", invoke_path, presigned, bedrock_body)
+        lua_script(f"{workdir}/jwt.lua", "POST", invoke_path, presigned, bedrock_body, fresh_tokens, "x-bench-jwt")
         native_headers = {"authorization": f"Bearer {token}", "content-type": "application/json",
                           "accept": "application/json"}
         lua_script(f"{workdir}/native.lua", "POST", invoke_path, native_headers, bedrock_body, fresh_tokens)
@@ -295,18 +352,27 @@ def main():
         lua_script(f"{workdir}/stream.lua", "POST", "/v2/code/completions", gitlab,
                    json.dumps(dict(completion, stream=True)), fresh_tokens)
         plan = [
-            ("plain", "plain Envoy (pre-signed passthrough)", plain_port, "plain.lua", procs[1]),
-            ("native", "native jwt_authn + aws_request_signing", native_port, "native.lua", procs[2]),
+            ("plain", "plain Envoy (pre-signed passthrough)", plain_port, "plain.lua", by_name["plain"]),
+            ("native", "native jwt_authn + aws_request_signing", native_port, "native.lua", by_name["native"]),
+            ("jwt", "floor: jwt_authn alone (as in front of the filter), fresh token", jwt_port, "jwt.lua",
+             by_name["jwt"]),
+            ("floor", "floor: proxy-wasm round trips only (bench/wasm-floor)", floor_port, "plain.lua",
+             by_name.get("floor")),
+            ("floor+jwt", "floor: jwt_authn + proxy-wasm round trips, fresh token", floor_jwt_port, "jwt.lua",
+             by_name.get("floor+jwt")),
             ("filter", "filter (jwt_authn in front): completion, fresh token each request", filter_port,
-             "filter.lua", procs[3]),
+             "filter.lua", by_name["filter"]),
             ("wasm", "filter, wasm-only verify: completion, fresh token each request", variants[1][1],
-             "filter.lua", procs[4]),
-            ("cached", "filter: completion, token reused (caches)", variants[2][1], "cached.lua", procs[5]),
+             "filter.lua", by_name["filter-wasm"]),
+            ("cached", "filter: completion, token reused (caches)", variants[2][1], "cached.lua",
+             by_name["filter-cache"]),
             ("stream", "filter (jwt_authn in front): completion, stream, fresh token", filter_port,
-             "stream.lua", procs[3]),
+             "stream.lua", by_name["filter"]),
         ]
-        wanted = os.environ.get("BENCH_ROWS", "plain,native,filter,wasm,cached,stream").split(",")
-        plan = [p for p in plan if p[0] in wanted]
+        wanted = os.environ.get("BENCH_ROWS", "plain,native,jwt,floor,floor+jwt,filter,wasm,cached,stream").split(",")
+        if not floors and {"floor", "floor+jwt"} & set(wanted):
+            print(f"no {WASM_FLOOR} (make bench builds it): floor rows skipped", file=sys.stderr)
+        plan = [p for p in plan if p[0] in wanted and p[4] is not None]
         cells = {p[0]: ([], []) for p in plan}
         for _ in range(ROUNDS):
             for key, _label, port, script, proc in plan:
