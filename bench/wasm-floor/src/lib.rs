@@ -54,7 +54,10 @@ impl HttpContext for Floor {
         let headers = hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default();
         let _ = hostcalls::set_map(
             MapType::HttpRequestHeaders,
-            headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+            headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect(),
         );
         Action::Continue
     }
