@@ -237,13 +237,17 @@ pub fn verify_with(
             .map_err(|_| AuthError::Forbidden("malformed"))?;
         serde_json::from_slice(&payload).map_err(|_| AuthError::Forbidden("malformed"))
     };
-    // The Envoy path: a known kid and the very token jwt_authn verified (same jti).
+    // The Envoy path: a known kid and the very token jwt_authn verified (same jti). Otherwise
+    // the payload already decoded waits for the signature check (its errors come after it).
+    let mut decoded = None;
     if let (SignatureCheck::VerifiedByEnvoy { jti }, Some(_)) = (check, key) {
-        if let Ok(payload) = decode_payload() {
-            if payload.get("jti").and_then(Value::as_str) == Some(jti) {
-                return claims_from_payload(payload, cfg, now).map(|c| (c, VerifiedBy::Envoy));
+        let payload = decode_payload();
+        if let Ok(p) = &payload {
+            if p.get("jti").and_then(Value::as_str) == Some(jti) {
+                return claims_from_payload(payload?, cfg, now).map(|c| (c, VerifiedBy::Envoy));
             }
         }
+        decoded = Some(payload);
     }
 
     // JWS signing input: the first two segments as sent, with their dot.
@@ -262,7 +266,8 @@ pub fn verify_with(
     if !verified {
         return Err(AuthError::Forbidden("bad_signature"));
     }
-    claims_from_payload(decode_payload()?, cfg, now).map(|c| (c, VerifiedBy::Filter))
+    let payload = decoded.unwrap_or_else(decode_payload)?;
+    claims_from_payload(payload, cfg, now).map(|c| (c, VerifiedBy::Filter))
 }
 
 /// RSASSA-PKCS1-v1_5 with SHA-256 (JWS `RS256`, RFC 7518 §3.3). [`Rs256Key::verify`] checks
