@@ -4,7 +4,8 @@
 //! token in Envoy's V8 against ~20 µs for a cache hit), and GitLab clients reuse tokens, so
 //! the host keeps the claims of tokens it has verified.
 //!
-//! - Key: SHA-256 of the token (the token itself is not kept).
+//! - Key: SHA-256 of the token ([`TokenKey`], computed once by the caller and used for the lookup
+//!   and the insertion after a miss); the token itself is not kept.
 //! - A hit re-checks `exp`/`nbf` against the host clock; an expired entry is removed and
 //!   reported as a miss.
 //! - At most `capacity` entries (default 1024). When full, expired entries go first, then the
@@ -27,9 +28,20 @@ struct Entry {
     seq: u64,
 }
 
+/// What the cache knows a token by: its SHA-256, computed once per request and used for both
+/// the lookup and the insertion after a miss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TokenKey([u8; 32]);
+
+impl TokenKey {
+    pub fn of(token: &str) -> Self {
+        TokenKey(Sha256::digest(token.as_bytes()).into())
+    }
+}
+
 /// Verified tokens by SHA-256.
 pub struct TokenCache {
-    map: HashMap<[u8; 32], Entry>,
+    map: HashMap<TokenKey, Entry>,
     capacity: usize,
     leeway: u64,
     next_seq: u64,
@@ -53,29 +65,23 @@ impl TokenCache {
         }
     }
 
-    fn key(token: &str) -> [u8; 32] {
-        Sha256::digest(token.as_bytes()).into()
-    }
-
-    /// The cached claims of `token` if still time-valid at `now`.
-    pub fn get(&mut self, token: &str, now: u64) -> Option<Claims> {
-        let key = Self::key(token);
-        let entry = self.map.get(&key)?;
+    /// The cached claims of the token `key` names if still time-valid at `now`.
+    pub fn get(&mut self, key: &TokenKey, now: u64) -> Option<Claims> {
+        let entry = self.map.get(key)?;
         if entry.claims.time_valid(now, self.leeway) {
             return Some(entry.claims.clone());
         }
         // Expired (or, after a clock jump back, not yet valid): drop it.
-        self.map.remove(&key);
+        self.map.remove(key);
         None
     }
 
     /// Remember a token that `verify` accepted at `now`. Tokens not time-valid at `now` are
     /// not stored.
-    pub fn insert(&mut self, token: &str, claims: Claims, now: u64) {
+    pub fn insert(&mut self, key: TokenKey, claims: Claims, now: u64) {
         if self.capacity == 0 || !claims.time_valid(now, self.leeway) {
             return;
         }
-        let key = Self::key(token);
         if !self.map.contains_key(&key) && self.map.len() >= self.capacity {
             self.evict(now);
         }
@@ -123,6 +129,10 @@ impl TokenCache {
 mod tests {
     use super::*;
 
+    fn k(token: &str) -> TokenKey {
+        TokenKey::of(token)
+    }
+
     fn claims(exp: u64, nbf: Option<u64>) -> Claims {
         Claims {
             exp,
@@ -136,86 +146,86 @@ mod tests {
     fn hit_miss_and_expiry() {
         let mut c = TokenCache::default();
         assert_eq!(c.capacity(), DEFAULT_CAPACITY);
-        assert!(c.get("t1", 100).is_none());
-        c.insert("t1", claims(200, Some(90)), 100);
+        assert!(c.get(&k("t1"), 100).is_none());
+        c.insert(k("t1"), claims(200, Some(90)), 100);
         assert_eq!(c.len(), 1);
-        assert_eq!(c.get("t1", 150).unwrap().sub.as_deref(), Some("s"));
-        assert!(c.get("t2", 150).is_none());
-        assert!(c.get("t1", 200).is_some(), "exp == now still valid");
-        assert!(c.get("t1", 201).is_none(), "expired");
+        assert_eq!(c.get(&k("t1"), 150).unwrap().sub.as_deref(), Some("s"));
+        assert!(c.get(&k("t2"), 150).is_none());
+        assert!(c.get(&k("t1"), 200).is_some(), "exp == now still valid");
+        assert!(c.get(&k("t1"), 201).is_none(), "expired");
         assert!(c.is_empty(), "expired entry removed");
-        assert!(c.get("t1", 150).is_none(), "stays removed");
+        assert!(c.get(&k("t1"), 150).is_none(), "stays removed");
     }
 
     #[test]
     fn nbf_rechecked_and_leeway() {
         let mut c = TokenCache::new(4, 10);
-        c.insert("t", claims(100, Some(50)), 45);
+        c.insert(k("t"), claims(100, Some(50)), 45);
         assert_eq!(c.len(), 1, "nbf within leeway at insert");
         assert!(
-            c.get("t", 39).is_none(),
+            c.get(&k("t"), 39).is_none(),
             "clock went back before nbf - leeway"
         );
-        c.insert("t", claims(100, Some(50)), 60);
-        assert!(c.get("t", 110).is_some(), "exp + leeway");
-        assert!(c.get("t", 111).is_none());
+        c.insert(k("t"), claims(100, Some(50)), 60);
+        assert!(c.get(&k("t"), 110).is_some(), "exp + leeway");
+        assert!(c.get(&k("t"), 111).is_none());
     }
 
     #[test]
     fn does_not_store_invalid_or_when_disabled() {
         let mut c = TokenCache::default();
-        c.insert("old", claims(10, None), 11);
+        c.insert(k("old"), claims(10, None), 11);
         assert!(c.is_empty());
         let mut off = TokenCache::new(0, 0);
-        off.insert("t", claims(100, None), 1);
+        off.insert(k("t"), claims(100, None), 1);
         assert!(off.is_empty());
-        assert!(off.get("t", 1).is_none());
+        assert!(off.get(&k("t"), 1).is_none());
     }
 
     #[test]
     fn capacity_evicts_expired_first_then_oldest() {
         let mut c = TokenCache::new(3, 0);
-        c.insert("a", claims(1000, None), 0);
-        c.insert("b", claims(50, None), 0);
-        c.insert("c", claims(1000, None), 0);
+        c.insert(k("a"), claims(1000, None), 0);
+        c.insert(k("b"), claims(50, None), 0);
+        c.insert(k("c"), claims(1000, None), 0);
         // Full; at t=100 "b" is expired and goes first.
-        c.insert("d", claims(1000, None), 100);
+        c.insert(k("d"), claims(1000, None), 100);
         assert_eq!(c.len(), 3);
-        assert!(c.get("a", 100).is_some());
-        assert!(c.get("c", 100).is_some());
-        assert!(c.get("d", 100).is_some());
+        assert!(c.get(&k("a"), 100).is_some());
+        assert!(c.get(&k("c"), 100).is_some());
+        assert!(c.get(&k("d"), 100).is_some());
         // Full of live tokens: the oldest insertion ("a") goes.
-        c.insert("e", claims(1000, None), 100);
+        c.insert(k("e"), claims(1000, None), 100);
         assert_eq!(c.len(), 3);
-        assert!(c.get("a", 100).is_none());
-        assert!(c.get("e", 100).is_some());
+        assert!(c.get(&k("a"), 100).is_none());
+        assert!(c.get(&k("e"), 100).is_some());
         // Re-inserting a present token does not evict anything.
-        c.insert("c", claims(1000, None), 100);
+        c.insert(k("c"), claims(1000, None), 100);
         assert_eq!(c.len(), 3);
-        assert!(c.get("d", 100).is_some());
+        assert!(c.get(&k("d"), 100).is_some());
     }
 
     #[test]
     fn flood_stays_bounded() {
         let mut c = TokenCache::new(1024, 0);
         for i in 0..10_000u32 {
-            c.insert(&format!("token-{i}"), claims(1_000_000, None), 0);
+            c.insert(k(&format!("token-{i}")), claims(1_000_000, None), 0);
             assert!(c.len() <= 1024);
         }
         assert_eq!(c.len(), 1024);
         // The newest survive.
-        assert!(c.get("token-9999", 1).is_some());
-        assert!(c.get("token-0", 1).is_none());
+        assert!(c.get(&k("token-9999"), 1).is_some());
+        assert!(c.get(&k("token-0"), 1).is_none());
     }
 
     #[test]
     fn clear_and_distinct_keys() {
         let mut c = TokenCache::default();
-        c.insert("x", claims(100, None), 0);
-        c.insert("x ", claims(100, None), 0);
+        c.insert(k("x"), claims(100, None), 0);
+        c.insert(k("x "), claims(100, None), 0);
         assert_eq!(c.len(), 2);
         c.clear();
         assert!(c.is_empty());
-        assert!(c.get("x", 0).is_none());
+        assert!(c.get(&k("x"), 0).is_none());
     }
 }

@@ -7,6 +7,7 @@
 use super::keys::request_refresh;
 use super::vm::{Vm, Waiter};
 use super::{now_ms, now_secs};
+use crate::auth::cache::TokenKey;
 use crate::auth::error::AuthError;
 use crate::auth::rules::{
     check_bindings, extract_token, verify_with, Claims, SignatureCheck, VerifiedBy,
@@ -761,11 +762,13 @@ fn authenticate(vm: &mut Vm, headers: &[(String, String)]) -> Outcome {
     } else {
         None
     };
-    // With jwt_authn in front, a fresh token costs less than hashing it for the cache.
-    let cached = match envoy_jti {
-        None => vm.cache.get(token, now),
-        Some(_) => None,
+    // With jwt_authn in front, a fresh token costs less than hashing it for the cache; otherwise
+    // the token is hashed once, for the lookup and for the insertion after a miss.
+    let cache_key = match envoy_jti {
+        None if vm.cache.capacity() > 0 => Some(TokenKey::of(token)),
+        _ => None,
     };
+    let cached = cache_key.as_ref().and_then(|key| vm.cache.get(key, now));
     let claims = if let Some(claims) = cached {
         claims
     } else {
@@ -781,7 +784,10 @@ fn authenticate(vm: &mut Vm, headers: &[(String, String)]) -> Outcome {
                 let source = match by {
                     VerifiedBy::Envoy => "envoy_jwt_authn",
                     VerifiedBy::Filter => {
-                        vm.cache.insert(token, claims.clone(), now);
+                        if vm.cache.capacity() > 0 {
+                            let key = cache_key.unwrap_or_else(|| TokenKey::of(token));
+                            vm.cache.insert(key, claims.clone(), now);
+                        }
                         "filter"
                     }
                 };
