@@ -232,24 +232,11 @@ def native_filters(upstream_port):
                 inline_credential: {{ access_key_id: {AK}, secret_access_key: "{SK}" }}"""
 
 
-def jwt_authn_filter(upstream_port, header="Authorization"):
-    """Envoy's jwt_authn as `make run` puts it in front of the filter (launch.jwt_authn_filter)."""
-    return f"""
-          - name: envoy.filters.http.jwt_authn
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication
-              providers:
-                gitlab:
-                  from_headers: [{{ name: {header}, value_prefix: "Bearer " }}]
-                  forward: true
-                  payload_in_metadata: {launch.JWT_AUTHN_PAYLOAD_KEY}
-                  remote_jwks:
-                    http_uri: {{ uri: "http://127.0.0.1:{upstream_port}/oauth/discovery/keys", cluster: upstream, timeout: 5s }}
-                    cache_duration: 300s
-                    async_fetch: {{ fast_listener: false }}
-              rules:
-              - match: {{ prefix: "/" }}
-                requires: {{ allow_missing_or_failed: {{}} }}"""
+def jwt_authn_filter(upstream_port, header):
+    """Envoy's jwt_authn exactly as `make run` puts it in front of the filter, with the emulator as
+    the GitLab issuer and the token read from `header`."""
+    issuer = [("gitlab", f"http://127.0.0.1:{upstream_port}", "upstream")]
+    return "\n" + launch.jwt_authn_filter(issuer, header).rstrip("\n")
 
 
 def floor_filter(wasm):

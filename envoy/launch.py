@@ -103,8 +103,8 @@ def cluster_block(name, scheme, host, port):
 {tls_block(scheme, host)}"""
 
 
-def bool_env(name):
-    value = env(name, "false").strip().lower()
+def bool_env(name, default=False):
+    value = env(name, "true" if default else "false").strip().lower()
     if value not in ("true", "false", "1", "0", "yes", "no"):
         raise ConfigError(f"{name}={value!r}: expected true or false")
     return value in ("true", "1", "yes")
@@ -121,15 +121,11 @@ def int_env(name, default, low, high):
     return value
 
 
-def bool_env_default(name, default):
-    return bool_env(name) if env(name) is not None else default
-
-
 # Must match `config::JWT_AUTHN_PAYLOAD_KEY` in the filter.
 JWT_AUTHN_PAYLOAD_KEY = "duo_bedrock_verified"
 
 
-def jwt_authn_filter(gitlab_url, portal):
+def jwt_authn_filter(providers, header="Authorization"):
     """Envoy's native jwt_authn in front of the filter: it checks RS256 signatures (BoringSSL)
     against the same OIDC keys and records the verified payload in dynamic metadata; it never
     answers itself (allow_missing_or_failed). The filter applies every GitLab rule and error body,
@@ -137,15 +133,15 @@ def jwt_authn_filter(gitlab_url, portal):
     (unknown key yet, CustomersDot or self-signed keys, JWKS unreachable...). GitLab serves its
     JWKS at /oauth/discovery/keys (its discovery document's jwks_uri). While GitLab is unreachable
     jwt_authn retries every 30 s (one warning each time); the filter's own fetcher backs off
-    5..60 s and serves requests meanwhile."""
-    providers = [("gitlab", gitlab_url, "gitlab")]
-    if portal:
-        providers.append(("customers", portal, "customers"))
+    5..60 s and serves requests meanwhile.
+
+    providers: (name, base URL, Envoy cluster) of each OIDC issuer; header: where the bearer
+    token is read (`make bench` measures jwt_authn alone with the token in its own header)."""
     blocks = []
     for name, base, cluster in providers:
         uri = base.rstrip("/") + "/oauth/discovery/keys"
         blocks.append(f"""                {name}:
-                  from_headers: [{{ name: Authorization, value_prefix: "Bearer " }}]
+                  from_headers: [{{ name: {header}, value_prefix: "Bearer " }}]
                   forward: true
                   payload_in_metadata: {JWT_AUTHN_PAYLOAD_KEY}
                   remote_jwks:
@@ -212,8 +208,9 @@ def render(wasm_path=None):
     if portal:
         clusters.append(cluster_block("customers", *parse_base_url("AIGW_CUSTOMER_PORTAL_URL", portal)))
 
+    issuers = [("gitlab", gitlab_url, "gitlab")] + ([("customers", portal, "customers")] if portal else [])
     auth_bypass = bool_env("AIGW_AUTH__BYPASS_EXTERNAL")
-    native_jwt = bool_env_default("DUO_BEDROCK_ENVOY_JWT_AUTHN", True) and not auth_bypass
+    native_jwt = bool_env("DUO_BEDROCK_ENVOY_JWT_AUTHN", default=True) and not auth_bypass
     plugin = {
         "gitlab_url": gitlab_url,
         "gitlab_cluster": "gitlab",
@@ -238,7 +235,7 @@ def render(wasm_path=None):
         "UPSTREAM_TIMEOUT": f"{plugin['upstream_timeout_secs']}s",
         "WASM_PATH": str(wasm_path or env("DUO_FILTER_WASM", str(DEFAULT_WASM))),
         "PLUGIN_CONFIG": plugin_json.replace("'", "''"),  # YAML single-quoted scalar
-        "JWT_AUTHN_FILTER": jwt_authn_filter(gitlab_url, portal) if native_jwt else "",
+        "JWT_AUTHN_FILTER": jwt_authn_filter(issuers) if native_jwt else "",
         "CLUSTERS": "\n".join(clusters),
     }
     return Template(TEMPLATE.read_text()).substitute(values)
