@@ -32,7 +32,7 @@ fn sidecar(emu: &Emulator, envoy_jwt_authn: bool) -> Sidecar {
 
 /// `duo_bedrock_jwt_signature_checks_total{source=...}` from Envoy's Prometheus page.
 fn signature_checks(sidecar: &Sidecar, source: &str) -> u64 {
-    let prom = request(sidecar.admin_port, "GET", "/stats/prometheus", &[], None).text();
+    let prom = sidecar.prometheus();
     let prefix = format!("duo_bedrock_jwt_signature_checks_total{{source=\"{source}\"}} ");
     prom.lines()
         .find_map(|l| l.strip_prefix(&prefix))

@@ -107,7 +107,7 @@ fn container_credentials_are_fetched_refreshed_and_survive_a_failing_refresh() {
         "{}",
         sidecar.logs()
     );
-    let prom = request(sidecar.admin_port, "GET", "/stats/prometheus", &[], None).text();
+    let prom = sidecar.prometheus();
     assert!(
         prom.contains(
             r#"duo_bedrock_credential_refreshes_total{result="failed",source="container"}"#

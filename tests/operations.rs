@@ -56,7 +56,7 @@ fn metrics_and_request_log() {
     );
 
     std::thread::sleep(std::time::Duration::from_millis(200));
-    let prom = request(sidecar.admin_port, "GET", "/stats/prometheus", &[], None).text();
+    let prom = sidecar.prometheus();
     let has = |needle: &str| prom.lines().any(|l| l.starts_with(needle));
     assert!(
         has(r#"duo_bedrock_requests_total{endpoint="v2_code_completions",status="200"} 2"#),

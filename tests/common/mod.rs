@@ -302,6 +302,11 @@ impl Sidecar {
         request(self.admin_port, "GET", "/stats", &[], None).text()
     }
 
+    /// Envoy's admin `/stats/prometheus` page (the filter's metrics with their labels).
+    pub fn prometheus(&self) -> String {
+        request(self.admin_port, "GET", "/stats/prometheus", &[], None).text()
+    }
+
     pub fn request(
         &self,
         method: &str,
