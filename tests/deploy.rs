@@ -1058,15 +1058,11 @@ fn vpc_endpoint_recipe_sends_and_signs_over_the_endpoint_host() {
             ["matcher"]["exact"],
         host.as_str()
     );
-    let wasm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
-        ["typed_config"]["http_filters"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["name"] == "envoy.filters.http.wasm")
-        .unwrap()["typed_config"]["config"]
-        .clone();
-    let plugin = wasm["configuration"]["value"].as_str().unwrap().to_string();
+    let plugin = s(
+        &wasm_filter(&rendered)["typed_config"]["config"]["configuration"]["value"],
+        "plugin configuration",
+    )
+    .to_string();
     let c = load(&plugin, "vpc endpoint");
     assert_eq!(c.endpoint.authority(), host);
     assert_eq!(c.endpoint.region, "us-east-1");
