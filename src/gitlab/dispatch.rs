@@ -134,8 +134,10 @@ pub trait Responder {
     fn complete(&mut self, resp: &MessagesResponse) -> GitlabResponse;
     /// Headers of a streamed answer (status 200); lower-case names, `content-type` included.
     fn stream_headers(&self) -> Vec<(String, String)>;
-    /// Bytes to send before the first delta (may be empty).
-    fn stream_start(&mut self) -> Vec<u8>;
+    /// Bytes to send before the first delta (none unless the family has a preamble).
+    fn stream_start(&mut self) -> Vec<u8> {
+        Vec::new()
+    }
     /// Bytes for one text delta (may be empty: some families hold text back).
     fn stream_text(&mut self, delta: &str) -> Vec<u8>;
     /// Bytes that end the stream (may be empty). Nothing is produced after it.

@@ -224,10 +224,6 @@ impl Responder for AgentResponder {
         vec![("content-type".to_string(), NDJSON_CONTENT_TYPE.to_string())]
     }
 
-    fn stream_start(&mut self) -> Vec<u8> {
-        Vec::new()
-    }
-
     fn stream_text(&mut self, delta: &str) -> Vec<u8> {
         if self.ended || delta.is_empty() {
             return Vec::new();
