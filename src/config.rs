@@ -166,36 +166,11 @@ impl Config {
         if raw.audience.trim().is_empty() {
             return Err("audience (AIGW_CLOUD_CONNECTOR_SERVICE_NAME) must not be empty".into());
         }
-        if raw.jwt_leeway_secs > 300 {
-            return Err(format!(
-                "jwt_leeway_secs={}: at most 300",
-                raw.jwt_leeway_secs
-            ));
-        }
-        if !(1..=600).contains(&raw.upstream_timeout_secs) {
-            return Err(format!(
-                "upstream_timeout_secs={}: expected 1..600",
-                raw.upstream_timeout_secs
-            ));
-        }
-        if !(100..=30_000).contains(&raw.key_wait_ms) {
-            return Err(format!(
-                "key_wait_ms={}: expected 100..30000",
-                raw.key_wait_ms
-            ));
-        }
-        if raw.token_cache_size > 100_000 {
-            return Err(format!(
-                "token_cache_size={}: at most 100000",
-                raw.token_cache_size
-            ));
-        }
-        if !(1024..=65_536).contains(&raw.max_token_bytes) {
-            return Err(format!(
-                "max_token_bytes={}: expected 1024..65536",
-                raw.max_token_bytes
-            ));
-        }
+        in_range("jwt_leeway_secs", raw.jwt_leeway_secs, 0, 300)?;
+        in_range("upstream_timeout_secs", raw.upstream_timeout_secs, 1, 600)?;
+        in_range("key_wait_ms", raw.key_wait_ms, 100, 30_000)?;
+        in_range("token_cache_size", raw.token_cache_size as u64, 0, 100_000)?;
+        in_range("max_token_bytes", raw.max_token_bytes as u64, 1024, 65_536)?;
         let endpoint = Endpoint::resolve(raw.bedrock_endpoint.as_deref(), raw.region.as_deref())
             .map_err(|e| format!("bedrock_endpoint/region: {e}"))?;
 
@@ -274,6 +249,17 @@ impl Config {
     }
 }
 
+/// `field` within `min..=max`, or the error naming it ("at most max" when `min` is 0).
+fn in_range(field: &str, value: u64, min: u64, max: u64) -> Result<(), String> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else if min == 0 {
+        Err(format!("{field}={value}: at most {max}"))
+    } else {
+        Err(format!("{field}={value}: expected {min}..{max}"))
+    }
+}
+
 fn provider(
     name: &'static str,
     field: &str,
@@ -310,6 +296,33 @@ mod tests {
                 .map(|(_, v)| v.to_string())
         }
     }
+    #[test]
+    fn numeric_fields_name_their_bounds() {
+        for (json, err) in [
+            (
+                r#""jwt_leeway_secs":301"#,
+                "jwt_leeway_secs=301: at most 300",
+            ),
+            (
+                r#""upstream_timeout_secs":0"#,
+                "upstream_timeout_secs=0: expected 1..600",
+            ),
+            (r#""key_wait_ms":99"#, "key_wait_ms=99: expected 100..30000"),
+            (
+                r#""token_cache_size":100001"#,
+                "token_cache_size=100001: at most 100000",
+            ),
+            (
+                r#""max_token_bytes":65537"#,
+                "max_token_bytes=65537: expected 1024..65536",
+            ),
+        ] {
+            let plugin = format!(r#"{{"gitlab_url":"https://gitlab.example.com",{json}}}"#);
+            let e = Config::load(plugin.as_bytes(), env_with(KEYS)).unwrap_err();
+            assert!(e.contains(err), "{e}");
+        }
+    }
+
     const KEYS: &[(&str, &str)] = &[
         ("AWS_ACCESS_KEY_ID", "AKID"),
         ("AWS_SECRET_ACCESS_KEY", "SECRET"),
