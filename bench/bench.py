@@ -399,13 +399,7 @@ def main():
             return 1
         return 0
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        launch.stop_processes(procs)
 
 
 if __name__ == "__main__":

@@ -291,18 +291,23 @@ Try (the token is a demo token, valid for one hour):
 """
 
 
+def stop_processes(children):
+    """SIGTERM every child still running, then wait up to 5 s each and SIGKILL what is left."""
+    for child in children:
+        if child.poll() is None:
+            child.terminate()
+    for child in children:
+        try:
+            child.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            child.kill()
+
+
 def run():
     children = []
 
     def stop(*_):
-        for child in children:
-            if child.poll() is None:
-                child.terminate()
-        for child in children:
-            try:
-                child.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        stop_processes(children)
 
     signal.signal(signal.SIGTERM, lambda *_: (stop(), sys.exit(0)))
     # No credentials of any kind, no endpoint and no region: nothing real to talk to.
