@@ -1,12 +1,13 @@
 //! GitLab AI Gateway drop-in for Envoy: a proxy-wasm filter in front of Amazon Bedrock.
 //!
 //! Wiring only. The host-independent core lives in `auth`, `gitlab`, `prompts`,
-//! `bedrock` and `config`; `host` is the one place that calls proxy-wasm.
+//! `bedrock`, `config` and `civil` (calendar arithmetic); `host` is the one place that calls proxy-wasm.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod auth;
 pub mod bedrock;
+pub mod civil;
 pub mod config;
 pub mod gitlab;
 pub mod prompts;

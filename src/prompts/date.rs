@@ -5,6 +5,8 @@
 //! `March 07, 2025`) and `"%A, %B, %d, %Y"` for the ReAct chat (e.g. `Friday, March, 07, 2025`).
 //! The gateway uses the server's local time; this filter uses UTC (time comes from the host).
 
+use crate::civil::civil_from_days;
+
 const MONTHS: [&str; 12] = [
     "January",
     "February",
@@ -43,24 +45,15 @@ pub struct Date {
 }
 
 impl Date {
-    /// The UTC date of a Unix time (Howard Hinnant's `civil_from_days`).
+    /// The UTC date of a Unix time.
     pub fn from_unix(secs: u64) -> Date {
         let days = (secs / 86_400) as i64;
-        let weekday = (days % 7) as usize;
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-        let year = yoe + era * 400 + i64::from(month <= 2);
+        let (year, month, day) = civil_from_days(days);
         Date {
             year,
-            month,
-            day,
-            weekday,
+            month: month as u32,
+            day: day as u32,
+            weekday: (days % 7) as usize,
         }
     }
 
