@@ -53,6 +53,15 @@ struct Raw {
 /// payload is at `metadata.filter_metadata["envoy.filters.http.jwt_authn"][JWT_AUTHN_PAYLOAD_KEY]`.
 pub const JWT_AUTHN_PAYLOAD_KEY: &str = "duo_bedrock_verified";
 
+/// The request property the filter sets on every request it built and signed, and only on
+/// those. Envoy keeps it as filter state `wasm.duo_bedrock_upstream` (clients cannot set filter
+/// state), and the Envoy routes forward only requests whose value names their cluster
+/// ([`UPSTREAM_BEDROCK`]); anything else gets a local 401 from Envoy itself. So a callback path
+/// that forgets to plan a request cannot forward it unchecked. See docs/security.md.
+pub const UPSTREAM_MARKER_PROPERTY: &str = "duo_bedrock_upstream";
+/// The marker's value for the Bedrock runtime route.
+pub const UPSTREAM_BEDROCK: &str = "bedrock";
+
 fn default_gitlab_cluster() -> String {
     "gitlab".into()
 }
@@ -121,7 +130,9 @@ pub struct Config {
     /// verifies the signature itself whenever jwt_authn did not vouch for the exact token.
     pub envoy_jwt_authn: bool,
     /// `DUO_BEDROCK_FAULT_INJECTION=crash`: a request carrying `x-duo-bedrock-crash: now`
-    /// panics the VM. Test-only (it proves the reload policy); never set it in production.
+    /// panics the VM, and one carrying `x-duo-bedrock-crash: pass` is passed on without being
+    /// planned or signed. Test-only (they prove the reload policy and that Envoy's routes refuse
+    /// what the filter did not build); never set it in production.
     pub crash_injection: bool,
 }
 

@@ -11,6 +11,7 @@ pub mod civil;
 pub mod config;
 pub mod gitlab;
 pub mod prompts;
+pub mod wire;
 
 #[cfg(target_arch = "wasm32")]
 mod host;

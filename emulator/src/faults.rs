@@ -32,6 +32,9 @@ pub struct Faults {
     pub hang: bool,
     /// Corrupt one frame's message CRC (`fault-badcrc`).
     pub badcrc: bool,
+    /// End the answer (JSON or stream) with HTTP trailers (`fault-trailers`; only an HTTP/2
+    /// client sees them: HTTP/1.1 chunked trailers need `TE: trailers`).
+    pub trailers: bool,
 }
 
 /// The status knob for `name`, if it is one.
@@ -123,6 +126,7 @@ pub fn parse(model_id: &str) -> Faults {
             "reset" => f.reset = true,
             "hang" => f.hang = true,
             "badcrc" => f.badcrc = true,
+            "trailers" => f.trailers = true,
             other => {
                 if let Some(s) = status_fault(other) {
                     f.status = Some(s);

@@ -136,6 +136,9 @@ struct Stats {
     imds_token_fetches: AtomicU64,
     imds_role_fetches: AtomicU64,
     imds_credential_fetches: AtomicU64,
+    /// Requests for paths the emulator does not serve (a proxy that forwarded something it
+    /// should not have: the security tests expect 0).
+    unknown_paths: AtomicU64,
 }
 
 struct State {
@@ -236,10 +239,22 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
     })
 }
 
-/// Response body: either a full buffer or a channel of stream frames.
+/// Response body: a full buffer or a channel of stream frames, optionally ended by trailers
+/// (`fault-trailers`).
 pub enum EmuBody {
     Full(Full<Bytes>),
-    Channel(mpsc::Receiver<Bytes>),
+    Channel(mpsc::Receiver<Bytes>, Option<hyper::HeaderMap>),
+    Trailed(Option<Bytes>, Option<hyper::HeaderMap>),
+}
+
+/// The trailers `fault-trailers` ends an answer with.
+fn fault_trailers() -> hyper::HeaderMap {
+    let mut t = hyper::HeaderMap::new();
+    t.insert(
+        "x-emulator-trailer",
+        hyper::header::HeaderValue::from_static("end"),
+    );
+    t
 }
 
 impl Body for EmuBody {
@@ -252,21 +267,30 @@ impl Body for EmuBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         match self.get_mut() {
             EmuBody::Full(f) => Pin::new(f).poll_frame(cx),
-            EmuBody::Channel(rx) => rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b)))),
+            EmuBody::Channel(rx, trailers) => match rx.poll_recv(cx) {
+                Poll::Ready(Some(b)) => Poll::Ready(Some(Ok(Frame::data(b)))),
+                Poll::Ready(None) => Poll::Ready(trailers.take().map(|t| Ok(Frame::trailers(t)))),
+                Poll::Pending => Poll::Pending,
+            },
+            EmuBody::Trailed(data, trailers) => Poll::Ready(match data.take() {
+                Some(b) => Some(Ok(Frame::data(b))),
+                None => trailers.take().map(|t| Ok(Frame::trailers(t))),
+            }),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             EmuBody::Full(f) => f.is_end_stream(),
-            EmuBody::Channel(_) => false,
+            EmuBody::Channel(..) => false,
+            EmuBody::Trailed(data, trailers) => data.is_none() && trailers.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             EmuBody::Full(f) => f.size_hint(),
-            EmuBody::Channel(_) => SizeHint::default(),
+            EmuBody::Channel(..) | EmuBody::Trailed(..) => SizeHint::default(),
         }
     }
 }
@@ -400,6 +424,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Resp, BoxEr
                 &state.stats.imds_token_fetches,
                 &state.stats.imds_role_fetches,
                 &state.stats.imds_credential_fetches,
+                &state.stats.unknown_paths,
             ] {
                 c.store(0, Ordering::Relaxed);
             }
@@ -417,7 +442,10 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Resp, BoxEr
             lock(&state.records).clear();
             Ok(json_resp(200, &json!({"cleared": true})))
         }
-        _ => Ok(not_found()),
+        _ => {
+            state.stats.unknown_paths.fetch_add(1, Ordering::Relaxed);
+            Ok(not_found())
+        }
     };
     if state.verbose {
         if let Ok(r) = &resp {
@@ -442,6 +470,7 @@ fn stats_json(state: &State) -> Value {
         "invocations": s.invocations.load(Ordering::Relaxed),
         "signature_failures": s.signature_failures.load(Ordering::Relaxed),
         "container_fetches": s.container_fetches.load(Ordering::Relaxed),
+        "unknown_paths": s.unknown_paths.load(Ordering::Relaxed),
         "imds_token_fetches": s.imds_token_fetches.load(Ordering::Relaxed),
         "imds_role_fetches": s.imds_role_fetches.load(Ordering::Relaxed),
         "imds_credential_fetches": s.imds_credential_fetches.load(Ordering::Relaxed),
@@ -840,7 +869,13 @@ async fn bedrock_call(
     if !stream {
         let latency = started.elapsed().as_millis() as u64;
         let body = bedrock::message_json(&msg_id, &model_id, &generation);
-        let mut r = full(200, "application/json", body);
+        let mut r = if f.trailers {
+            let mut r = full(200, "application/json", Bytes::new());
+            *r.body_mut() = EmuBody::Trailed(Some(Bytes::from(body)), Some(fault_trailers()));
+            r
+        } else {
+            full(200, "application/json", body)
+        };
         set_header(&mut r, "x-amzn-requestid", &request_id);
         set_header(
             &mut r,
@@ -861,8 +896,9 @@ async fn bedrock_call(
     }
 
     let (tx, rx) = mpsc::channel::<Bytes>(16);
+    let trailers = f.trailers.then(fault_trailers);
     tokio::spawn(stream_frames(tx, msg_id, model_id, generation, f, started));
-    let mut r = Response::new(EmuBody::Channel(rx));
+    let mut r = Response::new(EmuBody::Channel(rx, trailers));
     set_header(&mut r, "content-type", "application/vnd.amazon.eventstream");
     set_header(&mut r, "x-amzn-bedrock-content-type", "application/json");
     set_header(&mut r, "x-amzn-requestid", &request_id);

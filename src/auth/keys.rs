@@ -30,6 +30,9 @@ use super::rs256::{self, Rs256Key};
 
 /// Upper bound on the number of keys kept in a [`KeySet`].
 pub const MAX_KEYS: usize = 64;
+/// A JWKS or OIDC discovery document larger than this is refused unparsed (GitLab's are a
+/// few KiB). The host refuses such answers before reading them, too.
+pub const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
 /// Smallest accepted RSA modulus, in bits.
 pub const MIN_RSA_BITS: usize = rs256::MIN_BITS as usize;
 
@@ -59,6 +62,12 @@ pub fn discovery_url(base: &str) -> String {
 
 /// `jwks_uri` from an OpenID discovery document. It must be an `http://` or `https://` URL.
 pub fn jwks_uri_from_discovery(body: &[u8]) -> Result<String, String> {
+    if body.len() > MAX_DOCUMENT_BYTES {
+        return Err(format!(
+            "discovery document of {} bytes refused (at most {MAX_DOCUMENT_BYTES})",
+            body.len()
+        ));
+    }
     let doc: Value =
         serde_json::from_slice(body).map_err(|e| format!("discovery document is not JSON: {e}"))?;
     let uri = doc
@@ -167,6 +176,10 @@ impl KeySet {
     pub fn from_jwks(docs: &[&[u8]]) -> Result<KeySet, String> {
         let mut set = KeySet::default();
         for doc in docs {
+            if doc.len() > MAX_DOCUMENT_BYTES {
+                set.bad_documents = set.bad_documents.saturating_add(1);
+                continue;
+            }
             let parsed: Option<Vec<Value>> =
                 serde_json::from_slice::<Value>(doc)
                     .ok()
@@ -194,20 +207,21 @@ impl KeySet {
         Ok(set)
     }
 
+    /// Adds one JWK. The limit and the duplicate check come first: building a key (the
+    /// verifier's precomputation) is the expensive part, and a hostile document must not make
+    /// the filter build keys it then throws away.
     fn add(&mut self, jwk: &Value) {
-        let key = match parse_rsa_jwk(jwk) {
-            Some(k) => k,
-            None => {
-                self.skipped = self.skipped.saturating_add(1);
-                return;
-            }
-        };
-        let duplicate = key.kid.is_some() && self.keys.iter().any(|k| k.kid == key.kid);
+        let kid = jwk.get("kid").and_then(Value::as_str);
+        let duplicate =
+            kid.is_some_and(|kid| self.keys.iter().any(|k| k.kid.as_deref() == Some(kid)));
         if duplicate || self.keys.len() >= MAX_KEYS {
             self.skipped = self.skipped.saturating_add(1);
             return;
         }
-        self.keys.push(key);
+        match parse_rsa_jwk(jwk) {
+            Some(key) => self.keys.push(key),
+            None => self.skipped = self.skipped.saturating_add(1),
+        }
     }
 
     /// The key with this `kid`.
@@ -218,9 +232,13 @@ impl KeySet {
             .map(|k| &k.public)
     }
 
-    /// Every key, in document order (used for tokens without a `kid`).
-    pub fn all(&self) -> impl Iterator<Item = &Rs256Key> {
-        self.keys.iter().map(|k| &k.public)
+    /// The key of a set that holds exactly one (the only one a token without a `kid` is
+    /// checked against; see `auth::rules`).
+    pub fn single(&self) -> Option<&Rs256Key> {
+        match self.keys.as_slice() {
+            [only] => Some(&only.public),
+            _ => None,
+        }
     }
 
     /// Number of usable keys.
@@ -676,7 +694,8 @@ mod tests {
         assert!(set.get("test-key-1").is_some());
         assert!(set.get("test-ec").is_none());
         assert!(set.get("nope").is_none());
-        assert_eq!(set.all().count(), 2);
+        assert_eq!(set.len(), 2);
+        assert!(set.single().is_none());
         assert!(!set.is_empty());
         assert!(format!("{set:?}").contains("test-key-1"));
     }

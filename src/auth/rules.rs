@@ -21,7 +21,10 @@
 //!   sends both).
 //! - Tokens larger than [`AuthConfig::max_token_bytes`] are refused before any parsing.
 //! - A `kid` in the token must name a key of the set (python-jose ignores `kid` and tries every
-//!   key). Only a token without `kid` is tried against every key.
+//!   key). A token without `kid` is checked only when the set holds a single key, and refused
+//!   otherwise (`missing_kid`): GitLab always names its key, and trying every key would let one
+//!   unauthenticated request cost up to [`MAX_KEYS`](crate::auth::keys::MAX_KEYS) RSA
+//!   verifications. So no token costs more than one.
 //! - Time claims must be JSON numbers (python-jose's `int()` would also take numeric strings);
 //!   `sub`, `iss`, `jti`, `gitlab_realm`, `gitlab_instance_id` must be strings and `scopes` a
 //!   list of strings when present (`null` counts as absent).
@@ -223,12 +226,16 @@ pub fn verify_with(
     let signature = URL_SAFE_NO_PAD
         .decode(sig_b64)
         .map_err(|_| AuthError::Forbidden("malformed"))?;
+    let named = kid.is_some();
     let key = match kid {
         Some(kid) => match keys.get(&kid) {
-            Some(key) => Some(key),
+            Some(key) => key,
             None => return Err(AuthError::UnknownKid(truncate(kid, MAX_KID_ECHO))),
         },
-        None => None,
+        None => match keys.single() {
+            Some(key) => key,
+            None => return Err(AuthError::Forbidden("missing_kid")),
+        },
     };
 
     let decode_payload = || -> Result<Map<String, Value>, AuthError> {
@@ -240,7 +247,7 @@ pub fn verify_with(
     // The Envoy path: a known kid and the very token jwt_authn verified (same jti). Otherwise
     // the payload already decoded waits for the signature check (its errors come after it).
     let mut decoded = None;
-    if let (SignatureCheck::VerifiedByEnvoy { jti }, Some(_)) = (check, key) {
+    if let (SignatureCheck::VerifiedByEnvoy { jti }, true) = (check, named) {
         let payload = decode_payload();
         if let Ok(p) = &payload {
             if p.get("jti").and_then(Value::as_str) == Some(jti) {
@@ -259,11 +266,7 @@ pub fn verify_with(
         .get(..signed_len)
         .ok_or(AuthError::Forbidden("malformed"))?;
     let digest: [u8; 32] = Sha256::digest(signing_input.as_bytes()).into();
-    let verified = match key {
-        Some(key) => rs256_ok(key, &digest, &signature),
-        None => keys.all().any(|key| rs256_ok(key, &digest, &signature)),
-    };
-    if !verified {
+    if !rs256_ok(key, &digest, &signature) {
         return Err(AuthError::Forbidden("bad_signature"));
     }
     let payload = decoded.unwrap_or_else(decode_payload)?;
@@ -888,17 +891,21 @@ pub(crate) mod tests {
             Err(AuthError::UnknownKid(k)) => assert_eq!(k.len(), MAX_KID_ECHO),
             other => panic!("{other:?}"),
         }
-        // No kid: every key is tried (key 2 is the second).
-        let t = sign_with(KEY2_PEM, None, Algorithm::RS256, &rails_claims());
-        assert!(v(&t).is_ok());
-        let t = sign_with(KEY1_PEM, None, Algorithm::RS256, &rails_claims());
-        assert!(v(&t).is_ok());
-        // No kid and no key matches.
+        // No kid with several keys: refused before any RSA work, whichever key signed it (one
+        // unauthenticated request never costs more than one verification).
+        for pem in [KEY1_PEM, KEY2_PEM] {
+            let t = sign_with(pem, None, Algorithm::RS256, &rails_claims());
+            assert_eq!(v(&t), Err(AuthError::Forbidden("missing_kid")));
+        }
+        // No kid with a single key: that key, and only it, is tried.
         let only_key2 = {
             let j: Value = serde_json::from_str(JWKS).unwrap();
             let doc = json!({"keys": [j["keys"][1]]}).to_string();
             KeySet::from_jwks(&[doc.as_bytes()]).unwrap()
         };
+        let t = sign_with(KEY2_PEM, None, Algorithm::RS256, &rails_claims());
+        assert!(verify(&t, &only_key2, &AuthConfig::default(), NOW).is_ok());
+        let t = sign_with(KEY1_PEM, None, Algorithm::RS256, &rails_claims());
         assert_eq!(
             verify(&t, &only_key2, &AuthConfig::default(), NOW),
             Err(AuthError::Forbidden("bad_signature"))
@@ -964,11 +971,23 @@ pub(crate) mod tests {
 
     #[test]
     fn envoy_verified_keeps_every_other_rule() {
-        // No kid: the filter tries its own keys (jwt_authn's key choice is not taken on trust).
+        // No kid: refused with several keys, as on the filter's own path; with a single key the
+        // filter checks that key itself (jwt_authn's key choice is not taken on trust).
         let t = sign_with(KEY1_PEM, None, Algorithm::RS256, &rails_claims());
-        assert_eq!(via_envoy(&t, JTI).unwrap().1, VerifiedBy::Filter);
+        assert_eq!(via_envoy(&t, JTI), Err(AuthError::Forbidden("missing_kid")));
+        let only_key1 = {
+            let j: Value = serde_json::from_str(JWKS).unwrap();
+            let doc = json!({"keys": [j["keys"][0]]}).to_string();
+            KeySet::from_jwks(&[doc.as_bytes()]).unwrap()
+        };
+        let check = SignatureCheck::VerifiedByEnvoy { jti: JTI };
+        let cfg = AuthConfig::default();
         assert_eq!(
-            via_envoy(&resigned_badly(&t), JTI),
+            verify_with(&t, &only_key1, &cfg, NOW, check).unwrap().1,
+            VerifiedBy::Filter
+        );
+        assert_eq!(
+            verify_with(&resigned_badly(&t), &only_key1, &cfg, NOW, check),
             Err(AuthError::Forbidden("bad_signature"))
         );
         // A kid the filter does not know: refresh/unknown-kid handling as usual.

@@ -7,6 +7,7 @@
 //! refresh keeps serving with the current credentials until they expire, retries with
 //! backoff, and is logged and counted. The secret lives in VM memory and shared data only.
 
+use super::abi;
 use super::shared::{Shared, LEASE_SECS};
 use super::vm::Vm;
 use crate::bedrock::credentials::{
@@ -63,18 +64,14 @@ impl CredentialFetcher {
             return true;
         };
         let (source, cluster) = (source.clone(), cluster.clone());
-        let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
-            .ok()
-            .flatten()
+        let status = abi::header(MapType::HttpCallResponseHeaders, ":status")
             .and_then(|s| s.parse::<u16>().ok())
             .unwrap_or(0);
-        let body = hostcalls::get_buffer(
+        let body = abi::buffer(
             BufferType::HttpCallResponseBody,
             0,
             body_size.min(MAX_BODY_BYTES),
         )
-        .ok()
-        .flatten()
         .unwrap_or_default();
         let step = fetch.on_response(status, &body, now);
         self.step(vm, &source, &cluster, fetch, step, now);

@@ -10,11 +10,15 @@
 //! A failed fetch keeps the last good keys and retries with backoff. An unknown `kid` asks for
 //! an early refresh, rate-limited across all VMs through the record's `forced_at`.
 
+use super::abi;
 use super::shared::{Shared, LEASE_SECS};
 use super::vm::Vm;
-use crate::auth::keys::{jwks_uri_from_discovery, max_age, merge_jwks_json, KeySet};
+use crate::auth::keys::{
+    jwks_uri_from_discovery, max_age, merge_jwks_json, KeySet, MAX_DOCUMENT_BYTES,
+};
 use crate::config::OidcProvider;
 use proxy_wasm::hostcalls;
+use proxy_wasm::types::{BufferType, MapType};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
@@ -144,8 +148,7 @@ impl Fetcher {
         let Some(p) = vm.config.providers.get(i).cloned() else {
             return true;
         };
-        let headers = hostcalls::get_map(proxy_wasm::types::MapType::HttpCallResponseHeaders)
-            .unwrap_or_default();
+        let headers = abi::header_map(MapType::HttpCallResponseHeaders);
         let header = |name: &str| {
             headers
                 .iter()
@@ -153,19 +156,11 @@ impl Fetcher {
                 .map(|(_, v)| v.as_str())
         };
         let status = header(":status").unwrap_or("");
-        let body = hostcalls::get_buffer(
-            proxy_wasm::types::BufferType::HttpCallResponseBody,
-            0,
-            body_size,
-        )
-        .ok()
-        .flatten()
-        .unwrap_or_default();
+        let what = match stage {
+            Stage::Discovery => "openid-configuration",
+            Stage::Keys => "JWKS",
+        };
         if status != "200" {
-            let what = match stage {
-                Stage::Discovery => "openid-configuration",
-                Stage::Keys => "JWKS",
-            };
             let status = if status.is_empty() {
                 "no answer (timeout or connection failure)"
             } else {
@@ -174,6 +169,13 @@ impl Fetcher {
             self.failed(vm, &p, now, &format!("{what} fetch answered {status}"));
             return true;
         }
+        // Bounded before anything is read or parsed: GitLab's documents are a few KiB.
+        if body_size > MAX_DOCUMENT_BYTES {
+            let why = format!("{what} of {body_size} bytes refused (at most {MAX_DOCUMENT_BYTES})");
+            self.failed(vm, &p, now, &why);
+            return true;
+        }
+        let body = abi::buffer(BufferType::HttpCallResponseBody, 0, body_size).unwrap_or_default();
         match stage {
             Stage::Discovery => {
                 match jwks_uri_from_discovery(&body).and_then(|uri| split_url(&uri)) {

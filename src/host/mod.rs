@@ -6,6 +6,7 @@
 //!   (`auth`, `gitlab`, `bedrock`), nothing else.
 //! - [`vm`]: the state the root and the requests of one VM share.
 
+mod abi;
 mod credentials;
 mod keys;
 mod metrics;

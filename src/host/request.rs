@@ -4,6 +4,7 @@
 //! forwarded; Bedrock answer → (headers) mode → (body) GitLab answer, streamed or buffered.
 //! Everything that decides lives in the core modules; this file only moves bytes.
 
+use super::abi;
 use super::keys::request_refresh;
 use super::vm::{Vm, Waiter};
 use super::{now_ms, now_secs};
@@ -18,11 +19,10 @@ use crate::bedrock::eventstream::{EventStreamDecoder, StreamFrame};
 use crate::bedrock::invoke::{build, UpstreamAuth};
 use crate::bedrock::messages::MessagesResponse;
 use crate::bedrock::stream::StreamEvent;
-use crate::config::{Upstream, JWT_AUTHN_PAYLOAD_KEY};
+use crate::config::{Upstream, JWT_AUTHN_PAYLOAD_KEY, UPSTREAM_BEDROCK, UPSTREAM_MARKER_PROPERTY};
 use crate::gitlab::errors::{self, Family, GitlabError};
 use crate::gitlab::routes::{classify, Route};
 use crate::gitlab::{plan, Endpoint, RequestContext, Responder};
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
 use std::cell::RefCell;
@@ -31,6 +31,8 @@ use std::time::{Duration, UNIX_EPOCH};
 
 /// Bodies above this are refused before parsing (Rails sends at most 600 000 bytes).
 const MAX_REQUEST_BODY: usize = 8 * 1024 * 1024;
+/// A buffered Bedrock answer read at its trailers (the cluster buffer limit is 16 MiB).
+const MAX_RESPONSE_BODY: usize = 16 * 1024 * 1024;
 
 /// The HTTP context Envoy talks to; the state is shared with the root for key waits.
 pub struct Http(Rc<RefCell<Request>>);
@@ -176,8 +178,8 @@ impl Request {
         );
         self.local_reply = true;
         self.record.status = status;
-        if let Err(e) = hostcalls::send_http_response(u32::from(status), headers, Some(body)) {
-            log::warn!("could not send a local reply: {e:?}");
+        if !abi::send_response(status, &headers, body) {
+            log::warn!("could not send a local reply ({status})");
         }
     }
 
@@ -201,7 +203,7 @@ impl Request {
 
     fn on_request_headers(&mut self, end_of_stream: bool) -> Action {
         self.started_ms = now_ms();
-        let headers = hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default();
+        let headers = abi::header_map(MapType::HttpRequestHeaders);
         let header = |name: &str| {
             headers
                 .iter()
@@ -211,8 +213,9 @@ impl Request {
         };
         self.route = classify(header(":method"), header(":path"));
         self.record.request_id = header("x-request-id").chars().take(128).collect();
+        // Forwarded to Bedrock only when it is plain visible ASCII (GitLab's ids are).
         self.request_id_header = Some(header("x-request-id"))
-            .filter(|v| !v.is_empty())
+            .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_graphic()))
             .map(str::to_string);
         self.scheme = match header(":scheme") {
             "" => "http".to_string(),
@@ -223,13 +226,21 @@ impl Request {
             self.reply(200, b"{}", &[]);
             return Action::Pause;
         }
-        if header("x-duo-bedrock-crash") == "now" && self.vm.borrow().config.crash_injection {
-            log::warn!(
-                "fault injection: crashing this VM on request (DUO_BEDROCK_FAULT_INJECTION=crash)"
-            );
-            #[allow(clippy::panic)]
-            {
-                panic!("fault injection: x-duo-bedrock-crash");
+        if self.vm.borrow().config.crash_injection {
+            match header("x-duo-bedrock-crash") {
+                "now" => {
+                    log::warn!("fault injection: crashing this VM on request (DUO_BEDROCK_FAULT_INJECTION=crash)");
+                    #[allow(clippy::panic)]
+                    {
+                        panic!("fault injection: x-duo-bedrock-crash");
+                    }
+                }
+                // A callback path that forgets to plan the request: Envoy's routes must refuse it.
+                "pass" => {
+                    log::warn!("fault injection: passing this request on unplanned (DUO_BEDROCK_FAULT_INJECTION=crash)");
+                    return Action::Continue;
+                }
+                _ => {}
             }
         }
         let vm = self.vm.clone();
@@ -291,8 +302,8 @@ impl Request {
             return false;
         }
         if let Some(Action::Continue) = self.after_auth(vm) {
-            if let Err(e) = hostcalls::resume_http_request() {
-                log::warn!("could not resume a request after its wait: {e:?}");
+            if !abi::resume_request() {
+                log::warn!("could not resume a request after its wait");
             }
         }
         false
@@ -300,7 +311,7 @@ impl Request {
 
     /// The JWT check again, with the keys as they are now. True = keep waiting.
     fn retry_auth(&mut self, vm: &mut Vm, timed_out: bool) -> bool {
-        let headers = hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default();
+        let headers = abi::header_map(MapType::HttpRequestHeaders);
         match authenticate(vm, &headers) {
             Outcome::Accepted(claims) => self.auth = Auth::Done(Some(claims)),
             Outcome::Wait if !timed_out => return true,
@@ -347,6 +358,23 @@ impl Request {
         self.after_auth(&mut vm).unwrap_or(Action::Pause)
     }
 
+    /// Request trailers (HTTP/2, or HTTP/1.1 chunked when the listener enables them): the body
+    /// ends here, never with `end_of_stream` on a body callback. GitLab sends none (Rails and
+    /// the IDE clients speak HTTP/1.1 without trailers), so the request is refused in GitLab's
+    /// format; had the callback been left to its default, Envoy would have passed the original
+    /// request on unplanned (the Envoy routes refuse it too: config::UPSTREAM_MARKER_PROPERTY).
+    fn on_request_trailers(&mut self) -> Action {
+        if !self.local_reply {
+            log::warn!("request with trailers refused (400)");
+            self.record.error_type = Some("request_trailers".into());
+            self.reply_error(&GitlabError::detail(
+                400,
+                "Request trailers are not supported",
+            ));
+        }
+        Action::Pause
+    }
+
     /// Builds, signs and forwards the Bedrock request; or answers locally. Returns the action
     /// for the current callback (`Continue` = the rewritten request goes upstream), `None`
     /// while it waits for the first refreshed AWS credentials.
@@ -382,16 +410,11 @@ impl Request {
                 }
             }
         };
-        let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, self.body_size)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        let flags = hostcalls::get_map_value(
+        let body = abi::buffer(BufferType::HttpRequestBody, 0, self.body_size).unwrap_or_default();
+        let flags = abi::header(
             MapType::HttpRequestHeaders,
             "x-gitlab-enabled-feature-flags",
-        )
-        .ok()
-        .flatten();
+        );
         let scopes = match &self.auth {
             Auth::Done(Some(claims)) => Some(claims.scopes.as_slice()),
             _ => None,
@@ -467,14 +490,16 @@ impl Request {
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_str())),
         );
-        let mut ok = hostcalls::set_map(MapType::HttpRequestHeaders, set).is_ok();
-        ok &= hostcalls::set_buffer(
-            BufferType::HttpRequestBody,
-            0,
-            self.body_size,
-            &upstream.body,
-        )
-        .is_ok();
+        // The marker first: replacing the header map clears Envoy's route cache, so the route
+        // is chosen again with the marker set (config::UPSTREAM_MARKER_PROPERTY).
+        let ok = abi::set_property(&[UPSTREAM_MARKER_PROPERTY], UPSTREAM_BEDROCK.as_bytes())
+            && abi::set_header_map(MapType::HttpRequestHeaders, &set)
+            && abi::set_buffer(
+                BufferType::HttpRequestBody,
+                0,
+                self.body_size,
+                &upstream.body,
+            );
         if !ok {
             self.reply_error(&GitlabError::detail(500, "Could not forward the request"));
             return Some(Action::Pause);
@@ -504,7 +529,7 @@ impl Request {
         let Some(fwd) = self.forwarded.as_mut() else {
             return Action::Continue;
         };
-        let headers = hostcalls::get_map(MapType::HttpResponseHeaders).unwrap_or_default();
+        let headers = abi::header_map(MapType::HttpResponseHeaders);
         let header = |name: &str| {
             headers
                 .iter()
@@ -518,9 +543,7 @@ impl Request {
         if let Some(id) = header("x-amzn-requestid") {
             self.record.bedrock_request_id = id.chars().take(128).collect();
         }
-        let details = hostcalls::get_property(vec!["response", "code_details"])
-            .ok()
-            .flatten()
+        let details = abi::property(&["response", "code_details"])
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default();
         self.response = if details != "via_upstream" {
@@ -530,10 +553,9 @@ impl Request {
             out.extend(fwd.responder.stream_headers());
             out.push(("x-process-time".into(), self.process_time()));
             self.record.status = 200;
-            let _ = hostcalls::set_map(
-                MapType::HttpResponseHeaders,
-                out.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
-            );
+            let out: Vec<(&str, &str)> =
+                out.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            abi::set_header_map(MapType::HttpResponseHeaders, &out);
             self.response = ResponseMode::Streaming {
                 decoder: EventStreamDecoder::new(),
                 started: false,
@@ -561,23 +583,47 @@ impl Request {
             return Action::Continue;
         }
         if let ResponseMode::Streaming { .. } = self.response {
-            let chunk = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size)
-                .ok()
-                .flatten()
-                .unwrap_or_default();
+            let chunk = abi::buffer(BufferType::HttpResponseBody, 0, body_size).unwrap_or_default();
             let out = self.translate_chunk(&chunk, end_of_stream);
-            let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &out);
+            abi::set_buffer(BufferType::HttpResponseBody, 0, body_size, &out);
             return Action::Continue;
         }
         if !end_of_stream {
             return Action::Pause;
         }
-        let body = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
+        let body = abi::buffer(BufferType::HttpResponseBody, 0, body_size).unwrap_or_default();
         let out = self.finish_buffered(&body);
-        let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &out);
+        abi::set_buffer(BufferType::HttpResponseBody, 0, body_size, &out);
+        Action::Continue
+    }
+
+    /// Upstream trailers (an HTTP/2 upstream; the `bedrock` cluster speaks HTTP/1.1, which drops
+    /// them): the answer ends here. A buffered answer is translated from the buffered body as on
+    /// `end_of_stream`; a stream was translated chunk by chunk and ended at `message_stop`, and
+    /// one cut before it is recorded as truncated. The trailers themselves never reach GitLab.
+    fn on_response_trailers(&mut self) -> Action {
+        if self.local_reply || self.forwarded.is_none() {
+            return Action::Continue;
+        }
+        abi::set_header_map(MapType::HttpResponseTrailers, &[]);
+        match &mut self.response {
+            ResponseMode::Streaming { finished, .. } => {
+                if !*finished {
+                    *finished = true;
+                    log::warn!("Bedrock stream ended by trailers before message_stop");
+                    self.record.error_type = Some("truncated_stream".into());
+                    self.record.stream_exception = true;
+                }
+            }
+            ResponseMode::Undecided => {}
+            _ => {
+                let body = abi::buffer(BufferType::HttpResponseBody, 0, MAX_RESPONSE_BODY)
+                    .unwrap_or_default();
+                let size = body.len();
+                let out = self.finish_buffered(&body);
+                abi::set_buffer(BufferType::HttpResponseBody, 0, size, &out);
+            }
+        }
         Action::Continue
     }
 
@@ -665,10 +711,8 @@ impl Request {
         all.extend(headers);
         all.push(("content-length".into(), out.len().to_string()));
         all.push(("x-process-time".into(), self.process_time()));
-        let _ = hostcalls::set_map(
-            MapType::HttpResponseHeaders,
-            all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
-        );
+        let all: Vec<(&str, &str)> = all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        abi::set_header_map(MapType::HttpResponseHeaders, &all);
         out
     }
 
@@ -730,6 +774,13 @@ impl Request {
                     self.record.stream_exception = true;
                     out.extend(fwd.responder.stream_error("unreadable stream from Bedrock"));
                     *finished = true;
+                    return out;
+                }
+                // The answer is complete at `message_stop`: GitLab's stream ends here, whether
+                // the upstream then ends the body or sends trailers (see on_response_trailers).
+                StreamFrame::Event(StreamEvent::MessageStop { .. }) => {
+                    *finished = true;
+                    out.extend(fwd.responder.stream_end());
                     return out;
                 }
                 StreamFrame::Event(_) => {}
@@ -812,15 +863,13 @@ fn envoy_verified_jti(headers: &[(String, String)]) -> Option<String> {
     if headers.iter().filter(|(k, _)| k == "authorization").count() != 1 {
         return None;
     }
-    let jti = hostcalls::get_property(vec![
+    let jti = abi::property(&[
         "metadata",
         "filter_metadata",
         "envoy.filters.http.jwt_authn",
         JWT_AUTHN_PAYLOAD_KEY,
         "jti",
-    ])
-    .ok()
-    .flatten()?;
+    ])?;
     String::from_utf8(jti).ok().filter(|j| !j.is_empty())
 }
 
@@ -869,7 +918,7 @@ impl Request {
                     ("direction", d),
                 ]
             };
-            if r.input_tokens + r.output_tokens > 0 {
+            if r.input_tokens.saturating_add(r.output_tokens) > 0 {
                 m.add("tokens_total", &labels("input"), r.input_tokens);
                 m.add("tokens_total", &labels("output"), r.output_tokens);
             }
@@ -923,6 +972,13 @@ impl HttpContext for Http {
         request.on_request_body(body_size, end_of_stream)
     }
 
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        let Ok(mut request) = self.0.try_borrow_mut() else {
+            return Action::Pause;
+        };
+        request.on_request_trailers()
+    }
+
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let Ok(mut request) = self.0.try_borrow_mut() else {
             return Action::Continue;
@@ -935,6 +991,13 @@ impl HttpContext for Http {
             return Action::Continue;
         };
         request.on_response_body(body_size, end_of_stream)
+    }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        let Ok(mut request) = self.0.try_borrow_mut() else {
+            return Action::Continue;
+        };
+        request.on_response_trailers()
     }
 
     fn on_log(&mut self) {

@@ -1,5 +1,6 @@
 //! The root context of a VM: configuration, the key-set refresher, and waking waiting requests.
 
+use super::abi;
 use super::credentials::CredentialFetcher;
 use super::keys::Fetcher;
 use super::request::{Http, Request};
@@ -8,7 +9,7 @@ use super::{now_ms, now_secs};
 use crate::config::Config;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::ContextType;
+use proxy_wasm::types::{BufferType, ContextType};
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
@@ -92,7 +93,7 @@ impl RootContext for Root {
         let raw = if size == 0 {
             Vec::new()
         } else {
-            self.get_plugin_configuration().unwrap_or_default()
+            abi::buffer(BufferType::PluginConfiguration, 0, size).unwrap_or_default()
         };
         match Config::load(&raw, |name| std::env::var(name).ok()) {
             Ok(config) => {

@@ -3,6 +3,8 @@
 //! test fails. A tiny HTTP/1.1 client keeps full control over what goes on the wire.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod h2;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -200,6 +202,15 @@ impl Sidecar {
     }
 
     pub fn start_with(emu: &Emulator, extra: &[(&str, &str)]) -> Sidecar {
+        Self::start_patched(emu, extra, &|config| config)
+    }
+
+    /// As [`Sidecar::start_with`], with the rendered Envoy config rewritten by `patch`.
+    pub fn start_patched(
+        emu: &Emulator,
+        extra: &[(&str, &str)],
+        patch: &dyn Fn(String) -> String,
+    ) -> Sidecar {
         let mut env: Vec<(&str, String)> = vec![
             ("AIGW_GITLAB_URL", emu.url.clone()),
             ("AWS_BEDROCK_RUNTIME_ENDPOINT", emu.url.clone()),
@@ -213,11 +224,20 @@ impl Sidecar {
                 env.push((k, v.to_string()));
             }
         }
-        Self::boot(env).unwrap_or_else(|e| panic!("sidecar did not start: {e}"))
+        Self::boot_patched(env, patch).unwrap_or_else(|e| panic!("sidecar did not start: {e}"))
     }
 
     /// Boots Envoy for `env`; Err(log) when it exits or does not become ready.
-    pub fn boot(mut env: Vec<(&str, String)>) -> Result<Sidecar, String> {
+    pub fn boot(env: Vec<(&str, String)>) -> Result<Sidecar, String> {
+        Self::boot_patched(env, &|config| config)
+    }
+
+    /// As [`Sidecar::boot`], with the rendered Envoy config rewritten by `patch` first (for
+    /// tests of a deployment the launcher does not render, e.g. an HTTP/2 upstream).
+    pub fn boot_patched(
+        mut env: Vec<(&str, String)>,
+        patch: &dyn Fn(String) -> String,
+    ) -> Result<Sidecar, String> {
         let dir = TempDir::new();
         let port = free_port();
         let admin_port = free_port();
@@ -226,6 +246,8 @@ impl Sidecar {
         env.push(("ENVOY_ADMIN_PORT", admin_port.to_string()));
         let config = dir.0.join("envoy.yaml");
         render_config(&env, &config)?;
+        let rendered = std::fs::read_to_string(&config).map_err(|e| e.to_string())?;
+        std::fs::write(&config, patch(rendered)).map_err(|e| e.to_string())?;
         let log = dir.0.join("envoy.log");
         let mut cmd = Command::new(envoy_bin());
         cmd.arg("-c")
@@ -426,6 +448,24 @@ pub fn try_request(
     if let Some(b) = body {
         s.write_all(b)?;
     }
+    read_response(s, method, start)
+}
+
+/// Writes `bytes` as they are (a whole HTTP/1.1 request, however malformed) and reads the answer.
+pub fn raw_request(port: u16, bytes: &[u8]) -> std::io::Result<Response> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let start = Instant::now();
+    s.write_all(bytes)?;
+    let method = if bytes.starts_with(b"HEAD ") {
+        "HEAD"
+    } else {
+        ""
+    };
+    read_response(s, method, start)
+}
+
+fn read_response(s: TcpStream, method: &str, start: Instant) -> std::io::Result<Response> {
     let mut r = BufReader::new(s);
     let mut status_line = String::new();
     r.read_line(&mut status_line)?;

@@ -54,6 +54,12 @@ pub struct ReactParser {
     answer_start: Option<usize>,
     /// Answer bytes already emitted end here.
     emitted_to: usize,
+    /// Bytes of `text` after `Final Answer:` already known to be whitespace (before the answer
+    /// starts), so the search for its first character never rescans them.
+    blank_to: usize,
+    /// Byte offset right after the last non-whitespace character of `text` (what the gateway's
+    /// strip keeps), kept up to date from each delta alone.
+    content_end: usize,
 }
 
 impl ReactParser {
@@ -72,8 +78,16 @@ impl ReactParser {
     }
 
     /// Adds a delta; returns the final-answer delta it released (at most one event).
+    ///
+    /// Linear in the length of the stream: each byte is searched for the marker, for the
+    /// answer's first character and for trailing whitespace at most once (plus a marker-length
+    /// overlap), however the model splits or pads its output.
     pub fn push(&mut self, delta: &str) -> Vec<AgentEvent> {
+        let start = self.text.len();
         self.text.push_str(delta);
+        if let Some((i, c)) = delta.char_indices().rev().find(|(_, c)| !c.is_whitespace()) {
+            self.content_end = start + i + c.len_utf8();
+        }
         if self.marker_end.is_none() {
             let mut from = self.scanned.saturating_sub(FINAL_ANSWER.len() - 1);
             while from > 0 && !self.text.is_char_boundary(from) {
@@ -88,16 +102,20 @@ impl ReactParser {
             return Vec::new();
         };
         if self.answer_start.is_none() {
-            let rest = self.text.get(marker_end..).unwrap_or("");
-            if let Some((i, _)) = rest.char_indices().find(|(_, c)| !c.is_whitespace()) {
-                self.answer_start = Some(marker_end + i);
-                self.emitted_to = marker_end + i;
+            let from = self.blank_to.max(marker_end);
+            let rest = self.text.get(from..).unwrap_or("");
+            match rest.char_indices().find(|(_, c)| !c.is_whitespace()) {
+                Some((i, _)) => {
+                    self.answer_start = Some(from + i);
+                    self.emitted_to = from + i;
+                }
+                None => {
+                    self.blank_to = self.text.len();
+                    return Vec::new();
+                }
             }
         }
-        if self.answer_start.is_none() {
-            return Vec::new();
-        }
-        let end = self.text.trim_end().len();
+        let end = self.content_end;
         if end <= self.emitted_to {
             return Vec::new();
         }
@@ -386,6 +404,30 @@ mod tests {
         );
         // an empty final answer sends nothing at all
         check_all_splits("ok\nFinal Answer:   \n", &(String::new(), vec![]));
+        // Whitespace padding after the marker and after the answer, one small delta at a time:
+        // the same answer as in one piece. (Was quadratic: every delta rescanned the padding.)
+        let mut p = ReactParser::new();
+        let mut answer = String::new();
+        let mut push = |p: &mut ReactParser, d: &str| {
+            for e in p.push(d) {
+                if let AgentEvent::FinalAnswerDelta { text } = e {
+                    answer.push_str(&text);
+                }
+            }
+        };
+        push(&mut p, "x\nFinal Answer:");
+        for _ in 0..65_536 {
+            push(&mut p, "                ");
+        }
+        push(&mut p, "Hi");
+        for _ in 0..65_536 {
+            push(&mut p, " \n \t            ");
+        }
+        push(&mut p, "there");
+        assert_eq!(
+            answer,
+            format!("Hi{}there", " \n \t            ".repeat(65_536))
+        );
     }
 
     #[test]
