@@ -84,7 +84,8 @@ fn default_token_cache_size() -> usize {
     1024
 }
 
-/// One OIDC provider whose JWKS signs GitLab tokens (§2.2: "Gitlab" and optionally "CustomersDot").
+/// One OIDC provider whose JWKS signs GitLab tokens (docs/gitlab-contract.md#key-sources: "Gitlab"
+/// and optionally "CustomersDot").
 #[derive(Debug, Clone, PartialEq)]
 pub struct OidcProvider {
     /// Short stable name, used in shared-data keys and logs.
@@ -123,7 +124,8 @@ pub struct Config {
     /// Verified tokens remembered per VM (0 disables the cache).
     pub token_cache_size: usize,
     /// The gateway's own keys (`AIGW_SELF_SIGNED_JWT__SIGNING_KEY` / `__VALIDATION_KEY`) as a
-    /// JWKS document, trusted beside the OIDC providers' keys (reference §2.2).
+    /// JWKS document, trusted beside the OIDC providers' keys
+    /// (docs/gitlab-contract.md#key-sources).
     pub local_jwks: Option<String>,
     /// Envoy's native `jwt_authn` filter checks token signatures in front of the filter (see
     /// [`crate::auth::rules::SignatureCheck`]); the filter still applies every other rule and

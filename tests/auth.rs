@@ -1,5 +1,6 @@
-//! GitLab JWT authentication through the real Envoy (issue 3; reference §2, §3).
-//! An accepted token on an unknown path gets the post-auth 404; a rejected one gets the 401 body.
+//! GitLab JWT authentication through the real Envoy (issue 3;
+//! docs/gitlab-contract.md#authentication, #errors). An accepted token on an unknown path gets the
+//! post-auth 404; a rejected one gets the 401 body.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

@@ -1,4 +1,5 @@
-//! Duo Chat and named prompts through the real Envoy (issue 5; reference §1.4–§1.6, §2.4, §3).
+//! Duo Chat and named prompts through the real Envoy (issue 5;
+//! docs/gitlab-contract.md#named-prompts, #chat-agent, #legacy-chat, #scopes, #errors).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

@@ -1,4 +1,6 @@
-//! Code Suggestions through the real Envoy + .wasm + emulator (issue 4; reference §1.1–§1.3, §5, §6).
+//! Code Suggestions through the real Envoy + .wasm + emulator (issue 4;
+//! docs/gitlab-contract.md#code-completions to #code-generations-v3-v4, #model-call,
+//! #gateway-behaviour).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -379,7 +381,7 @@ fn scopes_are_enforced() {
         &[],
     );
     assert_eq!(r.status, 403);
-    // AIGW-minted user tokens may not generate code (§2.4).
+    // AIGW-minted user tokens may not generate code (docs/gitlab-contract.md#scopes).
     let gateway = emu.mint(
         json!({"iss": "gitlab-ai-gateway", "aud": ["gitlab-ai-gateway"], "sub": "user-hash"}),
     );

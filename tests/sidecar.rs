@@ -1,4 +1,5 @@
-//! The sidecar contract (issue 2; reference §1.8, §2.1, §3, §6) through the real Envoy + .wasm.
+//! The sidecar contract (issue 2; docs/gitlab-contract.md#monitoring, #headers, #errors,
+//! #gateway-behaviour) through the real Envoy + .wasm.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

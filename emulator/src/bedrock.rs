@@ -2,7 +2,7 @@
 //! validation as Bedrock does it, a deterministic fake generation, the
 //! InvokeModel JSON answer and the InvokeModelWithResponseStream event list.
 //!
-//! Contract: `/work/shared/reference/bedrock-and-anchors.md` §E.2–§E.5
+//! Contract: `docs/bedrock-contract.md#invoke-model` to `#messages-body`
 //! (`anthropic_version` = `bedrock-2023-05-31`, no `model`/`stream` keys,
 //! `msg_bdrk_` ids, usage, the six stream event kinds and
 //! `amazon-bedrock-invocationMetrics`).

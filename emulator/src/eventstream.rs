@@ -1,6 +1,6 @@
 //! Byte-exact encoder for the AWS event-stream framing used by
 //! `InvokeModelWithResponseStream` (see
-//! `/work/shared/reference/bedrock-and-anchors.md` §E.3, §E.4).
+//! `docs/bedrock-contract.md#invoke-with-response-stream`, `#event-stream`, `#stream-events`).
 //!
 //! Message layout, all integers big-endian:
 //! `total_len u32 | headers_len u32 | prelude_crc u32 | headers | payload | message_crc u32`

@@ -3,7 +3,7 @@
 //! several may be combined, e.g. `anthropic.claude-fault-split-fault-drip-20`.
 //!
 //! Status knobs follow the Bedrock error table in
-//! `/work/shared/reference/bedrock-and-anchors.md` §E.6.
+//! `docs/bedrock-contract.md#errors`.
 
 /// An HTTP error answer Bedrock can give instead of a model response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,8 +2,8 @@
 //! (kid = RFC 7638 thumbprint), the discovery document, and minting of
 //! Cloud Connector tokens the way GitLab Rails self-signs them.
 //!
-//! Contract: `/work/shared/reference/gitlab-ai-gateway.md` §2.2 (JWKS shape and
-//! `Cache-Control`) and §2.3 (token header and claims: `jti`, `aud` list,
+//! Contract: `docs/gitlab-contract.md#key-sources` (JWKS shape and
+//! `Cache-Control`) and `#rails-tokens` (token header and claims: `jti`, `aud` list,
 //! `sub`, `iss`, `iat`, `nbf = iat - 5`, `exp = iat + ttl`, `gitlab_realm`,
 //! `scopes`, `skip_usage_cutoff`).
 //!

@@ -6,11 +6,11 @@
 //! (`Authorization: Bearer`), Bedrock body validation, error shapes
 //! (`x-amzn-errortype` + `{"message"}`), the event-stream encoder
 //! ([`crate::eventstream`]) and the fault knobs ([`crate::faults`]).
-//! Contract: `/work/shared/reference/bedrock-and-anchors.md` §E.
+//! Contract: `docs/bedrock-contract.md`.
 //!
 //! OIDC side: discovery + JWKS in GitLab's shape, with knobs to rotate keys,
 //! go down, slow down and change `Cache-Control`.
-//! Contract: `/work/shared/reference/gitlab-ai-gateway.md` §2.2–§2.3.
+//! Contract: `docs/gitlab-contract.md#key-sources` and `#rails-tokens`.
 //!
 //! Credential services ([`crate::creds`]): the ECS/EKS container endpoint at
 //! `/_creds/container` and IMDSv2 at its real paths; the credentials they issue

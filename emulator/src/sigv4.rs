@@ -2,7 +2,7 @@
 //! the AWS SigV4 specification, not from the `aws-sigv4` crate the filter uses,
 //! so the two implementations check each other.
 //!
-//! Contract (see `/work/shared/reference/bedrock-and-anchors.md` §E.6, §E.7, §F):
+//! Contract (see `docs/bedrock-contract.md#errors`, `#sigv4`, `#sigv4-test-vectors`):
 //! - canonical request = method, canonical URI, canonical query string,
 //!   canonical headers (exactly the `SignedHeaders`, lower-cased names, values
 //!   trimmed with runs of spaces collapsed, repeated headers joined by `,`),

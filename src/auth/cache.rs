@@ -1,7 +1,7 @@
 //! A bounded per-VM cache of verified tokens.
 //!
-//! RS256 verification dominates the filter's CPU cost (envoy-wasm-spike.md §4: ~1.4 ms per
-//! token in Envoy's V8 against ~20 µs for a cache hit), and GitLab clients reuse tokens, so
+//! RS256 verification dominates the filter's CPU cost (docs/envoy-proxy-wasm.md#rs256-cost: ~1.4 ms
+//! per token in Envoy's V8 against ~20 µs for a cache hit), and GitLab clients reuse tokens, so
 //! the host keeps the claims of tokens it has verified.
 //!
 //! - Key: SHA-256 of the token ([`TokenKey`], computed once by the caller and used for the lookup

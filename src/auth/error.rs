@@ -1,7 +1,7 @@
 //! Authentication failures and their exact HTTP answers.
 //!
 //! Every failure is a 401 with a compact JSON body `{"error":"<message>"}`, byte-for-byte the
-//! messages of the GitLab AI Gateway (reference: gitlab-ai-gateway.md §2.1 and §3). The host
+//! messages of the GitLab AI Gateway (docs/gitlab-contract.md#headers and #errors). The host
 //! sets `content-type: application/json`. [`AuthError::reason`] is a short, stable label for
 //! logs and metrics; it never contains the token or any claim value.
 

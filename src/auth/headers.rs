@@ -3,7 +3,7 @@
 //! The host hands over Envoy's header list (`Vec<(String, String)>`); the auth rules only
 //! need "the value of header X". Names are compared ASCII-case-insensitively, like the
 //! gateway, which lower-cases every header name before looking anything up
-//! (reference: gitlab-ai-gateway.md §2.1). When a header appears more than once, the
+//! (docs/gitlab-contract.md#headers). When a header appears more than once, the
 //! first occurrence wins.
 //!
 //! Note: on a slice, the inherent `<[T]>::get(usize)` shadows this trait method in method

@@ -1,7 +1,7 @@
 //! Verification keys: OIDC discovery, JWKS parsing and merging, refresh scheduling, and the
 //! gateway's own self-signed key.
 //!
-//! Contract (reference: gitlab-ai-gateway.md §2.2): the gateway trusts the union of
+//! Contract (docs/gitlab-contract.md#key-sources): the gateway trusts the union of
 //! 1. the public halves of its own `AIGW_SELF_SIGNED_JWT__SIGNING_KEY` / `__VALIDATION_KEY`
 //!    (PEM RSA private keys; kids `<service>_signing_key` / `<service>_validation_key`), and
 //! 2. the JWKS of each OIDC provider, found by `GET urljoin(base, "/.well-known/openid-configuration")`

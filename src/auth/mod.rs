@@ -1,8 +1,8 @@
 //! GitLab JWT authentication and authorization, host-independent (no proxy-wasm calls; the
 //! clock is a `now: u64` in seconds from the host).
 //!
-//! Contract: the GitLab AI Gateway rules in gitlab-ai-gateway.md §2 (headers, JWT
-//! validation, key sources, scopes) and §3 (exact 401/403 bodies).
+//! Contract: the GitLab AI Gateway rules in docs/gitlab-contract.md#authentication (headers, JWT
+//! validation, key sources, scopes) and #errors (exact 401/403 bodies).
 //!
 //! Host flow:
 //! 1. request headers → [`extract_token`] → [`TokenCache::get`] (hit: skip 2)

@@ -1,6 +1,6 @@
 //! RS256 signature verification: RSASSA-PKCS1-v1_5 with SHA-256 (JWS `RS256`, RFC 7518 §3.3;
 //! RFC 8017 §8.2.2 and EMSA-PKCS1-v1_5 §9.2), the only algorithm GitLab uses for its tokens
-//! (reference: gitlab-ai-gateway.md §2.2).
+//! (docs/gitlab-contract.md#jwt-rules).
 //!
 //! Why not the `rsa` crate: GitLab mints a fresh token per request, so this runs on every
 //! request inside Envoy's V8. There the `rsa` 0.9 crate (num-bigint-dig) takes ~840 µs per

@@ -1,5 +1,5 @@
 //! The GitLab AI Gateway authentication rules: header checks, JWT verification and
-//! claim/header bindings (reference: gitlab-ai-gateway.md §2.1, §2.2, §3).
+//! claim/header bindings (docs/gitlab-contract.md#headers, #jwt-rules, #errors).
 //!
 //! Order, as in the gateway (`gitlab_cloud_connector` `auth.py::authenticate`):
 //! 1. [`extract_token`]: `Authorization` present → scheme `bearer` (case-insensitive, the
@@ -434,7 +434,7 @@ pub(crate) mod tests {
         KeySet::from_jwks(&[JWKS.as_bytes()]).unwrap()
     }
 
-    /// A GitLab-shaped self-issued token payload (§2.3).
+    /// A GitLab-shaped self-issued token payload (docs/gitlab-contract.md#rails-tokens).
     pub fn rails_claims() -> Value {
         json!({
             "jti": "8b1e6c5e-2d4a-4f0e-9a7b-000000000001",

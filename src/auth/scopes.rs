@@ -1,5 +1,5 @@
 //! Authorization: does the verified token grant the unit primitive an endpoint needs?
-//! (reference: gitlab-ai-gateway.md §2.4 and §3).
+//! (docs/gitlab-contract.md#scopes and #errors).
 //!
 //! The gateway's `can(unit_primitive, disallowed_issuers)` is true when the unit primitive is
 //! in the token's `scopes` and the token's `iss` is not disallowed; an auth-bypass user can

@@ -1,8 +1,7 @@
 //! Where Bedrock runtime calls go: scheme, host, port and signing region.
 //!
-//! Contract: `/work/shared/reference/bedrock-and-anchors.md` §E.8 (host names, PrivateLink, and
-//! the "sign over the Host that is actually sent" pitfall) and §E.1 (`bedrock-runtime` endpoint
-//! prefix).
+//! Contract: `docs/bedrock-contract.md#endpoints` (host names, PrivateLink), `#sigv4` (sign over
+//! the Host that is actually sent) and `#service` (`bedrock-runtime` endpoint prefix).
 //!
 //! * No override: `https://bedrock-runtime.<region>.amazonaws.com`.
 //! * Override (`AWS_BEDROCK_RUNTIME_ENDPOINT`): exactly `http(s)://host[:port]` with an optional

@@ -1,10 +1,10 @@
 //! Bedrock error responses: HTTP errors from InvokeModel(WithResponseStream) and exceptions
 //! delivered inside the event stream.
 //!
-//! Contract: `/work/shared/reference/bedrock-and-anchors.md` §E.6 (the `x-amzn-errortype`
-//! header, botocore's `:`/`#` stripping, `message`/`Message` bodies, and the status table) and
-//! §E.3 (`ResponseStream` exception members). [`reason_phrase`] gives the standard HTTP reason
-//! phrases used in GitLab's `"<code>: <reason>"` error details.
+//! Contract: `docs/bedrock-contract.md#errors` (the `x-amzn-errortype` header, botocore's `:`/`#`
+//! stripping, `message`/`Message` bodies, and the status table) and `#invoke-with-response-stream`
+//! (`ResponseStream` exception members). [`reason_phrase`] gives the standard HTTP reason phrases
+//! used in GitLab's `"<code>: <reason>"` error details.
 
 use std::fmt;
 
@@ -107,7 +107,8 @@ fn truncate(s: &str) -> String {
     s.get(..end).unwrap_or("").to_string()
 }
 
-/// §E.6 status table (for 400 and 429, the more common exception).
+/// The status table of docs/bedrock-contract.md#errors (for 400 and 429, the more common
+/// exception).
 fn kind_for_status(status: u16) -> &'static str {
     match status {
         400 => "ValidationException",

@@ -1,8 +1,9 @@
 //! Incremental decoder for the `application/vnd.amazon.eventstream` body of
 //! InvokeModelWithResponseStream.
 //!
-//! Contract: `/work/shared/reference/bedrock-and-anchors.md` §E.3 (`ResponseStream` members) and
-//! §E.4 (binary framing, CRCs, headers, the `{"bytes": base64, "p": padding}` chunk payload).
+//! Contract: `docs/bedrock-contract.md#invoke-with-response-stream` (`ResponseStream` members),
+//! `#event-stream` (binary framing, CRCs, headers) and `#stream-events` (the
+//! `{"bytes": base64, "p": padding}` chunk payload).
 //! Frames are CRC-checked by aws-smithy-eventstream's `MessageFrameDecoder`; this module adds
 //! the buffering across arbitrary chunk boundaries, an early prelude check (CRC and a size bound,
 //! so garbage is rejected after 12 bytes instead of being buffered), and the Bedrock mapping:
@@ -273,7 +274,8 @@ mod tests {
         )
     }
 
-    /// §E.4: the decoded ai-gateway aws-anthropic fixture events, verbatim.
+    /// docs/bedrock-contract.md#stream-events: the decoded ai-gateway aws-anthropic fixture events,
+    /// verbatim.
     const FIXTURE: [&str; 6] = [
         r#"{"type":"message_start","message":{"model":"claude-sonnet-4-5-20250929","id":"msg_bdrk_01Xyz","type":"message","role":"assistant","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":10,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"cache_creation":{"ephemeral_5m_input_tokens":0,"ephemeral_1h_input_tokens":0},"output_tokens":1}}}"#,
         r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,

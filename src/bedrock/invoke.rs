@@ -1,9 +1,9 @@
 //! Builds the upstream Bedrock request (path, authority, headers, body) for one invoke call.
 //!
-//! Contract: `/work/shared/reference/bedrock-and-anchors.md` §E.2 (InvokeModel: `Content-Type`
-//! and `Accept`), §E.3 (InvokeModelWithResponseStream: the accept value goes in
-//! `X-Amzn-Bedrock-Accept`), §E.5 (Messages body), §E.1 (SigV4 or `Authorization: Bearer` API
-//! key) and §E.8 (sign the authority that is sent). The header sets match the botocore vectors in
+//! Contract: `docs/bedrock-contract.md#invoke-model` (InvokeModel: `Content-Type` and `Accept`),
+//! `#invoke-with-response-stream` (the accept value goes in `X-Amzn-Bedrock-Accept`),
+//! `#messages-body`, `#service` (SigV4 or `Authorization: Bearer` API key) and `#sigv4` (sign the
+//! authority that is sent). The header sets match the botocore vectors in
 //! `tests/fixtures/bedrock-sigv4.json` (`invoke-*`: `accept;content-type`; `stream-*`:
 //! `content-type;x-amzn-bedrock-accept`).
 //!

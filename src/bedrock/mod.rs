@@ -19,7 +19,7 @@
 //!   [`errors::BedrockError`]; in-stream exceptions map through
 //!   [`errors::BedrockError::from_stream_exception`].
 //!
-//! Contract: `/work/shared/reference/bedrock-and-anchors.md` §E.
+//! Contract: `docs/bedrock-contract.md`.
 
 pub mod credentials;
 pub mod endpoint;

@@ -1,9 +1,9 @@
 //! AWS Signature Version 4 header signing for Bedrock runtime requests.
 //!
-//! Contract: `/work/shared/reference/bedrock-and-anchors.md` §E.1 (signing name `bedrock`), §E.7
-//! (canonical URI = the wire path encoded once more, so `%3A` is signed as `%253A`) and §F (AWS
-//! test suite), plus `envoy-wasm-spike.md` §2 (aws-sigv4 settings that match botocore byte for
-//! byte). The work is done by `aws-sigv4` with botocore-compatible settings:
+//! Contract: `docs/bedrock-contract.md#service` (signing name `bedrock`), `#sigv4`
+//! (canonical URI = the wire path encoded once more, so `%3A` is signed as `%253A`; the
+//! aws-sigv4 settings that match botocore byte for byte) and `#sigv4-test-vectors` (AWS
+//! test suite). The work is done by `aws-sigv4` with botocore-compatible settings:
 //! `PercentEncodingMode::Double`, `UriPathNormalizationMode::Enabled`,
 //! `SessionTokenMode::Include`, `PayloadChecksumKind::NoHeader`, signature in headers.
 //!

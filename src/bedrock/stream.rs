@@ -1,7 +1,7 @@
 //! Anthropic Messages streaming events, as carried inside Bedrock `chunk` events.
 //!
-//! Contract: `/work/shared/reference/bedrock-and-anchors.md` §E.4 ("Anthropic events inside
-//! `bytes`": `message_start`, `content_block_*`, `message_delta`, `message_stop` with
+//! Contract: `docs/bedrock-contract.md#stream-events` (Anthropic events inside
+//! `bytes`: `message_start`, `content_block_*`, `message_delta`, `message_stop` with
 //! `amazon-bedrock-invocationMetrics`). Only what the GitLab side needs is kept: text deltas,
 //! token usage, the stop reason and in-stream errors. Everything else (`ping`, tool-use JSON
 //! deltas, thinking, block start/stop, unknown types) becomes [`StreamEvent::Other`].
@@ -128,7 +128,8 @@ mod tests {
         parse_event(s.as_bytes()).unwrap_or_else(|e| panic!("{s}: {e}"))
     }
 
-    /// The decoded ai-gateway "aws-anthropic" fixture events (§E.4).
+    /// The decoded ai-gateway "aws-anthropic" fixture events
+    /// (docs/bedrock-contract.md#stream-events).
     #[test]
     fn ai_gateway_fixture_events() {
         assert_eq!(

@@ -1,11 +1,12 @@
 //! The InvokeModel / InvokeModelWithResponseStream wire path.
 //!
-//! Contract: `/work/shared/reference/bedrock-and-anchors.md` §E.2/§E.3 (paths) and §E.7 (model
-//! id forms and encoding). Like botocore (`percent_encode`, safe chars `-._~`), every byte of the
-//! model id except `A-Za-z0-9-._~` is percent-encoded, so `:` becomes `%3A` and `/` becomes
-//! `%2F`. A model id can therefore never add a path segment, a query, a fragment or a dot segment
-//! to the upstream path (a bare `.` or `..` id, which `-._~` would leave as a dot segment, is
-//! written as `%2E`/`%2E%2E`). The SigV4 signer later encodes this wire path once more (`%253A`).
+//! Contract: `docs/bedrock-contract.md#invoke-model` / `#invoke-with-response-stream` (paths) and
+//! `#model-ids` (model id forms and encoding). Like botocore (`percent_encode`, safe chars `-._~`),
+//! every byte of the model id except `A-Za-z0-9-._~` is percent-encoded, so `:` becomes `%3A` and
+//! `/` becomes `%2F`. A model id can therefore never add a path segment, a query, a fragment or a
+//! dot segment to the upstream path (a bare `.` or `..` id, which `-._~` would leave as a dot
+//! segment, is written as `%2E`/`%2E%2E`). The SigV4 signer later encodes this wire path once more
+//! (`%253A`).
 
 use std::fmt::Write;
 

@@ -1,6 +1,6 @@
 //! One interface for every endpoint family: a GitLab request body → a [`Plan`].
 //!
-//! Contract: `gitlab-ai-gateway.md` §1 (endpoints), §2.4 (scope per endpoint), §3 (errors).
+//! Contract: `docs/gitlab-contract.md#endpoints`, `#scopes` (scope per endpoint), `#errors`.
 //!
 //! The host, for any non-monitoring route:
 //! 1. maps the route to an [`Endpoint`] ([`Endpoint::from_route`]);

@@ -1,7 +1,7 @@
 //! GitLab-facing error answers, shaped like the FastAPI bodies the AI Gateway returns.
 //!
-//! Contract: `/work/shared/reference/gitlab-ai-gateway.md` §3 (error shapes) and §1.1–§1.3
-//! (422 validation bodies), plus `bedrock-and-anchors.md` §E.6 (Bedrock error kinds).
+//! Contract: `docs/gitlab-contract.md#errors` (error shapes) and `#validation-errors` (422 bodies),
+//! plus `docs/bedrock-contract.md#errors` (Bedrock error kinds).
 //!
 //! Every [`GitlabError`] is a complete HTTP answer: status, JSON body and headers.
 //! **Decision:** the `content-type: application/json` header is always included in

@@ -1,18 +1,20 @@
 //! The GitLab side of the gateway: what GitLab sends, what it expects back.
 //!
-//! Contract: `/work/shared/reference/gitlab-ai-gateway.md`.
+//! Contract: `docs/gitlab-contract.md` (anchors below are in that file).
 //!
-//! * [`errors`] — FastAPI-shaped error answers and the Bedrock → GitLab error mapping (§3).
+//! * [`errors`] — FastAPI-shaped error answers and the Bedrock → GitLab error mapping (#errors).
 //! * [`response`] — [`GitlabResponse`], a complete host-independent answer.
-//! * [`model`] — Bedrock model id from GitLab's `bedrock/<model-id>` identifier (§5.1).
-//! * [`validate`] — pydantic-like body validation with FastAPI `loc` paths (§1, §3).
-//! * [`routes`] — which endpoint a method + path is (§1).
+//! * [`model`] — Bedrock model id from GitLab's `bedrock/<model-id>` identifier
+//!   (#model-identifier).
+//! * [`validate`] — pydantic-like body validation with FastAPI `loc` paths (#validation-errors).
+//! * [`routes`] — which endpoint a method + path is (#endpoints).
 //! * [`dispatch`] — the one interface the host uses for every endpoint family:
 //!   [`Endpoint`] + body → [`plan`] → [`Plan`] (scopes, Bedrock call, [`Responder`]).
 //! * [`code_suggestions`] — `/v2/code/completions`, `/v2/code/generations`,
-//!   `/v3/code/completions`, `/v4/code/suggestions` (§1.1–§1.3, §5.2–§5.3).
-//! * [`prompts`] — `/v1/prompts/{id}`, `/v2/prompts/{id}` (§1.4).
-//! * [`chat`] — `/v2/chat/agent` (§1.5) and `/v1/chat/{invokable}` (§1.6).
+//!   `/v3/code/completions`, `/v4/code/suggestions` (#code-completions to
+//!   #code-generations-v3-v4, #completion-prompt, #generation-prompt).
+//! * [`prompts`] — `/v1/prompts/{id}`, `/v2/prompts/{id}` (#named-prompts).
+//! * [`chat`] — `/v2/chat/agent` (#chat-agent) and `/v1/chat/{invokable}` (#legacy-chat).
 
 pub mod chat;
 pub mod code_suggestions;

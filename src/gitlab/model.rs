@@ -1,8 +1,9 @@
 //! Bedrock model selection from GitLab's self-hosted model identifier.
 //!
-//! Contract: `gitlab-ai-gateway.md` §5.1 (identifier `bedrock/<model>` → LiteLLM provider
-//! `bedrock`, model `<model>`; an identifier without a provider prefix means `custom_openai`)
-//! and `bedrock-and-anchors.md` §E.7 (accepted Bedrock model id forms, 1..=2048 characters).
+//! Contract: `docs/gitlab-contract.md#model-identifier` (identifier `bedrock/<model>` → LiteLLM
+//! provider `bedrock`, model `<model>`; an identifier without a provider prefix means
+//! `custom_openai`) and `docs/bedrock-contract.md#model-ids` (accepted Bedrock model id forms,
+//! 1..=2048 characters).
 //!
 //! Accepted identifiers:
 //! * `bedrock/<id>`, and LiteLLM's route prefixes `bedrock/converse/<id>` and

@@ -1,7 +1,8 @@
 //! Named prompts: `POST /v1/prompts/{prompt_id}` and `POST /v2/prompts/{prompt_id}`.
 //!
-//! Contract: `gitlab-ai-gateway.md` §1.4 (request, responses, errors, "Test connection"),
-//! §2.4 (the prompt's unit primitives), §3 (421 for model failures, via `Family::Prompts`).
+//! Contract: `docs/gitlab-contract.md#named-prompts` (request, responses, errors,
+//! `#test-connection`), `#scopes` (the prompt's unit primitives), `#errors` (421 for model
+//! failures, via `Family::Prompts`).
 //!
 //! Request `{inputs: object, prompt_version?: string, stream?: bool, model_metadata?: {...}}`.
 //! The prompt comes from [`crate::prompts::registry`]; `inputs` are its template variables, with

@@ -1,8 +1,9 @@
-//! Which GitLab AI Gateway endpoint a request is for (reference: gitlab-ai-gateway.md §1).
+//! Which GitLab AI Gateway endpoint a request is for (docs/gitlab-contract.md#endpoints).
 //!
 //! The gateway is FastAPI with no path prefix; its auth middleware runs before routing,
-//! so only the monitoring endpoints are reachable without a token (§1.8). Everything
-//! else is authenticated first and only then routed; an unknown path is a 404 after auth.
+//! so only the monitoring endpoints are reachable without a token
+//! (docs/gitlab-contract.md#monitoring). Everything else is authenticated first and only then
+//! routed; an unknown path is a 404 after auth.
 
 /// An endpoint the filter knows, or [`Route::Unknown`].
 #[derive(Debug, Clone, PartialEq, Eq)]

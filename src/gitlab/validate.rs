@@ -1,6 +1,7 @@
 //! Manual, FastAPI/pydantic-shaped validation of JSON request bodies.
 //!
-//! Contract: `gitlab-ai-gateway.md` §3 (422 bodies) and the field tables in §1.1–§1.3.
+//! Contract: `docs/gitlab-contract.md#validation-errors` (422 bodies) and the field tables of
+//! `#code-completions` and `#code-generations-v3-v4`.
 //!
 //! Why not `#[derive(Deserialize)]` straight into the request types: serde stops at the first
 //! error, its messages quote the input (`invalid type: string "…"`), and it has no notion of

@@ -6,9 +6,9 @@
 //! Every root context ticks; a tick re-reads the records (cheap, and only on ticks, never per
 //! request), and when a provider is due and its lease is free it claims the lease and fetches
 //! `GET /.well-known/openid-configuration` → `jwks_uri` → JWKS with `dispatch_http_call`
-//! (reference §2.2; the gateway's `urljoin(base, "/.well-known/...")` drops any base path).
-//! A failed fetch keeps the last good keys and retries with backoff. An unknown `kid` asks for
-//! an early refresh, rate-limited across all VMs through the record's `forced_at`.
+//! (docs/gitlab-contract.md#key-sources; the gateway's `urljoin(base, "/.well-known/...")` drops
+//! any base path). A failed fetch keeps the last good keys and retries with backoff. An unknown
+//! `kid` asks for an early refresh, rate-limited across all VMs through the record's `forced_at`.
 
 use super::abi;
 use super::shared::{Shared, LEASE_SECS};

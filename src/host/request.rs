@@ -801,7 +801,8 @@ impl Request {
     }
 }
 
-/// The GitLab JWT checks (§2.1–§2.2), with the VM's key set and verified-token cache.
+/// The GitLab JWT checks (docs/gitlab-contract.md#headers, #jwt-rules), with the VM's key set and
+/// verified-token cache.
 fn authenticate(vm: &mut Vm, headers: &[(String, String)]) -> Outcome {
     let now = now_secs();
     let token = match extract_token(headers) {

@@ -1,7 +1,7 @@
 //! Size budgets for prompts, measured in UTF-8 bytes instead of tokens.
 //!
-//! Contract: `gitlab-ai-gateway.md` §5.2: GitLab's gateway gives code completion an input
-//! budget of 2 048 tokens (counted with a bundled tokenizer), 7 % reserved for the suffix.
+//! Contract: `docs/gitlab-contract.md#completion-prompt`: GitLab's gateway gives code completion an
+//! input budget of 2 048 tokens (counted with a bundled tokenizer), 7 % reserved for the suffix.
 //! There is no tokenizer in the filter, so **1 token ≈ 4 bytes of UTF-8** is used: 2 048
 //! tokens → 8 192 bytes. Code averages 3–4 bytes per token, so this errs on the small side.
 //!

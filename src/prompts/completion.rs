@@ -1,8 +1,8 @@
 //! Code completion (fill-in-the-middle) prompt.
 //!
-//! Contract: `gitlab-ai-gateway.md` §5.2. Settings: temperature 0.0, `max_tokens` 128, no stop
-//! sequences. Input budget (see [`super::budget`]): 8 192 bytes (≈ 2 048 tokens) for prefix +
-//! suffix + IDE context:
+//! Contract: `docs/gitlab-contract.md#completion-prompt`. Settings: temperature 0.0, `max_tokens`
+//! 128, no stop sequences. Input budget (see [`super::budget`]): 8 192 bytes (≈ 2 048 tokens) for
+//! prefix + suffix + IDE context:
 //! 1. the suffix keeps its **start**, at most 7 % of the budget (573 bytes);
 //! 2. the prefix keeps its **end**, within the rest of the budget (unused suffix bytes go to it);
 //! 3. IDE context items (`context[*].content` / `code_context` components), in the order given

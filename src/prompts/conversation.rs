@@ -1,9 +1,10 @@
 //! Turns a list of role-tagged texts into a Bedrock Messages conversation Bedrock accepts.
 //!
-//! Contract: `bedrock-and-anchors.md` (Anthropic Messages on Bedrock): `system` is a top-level
-//! field; `messages` must start with a `user` turn and alternate `user`/`assistant`; text blocks
-//! must not be empty or whitespace-only; a final `assistant` turn (a prefill the model continues)
-//! must not end with whitespace. GitLab's gateway leaves this to LiteLLM; here it is explicit.
+//! Contract: `docs/bedrock-contract.md#messages-body` (Anthropic Messages on Bedrock): `system` is
+//! a top-level field; `messages` must start with a `user` turn and alternate `user`/`assistant`;
+//! text blocks must not be empty or whitespace-only; a final `assistant` turn (a prefill the model
+//! continues) must not end with whitespace. GitLab's gateway leaves this to LiteLLM; here it is
+//! explicit.
 //!
 //! Rules, in order:
 //! 1. system texts (blank ones dropped) are joined with a blank line into `system`;

@@ -1,7 +1,7 @@
 //! Calendar dates for the `current_date` prompt variable, from Unix seconds (UTC).
 //!
-//! Contract: `gitlab-ai-gateway.md` §1.4 (`inputs.current_date` is auto-added). GitLab's
-//! gateway formats it with `strftime`: `"%B %d, %Y"` for `/v1|v2/prompts` (e.g.
+//! Contract: `docs/gitlab-contract.md#named-prompts` (`inputs.current_date` is auto-added).
+//! GitLab's gateway formats it with `strftime`: `"%B %d, %Y"` for `/v1|v2/prompts` (e.g.
 //! `March 07, 2025`) and `"%A, %B, %d, %Y"` for the ReAct chat (e.g. `Friday, March, 07, 2025`).
 //! The gateway uses the server's local time; this filter uses UTC (time comes from the host).
 

@@ -1,7 +1,8 @@
 //! One prompt definition file (`src/prompts/definitions/<prompt id>.prompt`): format and parser.
 //!
-//! Contract: `gitlab-ai-gateway.md` §1.4 (a prompt has an id, a version, unit primitives, model
-//! parameters and system/user/assistant templates) and §5.4 (ReAct settings).
+//! Contract: `docs/gitlab-contract.md#named-prompts` (a prompt has an id, a version, unit
+//! primitives, model parameters and system/user/assistant templates) and `#chat-prompts` (ReAct
+//! settings).
 //!
 //! Format: a header of `key: value` lines (blank lines and `#` comments allowed), then
 //! sections, each introduced by a line of its own:

@@ -1,7 +1,7 @@
 //! Code generation prompt.
 //!
-//! Contract: `gitlab-ai-gateway.md` §5.3. Settings: temperature 0.2, `max_tokens` 2048,
-//! `stop_sequences ["</new_code>"]`, assistant prefill `<new_code>` (so the answer is the new
+//! Contract: `docs/gitlab-contract.md#generation-prompt`. Settings: temperature 0.2, `max_tokens`
+//! 2048, `stop_sequences ["</new_code>"]`, assistant prefill `<new_code>` (so the answer is the new
 //! code itself and the closing tag stops it).
 //!
 //! System message: role and file, optional examples, the existing code with the cursor marker

@@ -1,9 +1,10 @@
 //! The language name used in prompts and in GitLab's `model.lang` response field.
 //!
-//! Contract: `gitlab-ai-gateway.md` §1.1 ("`lang` is the detected language name lower-cased or
-//! `""`") and §5.2 (editor language, else detected from the file name, lower-cased).
-//! The editor's `language_identifier` wins when present; otherwise a small extension table
-//! (names follow the gateway's language ids where it has them: `js`, `ts`, `cpp`, `csharp`).
+//! Contract: `docs/gitlab-contract.md#code-completions` (`model.lang` is the detected language name
+//! lower-cased or `""`) and `#completion-prompt` (editor language, else detected from the file
+//! name, lower-cased). The editor's `language_identifier` wins when present; otherwise a small
+//! extension table (names follow the gateway's language ids where it has them: `js`, `ts`, `cpp`,
+//! `csharp`).
 
 /// `language_identifier` lower-cased if present and non-blank, else the language detected
 /// from `file_name`'s extension, else `""`.

@@ -1,9 +1,10 @@
 //! Prompt building: GitLab request fields → Anthropic Messages bodies.
 //!
-//! Contract: `gitlab-ai-gateway.md` §5.2 (code completion: fill-in-the-middle, temperature 0,
-//! 128 tokens, ~2048-token input budget with 7 % for the suffix) and §5.3 (code generation:
-//! existing code around a cursor marker, optional related files/snippets/libraries, assistant
-//! prefill `<new_code>`, stop at `</new_code>`, temperature 0.2, 2048 tokens).
+//! Contract: `docs/gitlab-contract.md#completion-prompt` (code completion: fill-in-the-middle,
+//! temperature 0, 128 tokens, ~2048-token input budget with 7 % for the suffix) and
+//! `#generation-prompt` (code generation: existing code around a cursor marker, optional related
+//! files/snippets/libraries, assistant prefill `<new_code>`, stop at `</new_code>`, temperature
+//! 0.2, 2048 tokens).
 //!
 //! The wording is this project's own. Templates are plain text files in
 //! `src/prompts/templates/`, compiled in with `include_str!` and filled by [`render`], a tiny
@@ -14,7 +15,8 @@
 //! * [`language::language_name`] — language name from the editor id or the file extension.
 //! * [`budget`] — UTF-8-safe, line-preferring truncation helpers.
 //!
-//! Named prompts (`/v1/prompts/{id}`, `/v2/prompts/{id}`, Duo Chat; contract §1.4–§1.5, §5.4)
+//! Named prompts (`/v1/prompts/{id}`, `/v2/prompts/{id}`, Duo Chat; contract
+//! `docs/gitlab-contract.md#named-prompts`, `#chat-agent`, `#chat-prompts`)
 //! are data: one file per prompt id under `src/prompts/definitions/`.
 //! * [`registry`] — the prompt ids, version selection ([`version`]), unit primitives.
 //! * [`definition`] — the definition file format; [`template`] — its `{{var}}` language.

@@ -1,7 +1,8 @@
 //! The Duo Chat ReAct prompt (`chat/react`): typed chat history → Bedrock Messages body.
 //!
-//! Contract: `gitlab-ai-gateway.md` §1.5 (request fields) and §5.4 (ReAct settings: stop at
-//! `Observation:`, temperature 0, 4096 tokens). Structure, as GitLab's gateway builds it:
+//! Contract: `docs/gitlab-contract.md#chat-agent` (request fields) and `#chat-prompts` (ReAct
+//! settings: stop at `Observation:`, temperature 0, 4096 tokens). Structure, as GitLab's gateway
+//! builds it:
 //! * system: role, rules, the tool list, the answer formats, reachable and unavailable
 //!   resources, `current_date` (`%A, %B, %d, %Y`);
 //! * one user turn per user message: page context, current file, additional context, then
@@ -36,7 +37,8 @@ pub struct Tool {
     pub name: &'static str,
     /// How the resource is called in "GitLab resources you can reach".
     pub resource: &'static str,
-    /// The unit primitive a token needs for the tool to be offered (reference §1.4).
+    /// The unit primitive a token needs for the tool to be offered
+    /// (docs/gitlab-contract.md#named-prompts).
     pub unit_primitive: &'static str,
 }
 

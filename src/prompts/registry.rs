@@ -1,7 +1,8 @@
 //! The prompt registry: every named prompt this gateway serves, as data.
 //!
-//! Contract: `gitlab-ai-gateway.md` §1.4 (prompt ids, unit primitives, version constraints and
-//! their errors) and §2.4 (a prompt's unit primitives are the scopes it needs).
+//! Contract: `docs/gitlab-contract.md#named-prompts` (prompt ids, unit primitives, version
+//! constraints and their errors) and `#scopes` (a prompt's unit primitives are the scopes it
+//! needs).
 //!
 //! Each prompt is one file `src/prompts/definitions/<prompt id>.prompt` (format:
 //! [`super::definition`]), compiled in with `include_str!` and parsed once, at first use. A file

@@ -1,7 +1,7 @@
 //! The small template language of the prompt definitions in `src/prompts/definitions/`.
 //!
-//! Contract: `gitlab-ai-gateway.md` §1.4 (prompt `inputs` are the template variables; a missing
-//! one is a 422 `{"detail":"'<key>'"}`). GitLab's gateway uses Jinja; this filter needs far
+//! Contract: `docs/gitlab-contract.md#named-prompts` (prompt `inputs` are the template variables; a
+//! missing one is a 422 `{"detail":"'<key>'"}`). GitLab's gateway uses Jinja; this filter needs far
 //! less, so the syntax is a strict, logic-less subset inspired by Mustache:
 //!
 //! | tag | meaning |

@@ -1,7 +1,7 @@
 //! Prompt versions and Poetry-style version constraints (`prompt_version`).
 //!
-//! Contract: `gitlab-ai-gateway.md` §1.4: `prompt_version` is a Poetry constraint string,
-//! default `^1.0.0`; an unparseable constraint is a 422 `{"detail":"Invalid version
+//! Contract: `docs/gitlab-contract.md#named-prompts`: `prompt_version` is a Poetry constraint
+//! string, default `^1.0.0`; an unparseable constraint is a 422 `{"detail":"Invalid version
 //! constraint"}`, no matching version a 400 `{"detail":"No prompt version found matching the
 //! query: <constraint>"}`; a constraint that is not *simple* only matches stable versions.
 //!

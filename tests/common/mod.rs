@@ -350,7 +350,7 @@ impl Drop for Sidecar {
     }
 }
 
-/// GitLab's request headers for a token (as Rails sends them, §1.1).
+/// GitLab's request headers for a token (as Rails sends them, docs/gitlab-contract.md#headers).
 pub fn gitlab_headers(token: &str) -> Vec<(&'static str, String)> {
     vec![
         ("authorization", format!("Bearer {token}")),

@@ -1,7 +1,7 @@
 //! `POST /v2/chat/agent`: one Duo Chat ReAct step.
 //!
-//! Contract: `gitlab-ai-gateway.md` §1.5 (request schema, NDJSON answer), §2.4 (scopes),
-//! §5.4 (ReAct settings).
+//! Contract: `docs/gitlab-contract.md#chat-agent` (request schema), `#streaming` (NDJSON answer),
+//! `#scopes`, `#chat-prompts` (ReAct settings).
 //!
 //! Request (`AgentRequest`): `messages[]` of `{role: user|assistant|system, content?, context?,
 //! current_file?{file_path, data, selected_code}, additional_context?[{category, id?, content?,
@@ -446,7 +446,7 @@ mod tests {
 
     #[test]
     fn reference_request() {
-        // §1.5's example body
+        // a Rails-shaped body (docs/gitlab-contract.md#chat-agent)
         let body = json!({
             "messages": [
                 { "role": "user", "content": "How do I revert a commit?",

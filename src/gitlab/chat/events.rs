@@ -1,8 +1,8 @@
 //! The NDJSON events of `/v2/chat/agent`, written exactly like GitLab's gateway writes them.
 //!
-//! Contract: `gitlab-ai-gateway.md` §1.5: one JSON object per line, terminated by `\n`, shaped
-//! `{"type": <type>, "data": {...}}`; Rails matches each line with `/(\{.*\})\n/` and dispatches
-//! on `type` (`action`, `final_answer_delta`, `unknown`, `error`).
+//! Contract: `docs/gitlab-contract.md#streaming` (NDJSON): one JSON object per line, terminated by
+//! `\n`, shaped `{"type": <type>, "data": {...}}`; Rails matches each line with `/(\{.*\})\n/` and
+//! dispatches on `type` (`action`, `final_answer_delta`, `unknown`, `error`).
 //!
 //! The gateway writes them with Python's `json.dumps` defaults: `", "` and `": "` separators and
 //! `ensure_ascii` (every character outside printable ASCII as `\uXXXX`, UTF-16 surrogate pairs

@@ -1,7 +1,7 @@
 //! `POST /v1/chat/{chat_invokable}`: the legacy raw-prompt chat path.
 //!
-//! Contract: `gitlab-ai-gateway.md` §1.6 (request, answers), §2.4 (per-invokable unit
-//! primitive) and GitLab's `ai_gateway/api/v1/chat/{agent,auth,typing}.py` (AIGW 18.5).
+//! Contract: `docs/gitlab-contract.md#legacy-chat` (request, answers), `#scopes` (per-invokable
+//! unit primitive) and GitLab's `ai_gateway/api/v1/chat/{agent,auth,typing}.py` (AIGW 18.5).
 //!
 //! Invokables and unit primitives (the gateway's `CHAT_INVOKABLES`): `agent`, `explain_code`,
 //! `write_tests`, `refactor_code` → `duo_chat`; `explain_vulnerability`, `summarize_comments`,

@@ -1,6 +1,6 @@
 //! Duo Chat: `POST /v2/chat/agent` (one ReAct step) and `POST /v1/chat/{invokable}` (legacy).
 //!
-//! Contract: `gitlab-ai-gateway.md` §1.5, §1.6, §2.4, §5.4.
+//! Contract: `docs/gitlab-contract.md#chat-agent`, `#legacy-chat`, `#scopes`, `#chat-prompts`.
 //!
 //! * [`agent`] — the `/v2/chat/agent` request, scopes and Bedrock call.
 //! * [`react`] — the incremental ReAct output parser and the NDJSON [`react::AgentResponder`].

@@ -1,6 +1,6 @@
 //! The ReAct output parser of `/v2/chat/agent` and the NDJSON responder built on it.
 //!
-//! Contract: `gitlab-ai-gateway.md` §1.5 and GitLab's `ReActPlainTextParser` /
+//! Contract: `docs/gitlab-contract.md#chat-agent` and GitLab's `ReActPlainTextParser` /
 //! `ReActAgent.astream` (AIGW 18.5 `ai_gateway/chat/agents/react.py`). The model continues the
 //! prefill `Thought:`, so its text looks like
 //! ` <thought>\nAction: <tool>\nAction Input: <input>` (Bedrock stops before `Observation:`) or

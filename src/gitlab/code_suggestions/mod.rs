@@ -1,7 +1,8 @@
 //! Code Suggestions: from a GitLab request body to a Bedrock call, and back.
 //!
-//! Contract: `gitlab-ai-gateway.md` §1.1–§1.3 (endpoints, bodies, responses), §2.4 (scope per
-//! endpoint), §5.2–§5.3 (prompts, post-processing), §6 (limits, feature flags).
+//! Contract: `docs/gitlab-contract.md#code-completions` to `#code-generations-v3-v4` (endpoints,
+//! bodies, responses), `#scopes` (scope per endpoint), `#completion-prompt`, `#generation-prompt`,
+//! `#post-processing`, `#gateway-behaviour` (limits, feature flags).
 //!
 //! Host-independent: no proxy-wasm calls, time is passed in. The host goes through
 //! [`super::dispatch::plan`] with `Endpoint::Code(..)`, which calls [`plan`] here and turns the
@@ -250,9 +251,10 @@ fn plan_v3(
     ))
 }
 
-/// The plan of one Code Suggestions request. The scope check (§2.4), `max_tokens` and the
-/// feature name follow from the endpoint and the kind of suggestion; `prefix` is the code the
-/// responder strips from generations, `context_tokens` the estimated (sent, used) context.
+/// The plan of one Code Suggestions request. The scope check (docs/gitlab-contract.md#scopes),
+/// `max_tokens` and the feature name follow from the endpoint and the kind of suggestion; `prefix`
+/// is the code the responder strips from generations, `context_tokens` the estimated (sent, used)
+/// context.
 fn suggestion_plan(
     endpoint: CodeEndpoint,
     kind: SuggestionKind,
@@ -266,7 +268,8 @@ fn suggestion_plan(
         SuggestionKind::Completion => (COMPLETE_CODE, COMPLETION_MAX_TOKENS, "code_completions"),
         SuggestionKind::Generation => (GENERATE_CODE, GENERATION_MAX_TOKENS, "code_generations"),
     };
-    // §2.4: v2 generations and v3/v4 completions refuse tokens the gateway issued.
+    // docs/gitlab-contract.md#scopes: v2 generations and v3/v4 completions refuse tokens the
+    // gateway issued.
     let (reject_gateway_issuer, denied_detail) = match (endpoint, kind) {
         (CodeEndpoint::V2Completions, _) => (false, "Unauthorized to access code completions"),
         (CodeEndpoint::V2Generations, _) => (true, "Unauthorized to access code generations"),

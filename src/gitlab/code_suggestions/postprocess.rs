@@ -1,6 +1,6 @@
 //! Post-processing of non-streamed code generations.
 //!
-//! Contract: `gitlab-ai-gateway.md` §5.3 ("Post-processing"). Steps, in order:
+//! Contract: `docs/gitlab-contract.md#post-processing`. Steps, in order:
 //! 0. [`strip_new_code_tags`]: defensive: drop a leading `<new_code>` the model may repeat
 //!    after the prefill, and cut at `</new_code>` if the stop sequence did not apply;
 //! 1. [`strip_code_fences`]: remove every line that is only a Markdown fence opener/closer

@@ -1,9 +1,9 @@
 //! GitLab's Code Suggestions response shapes and the [`Responder`] that produces them.
 //!
-//! Contract: `gitlab-ai-gateway.md` §1.1 (`SuggestionsResponse`, raw-text streaming), §1.2
-//! (same shape for v2 generations, without `tokens_consumption_metadata`), §1.3
-//! (`CompletionResponse` for v3/v4, v3 raw-text streaming, v4 SSE events), §6 (feature flags
-//! echoed as `metadata.enabled_feature_flags`).
+//! Contract: `docs/gitlab-contract.md#code-completions` (`SuggestionsResponse`),
+//! `#code-generations-v2` (same shape for v2 generations, without `tokens_consumption_metadata`),
+//! `#code-generations-v3-v4` (`CompletionResponse` for v3/v4), `#streaming` (raw text, v4 SSE
+//! events), `#gateway-behaviour` (feature flags echoed as `metadata.enabled_feature_flags`).
 //!
 //! Decisions:
 //! * `experiments` (17.9 only, removed by 18.5) is not sent.

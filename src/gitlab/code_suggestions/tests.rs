@@ -1,4 +1,5 @@
-//! End-to-end tests of `plan` + `Responder` on the reference bodies (§1.1–§1.3).
+//! End-to-end tests of `plan` + `Responder` on Rails-shaped bodies
+//! (docs/gitlab-contract.md#code-completions to #code-generations-v3-v4).
 
 use serde_json::{json, Value};
 

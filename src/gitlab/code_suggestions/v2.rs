@@ -1,11 +1,11 @@
 //! Typed requests of `POST /v2/code/completions` and `POST /v2/code/generations`.
 //!
-//! Contract: `gitlab-ai-gateway.md` §1.1 (schema table) and §1.2. The body is a pydantic
-//! discriminated union on `prompt_version` ∈ {1, 2, 3}: the field must be present.
-//! Limits: `current_file.file_name` ≤ 255 (whitespace-stripped first), `language_identifier`
-//! ≤ 255, `content_above_cursor` / `content_below_cursor` ≤ 100 000 characters (both
-//! required), `project_path` ≤ 255, `model_name` ≤ 50, `telemetry` ≤ 10 objects, `context`
-//! ≤ 100 items of `{type ≤ 1024, name ≤ 1024, content ≤ 500 000}`.
+//! Contract: `docs/gitlab-contract.md#code-completions` (schema table) and `#code-generations-v2`.
+//! The body is a pydantic discriminated union on `prompt_version` ∈ {1, 2, 3}: the field must be
+//! present. Limits: `current_file.file_name` ≤ 255 (whitespace-stripped first),
+//! `language_identifier` ≤ 255, `content_above_cursor` / `content_below_cursor` ≤ 100 000
+//! characters (both required), `project_path` ≤ 255, `model_name` ≤ 50, `telemetry` ≤ 10 objects,
+//! `context` ≤ 100 items of `{type ≤ 1024, name ≤ 1024, content ≤ 500 000}`.
 //! `prompt` is `str | null` for versions 1/2 and a list of `{role, content}` messages for
 //! version 3; version-3 messages are checked for shape but **not used** (this gateway always
 //! builds its own prompt). Unknown fields (`intent`, `generation_type`, `user_instruction`…)
@@ -223,7 +223,7 @@ pub(crate) mod tests {
     use crate::gitlab::errors::testing::{only_issue, validation_issues};
     use serde_json::json;
 
-    /// §1.1 request body, verbatim.
+    /// A Rails-shaped self-hosted completion body (docs/gitlab-contract.md#code-completions).
     pub(crate) const COMPLETIONS_EXAMPLE: &str = r#"{
   "current_file": {
     "file_name": "app/models/user.rb",
@@ -244,7 +244,7 @@ pub(crate) mod tests {
   "model_identifier": "bedrock/anthropic.claude-3-5-sonnet-20240620-v1:0"
 }"#;
 
-    /// §1.2 request body (AIGW troubleshooting script), verbatim.
+    /// The body AIGW's troubleshooting script posts (docs/gitlab-contract.md#code-generations-v2).
     pub(crate) const GENERATIONS_EXAMPLE: &str = r#"{
   "project_path": "string", "project_id": 0,
   "current_file": { "file_name": "test.py", "language_identifier": "python",

@@ -1,9 +1,9 @@
 //! Typed requests of `POST /v3/code/completions` and `POST /v4/code/suggestions`.
 //!
-//! Contract: `gitlab-ai-gateway.md` §1.3 and §6 (AIGW `ai_gateway/api/v3/code/typing.py`):
-//! `prompt_components` is a list of 1..=100 items discriminated on `type` ∈
-//! `code_editor_completion` | `code_editor_generation` | `code_context`; only the **first**
-//! component is executed; `code_context` components (anywhere) feed context.
+//! Contract: `docs/gitlab-contract.md#code-generations-v3-v4` (AIGW
+//! `ai_gateway/api/v3/code/typing.py`): `prompt_components` is a list of 1..=100 items
+//! discriminated on `type` ∈ `code_editor_completion` | `code_editor_generation` | `code_context`;
+//! only the **first** component is executed; `code_context` components (anywhere) feed context.
 //! Payload limits: `file_name` ≤ 255 (stripped), `content_above_cursor`/`content_below_cursor`
 //! ≤ 100 000 (required), `language_identifier` ≤ 255; generation `prompt` ≤ 400 000;
 //! `code_context` payload `{type ≤ 1024, name ≤ 1024, content ≤ 100 000}`; optional component
@@ -282,7 +282,7 @@ pub(crate) mod tests {
     use crate::gitlab::errors::testing::{only_issue, validation_issues};
     use serde_json::json;
 
-    /// §1.3 request body, verbatim.
+    /// A Rails 18.x self-hosted generation body (docs/gitlab-contract.md#code-generations-v3-v4).
     pub(crate) const GENERATION_EXAMPLE: &str = r##"{
   "current_file": { "file_name": "main.py", "content_above_cursor": "# sort a list of ints\n", "content_below_cursor": "" },
   "intent": "generation",
