@@ -749,7 +749,7 @@ fn istio_envoyfilter_serves_with_istio_cluster_names() {
 
     let emu = Emulator::start();
     let port = free_port();
-    let cfg = bootstrap(
+    let mut cfg = bootstrap(
         port,
         vec![http_filter],
         BEDROCK_SE_CLUSTER,
@@ -758,6 +758,28 @@ fn istio_envoyfilter_serves_with_istio_cluster_names() {
             emulator_cluster(BEDROCK_SE_CLUSTER, emu.port),
             emulator_cluster(GITLAB_SVC_CLUSTER, emu.port),
         ],
+    );
+    // The route guard of gateway.yaml, as Istio applies it to the VirtualService's route.
+    let gw_docs = docs("istio/gateway.yaml");
+    let guard = gw_docs
+        .iter()
+        .find(|d| d["kind"] == "EnvoyFilter" && d["metadata"]["name"] == "duo-route-guard")
+        .expect("the route guard EnvoyFilter");
+    let patches = guard["spec"]["configPatches"].as_sequence().unwrap();
+    for p in patches {
+        assert_eq!(p["applyTo"], "HTTP_ROUTE");
+        assert_eq!(
+            p["match"]["routeConfiguration"]["vhost"]["route"]["name"],
+            "bedrock"
+        );
+        assert_eq!(p["match"]["routeConfiguration"]["portNumber"], 5052);
+    }
+    assert_eq!(patches[0]["patch"]["operation"], "MERGE");
+    assert_eq!(patches[1]["patch"]["operation"], "INSERT_AFTER");
+    guard_route(
+        &mut cfg,
+        yaml_to_json(&patches[0]["patch"]["value"]["match"]["filter_state"]),
+        yaml_to_json(&patches[1]["patch"]["value"]),
     );
     let envoy = EnvoyProc::boot_in(&cfg, port, dir);
     completion_through(&envoy, &emu, BEDROCK_HOST);
@@ -980,12 +1002,27 @@ fn envoy_gateway_policy_with_patch_serves() {
     )
     .to_string();
     let port = free_port();
-    let cfg = bootstrap(
+    let mut cfg = bootstrap(
         port,
         vec![filter],
         route_cluster,
         &timeout,
         vec![emulator_cluster(route_cluster, emu.port), gitlab],
+    );
+    // The route guard patches, as Envoy Gateway applies them to its route configuration.
+    let route_patches: Vec<&Yaml> = patches
+        .iter()
+        .filter(|p| p["type"] == "type.googleapis.com/envoy.config.route.v3.RouteConfiguration")
+        .collect();
+    assert_eq!(route_patches.len(), 2);
+    assert_eq!(route_patches[0]["operation"]["path"], "/match/filter_state");
+    assert!(s(&route_patches[0]["operation"]["jsonPath"], "jsonPath")
+        .contains("httproute/duo/duo-bedrock/rule/0/match/0/"));
+    assert_eq!(route_patches[1]["operation"]["path"], "/routes/-");
+    guard_route(
+        &mut cfg,
+        yaml_to_json(&route_patches[0]["operation"]["value"]),
+        yaml_to_json(&route_patches[1]["operation"]["value"]),
     );
     let envoy = EnvoyProc::boot(&cfg, port);
     completion_through(&envoy, &emu, BEDROCK_HOST);
@@ -1567,6 +1604,24 @@ fn bootstrap(
             "clusters": clusters
         }
     })
+}
+
+/// Applies a recipe's fail-closed route guard to a [`bootstrap`] config: the filter-state match
+/// on the Bedrock route and the refusal route after it (docs/security.md#fail-closed). The guard
+/// must name the filter state and value the filter sets.
+fn guard_route(cfg: &mut Value, filter_state: Value, refusal: Value) {
+    let want = json!([{
+        "key": format!("wasm.{}", duo_bedrock_filter::config::UPSTREAM_MARKER_PROPERTY),
+        "string_match": {"exact": duo_bedrock_filter::config::UPSTREAM_BEDROCK},
+    }]);
+    assert_eq!(filter_state, want, "the recipe's route guard");
+    assert_eq!(refusal["direct_response"]["status"], 401, "{refusal}");
+    let routes = cfg
+        .pointer_mut("/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/route_config/virtual_hosts/0/routes")
+        .and_then(Value::as_array_mut)
+        .unwrap();
+    routes[0]["match"]["filter_state"] = filter_state;
+    routes.push(refusal);
 }
 
 fn write_config(dir: &Path, cfg: &Value) -> PathBuf {
