@@ -567,7 +567,7 @@ fn kubernetes_config_validates_and_serves() {
         to_emulator(c, emu.port);
     }
     let envoy = EnvoyProc::boot(&cfg, port);
-    let r = request(port, "GET", "/monitoring/ready", &[], None);
+    let r = request(envoy.port, "GET", "/monitoring/ready", &[], None);
     assert_eq!(r.status, 200, "{}", envoy.logs());
     completion_through(&envoy, &emu, BEDROCK_HOST);
 }
@@ -832,7 +832,7 @@ fn istio_wasmplugin_as_generated_today_hangs_requests_with_a_body() {
     let envoy = EnvoyProc::boot(&cfg, port);
     let token = emu.token();
     let body = completion_body().to_string();
-    let answer = post_with_deadline(port, &token, body.as_bytes(), Duration::from_secs(4));
+    let answer = post_with_deadline(envoy.port, &token, body.as_bytes(), Duration::from_secs(4));
     assert!(
         answer.is_none(),
         "expected no answer without allow_on_headers_stop_iteration, got {answer:?}\n{}",
@@ -1670,17 +1670,25 @@ impl EnvoyProc {
         Self::boot_in(cfg, port, TempDir::new())
     }
 
-    fn boot_in(cfg: &Value, port: u16, dir: TempDir) -> EnvoyProc {
-        let path = write_config(&dir.0, cfg);
+    /// Boots `cfg` with its listener and admin on port 0 (Envoy binds free ports and reports
+    /// them: no port race); `self.port` is the listener's. `_port` is what the config named.
+    fn boot_in(cfg: &Value, _port: u16, dir: TempDir) -> EnvoyProc {
+        let mut cfg = cfg.clone();
+        cfg["admin"]["address"]["socket_address"]["port_value"] = json!(0);
+        cfg["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] =
+            json!(0);
+        let path = write_config(&dir.0, &cfg);
         let log = dir.0.join("envoy.log");
+        let admin_file = dir.0.join("admin.address");
         let child = envoy_cmd(&path)
-            .args(["--log-level", "info"])
+            .args(["--log-level", "info", "--admin-address-path"])
+            .arg(&admin_file)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
         let mut envoy = EnvoyProc {
-            port,
+            port: 0,
             child,
             log,
             _dir: dir,
@@ -1690,9 +1698,14 @@ impl EnvoyProc {
             if let Ok(Some(status)) = envoy.child.try_wait() {
                 panic!("envoy exited with {status}:\n{}", envoy.logs());
             }
-            if let Ok(r) = try_request(port, "GET", "/monitoring/healthz", &[], None) {
-                if r.status == 200 {
-                    return envoy;
+            if envoy.port == 0 {
+                envoy.port = envoy_bound_ports(&admin_file).map_or(0, |(p, _)| p);
+            }
+            if envoy.port != 0 {
+                if let Ok(r) = try_request(envoy.port, "GET", "/monitoring/healthz", &[], None) {
+                    if r.status == 200 {
+                        return envoy;
+                    }
                 }
             }
             std::thread::sleep(Duration::from_millis(50));

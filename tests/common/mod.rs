@@ -46,6 +46,22 @@ pub fn envoy_bin() -> PathBuf {
     p
 }
 
+/// The ports Envoy bound itself (listener and admin configured with port 0, so no other test can
+/// take them between a choice and Envoy's bind): the admin address Envoy writes to
+/// `--admin-address-path`, then the first listener's address from the admin `/listeners`.
+/// `None` until Envoy is that far.
+pub fn envoy_bound_ports(admin_address_file: &Path) -> Option<(u16, u16)> {
+    let admin = std::fs::read_to_string(admin_address_file).ok()?;
+    let admin_port: u16 = admin.trim().rsplit(':').next()?.parse().ok()?;
+    let r = try_request(admin_port, "GET", "/listeners?format=json", &[], None).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
+    let port =
+        v["listener_statuses"][0]["local_address"]["socket_address"]["port_value"].as_u64()?;
+    Some((u16::try_from(port).ok()?, admin_port))
+}
+
+/// A free port for a peer that cannot report the port it bound (prefer port 0 and asking the
+/// peer, as [`envoy_bound_ports`] does).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -239,11 +255,11 @@ impl Sidecar {
         patch: &dyn Fn(String) -> String,
     ) -> Result<Sidecar, String> {
         let dir = TempDir::new();
-        let port = free_port();
-        let admin_port = free_port();
+        // Port 0 for both: Envoy binds free ports itself and reports them (no port race).
         env.push(("AIGW_FASTAPI__API_HOST", "127.0.0.1".into()));
-        env.push(("AIGW_FASTAPI__API_PORT", port.to_string()));
-        env.push(("ENVOY_ADMIN_PORT", admin_port.to_string()));
+        env.push(("AIGW_FASTAPI__API_PORT", "0".into()));
+        env.push(("ENVOY_ADMIN_PORT", "0".into()));
+        let admin_file = dir.0.join("admin.address");
         let config = dir.0.join("envoy.yaml");
         render_config(&env, &config)?;
         let rendered = std::fs::read_to_string(&config).map_err(|e| e.to_string())?;
@@ -253,7 +269,9 @@ impl Sidecar {
         cmd.arg("-c")
             .arg(&config)
             .args(["--concurrency", "2", "--log-level", "info"]);
-        cmd.arg("--disable-hot-restart");
+        cmd.arg("--disable-hot-restart")
+            .arg("--admin-address-path")
+            .arg(&admin_file);
         // Secrets reach the VM through the process environment only (host_env_keys).
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default());
@@ -272,8 +290,8 @@ impl Sidecar {
             .spawn()
             .map_err(|e| e.to_string())?;
         let mut sidecar = Sidecar {
-            port,
-            admin_port,
+            port: 0,
+            admin_port: 0,
             child,
             log,
             _dir: dir,
@@ -283,9 +301,16 @@ impl Sidecar {
             if let Ok(Some(status)) = sidecar.child.try_wait() {
                 return Err(format!("envoy exited with {status}:\n{}", sidecar.logs()));
             }
-            if let Ok(r) = try_request(port, "GET", "/monitoring/healthz", &[], None) {
-                if r.status == 200 {
-                    return Ok(sidecar);
+            if sidecar.port == 0 {
+                if let Some((port, admin_port)) = envoy_bound_ports(&admin_file) {
+                    (sidecar.port, sidecar.admin_port) = (port, admin_port);
+                }
+            }
+            if sidecar.port != 0 {
+                if let Ok(r) = try_request(sidecar.port, "GET", "/monitoring/healthz", &[], None) {
+                    if r.status == 200 {
+                        return Ok(sidecar);
+                    }
                 }
             }
             std::thread::sleep(Duration::from_millis(50));
