@@ -38,6 +38,8 @@ pub mod error;
 pub mod headers;
 pub mod keys;
 pub mod rs256;
+#[cfg(test)]
+mod rs256_wycheproof;
 pub mod rules;
 pub mod scopes;
 
