@@ -81,7 +81,7 @@ fn wycheproof_rsa_pkcs1_sha256() {
             .to_string();
             let keys = KeySet::from_jwks(&[jwks.as_bytes()]).expect("usable key");
             assert_eq!((keys.len(), keys.skipped()), (1, 0));
-            let key = keys.all().next().expect("one key");
+            let key = keys.single().expect("one key");
             assert_eq!(key.bits(), bits);
 
             for case in &group.tests {
