@@ -623,7 +623,7 @@ impl Request {
                     "Bedrock answered {} {}: {}",
                     b.status,
                     b.kind,
-                    errors::bounded_text(&b.message, 300)
+                    errors::log_text(&b.message)
                 );
                 let e = errors::from_bedrock(
                     fwd.family,
@@ -645,11 +645,7 @@ impl Request {
                     }
                     .into(),
                 );
-                let e = if timeout {
-                    GitlabError::upstream_timeout()
-                } else {
-                    GitlabError::upstream_unavailable(details)
-                };
+                let e = errors::from_envoy(fwd.family, details);
                 (e.status, e.headers, e.body.into_bytes())
             }
             ResponseMode::Undecided | ResponseMode::Streaming { .. } => return body.to_vec(),
