@@ -108,6 +108,14 @@ impl GitlabError {
 
     /// 422 with FastAPI's list shape `{"detail":[{"type","loc","msg"}...]}`.
     pub fn validation(errors: Vec<ValidationIssue>) -> Self {
+        Self::issues(422, errors)
+    }
+
+    /// FastAPI's list shape `{"detail":[{"type","loc","msg"}...]}` with any status. Rails
+    /// shows `detail[0].msg` of a non-200, non-421 answer to the admin ("AI Gateway returned
+    /// code <status>: <msg>", `ee/lib/gitlab/llm/ai_gateway/code_suggestions_client.rb`
+    /// `test_model_connection`); a string `detail` becomes "Unknown error" there.
+    pub fn issues(status: u16, errors: Vec<ValidationIssue>) -> Self {
         #[derive(Serialize)]
         struct DetailList<'a> {
             detail: &'a [ValidationIssue],
@@ -116,7 +124,7 @@ impl GitlabError {
         let body = serde_json::to_string(&DetailList { detail: &errors })
             .unwrap_or_else(|_| r#"{"detail":"Validation error"}"#.to_string());
         Self {
-            status: 422,
+            status,
             body,
             headers: json_headers(),
         }
