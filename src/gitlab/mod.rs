@@ -13,6 +13,8 @@
 //!   `/v3/code/completions`, `/v4/code/suggestions` (§1.1–§1.3, §5.2–§5.3).
 //! * [`prompts`] — `/v1/prompts/{id}`, `/v2/prompts/{id}` (§1.4).
 //! * [`chat`] — `/v2/chat/agent` (§1.5) and `/v1/chat/{invokable}` (§1.6).
+//! * [`service_page`] — the public answers: monitoring probes and the `/docs` page.
+//! * [`user_access_token`] — `/v1/code/user_access_token`, answered without Bedrock.
 
 pub mod chat;
 pub mod code_suggestions;
@@ -22,8 +24,10 @@ pub mod model;
 pub mod prompts;
 pub mod response;
 pub mod routes;
+pub mod service_page;
+pub mod user_access_token;
 pub mod validate;
 
-pub use dispatch::{plan, Endpoint, Plan, RequestContext, Responder, ScopeCheck};
+pub use dispatch::{plan, unplanned, Endpoint, Plan, RequestContext, Responder, ScopeCheck};
 pub use errors::{Family, GitlabError, ValidationIssue};
 pub use response::GitlabResponse;

@@ -21,7 +21,8 @@ use crate::bedrock::stream::StreamEvent;
 use crate::config::{Upstream, JWT_AUTHN_PAYLOAD_KEY};
 use crate::gitlab::errors::{self, Family, GitlabError};
 use crate::gitlab::routes::{classify, Route};
-use crate::gitlab::{plan, Endpoint, RequestContext, Responder};
+use crate::gitlab::service_page::public_answer;
+use crate::gitlab::{plan, unplanned, Endpoint, RequestContext, Responder};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
@@ -164,10 +165,12 @@ impl Request {
 
     fn reply(&mut self, status: u16, body: &[u8], extra: &[(String, String)]) {
         let time = self.process_time();
-        let mut headers: Vec<(&str, &str)> = vec![
-            ("content-type", "application/json"),
-            ("x-process-time", &time),
-        ];
+        let content_type = extra
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+            .map_or("application/json", |(_, v)| v.as_str());
+        let mut headers: Vec<(&str, &str)> =
+            vec![("content-type", content_type), ("x-process-time", &time)];
         headers.extend(
             extra
                 .iter()
@@ -219,8 +222,8 @@ impl Request {
             s => s.to_string(),
         };
         self.record.verbose = header("x-gitlab-enabled-instance-verbose-ai-logs") == "true";
-        if self.route.is_public() {
-            self.reply(200, b"{}", &[]);
+        if let Some(page) = public_answer(&self.route) {
+            self.reply(page.status, &page.body, &page.headers);
             return Action::Pause;
         }
         if header("x-duo-bedrock-crash") == "now" && self.vm.borrow().config.crash_injection {
@@ -262,7 +265,17 @@ impl Request {
             return None;
         }
         if Endpoint::from_route(&self.route).is_none() {
-            self.reply_error(&GitlabError::not_found());
+            let header = |name: &str| {
+                hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
+                    .ok()
+                    .flatten()
+            };
+            let claims = match &self.auth {
+                Auth::Done(c) => c.as_ref(),
+                _ => None,
+            };
+            let e = unplanned(&self.route, claims, &header);
+            self.reply_error(&e);
             return Some(Action::Pause);
         }
         if !self.body_complete {
