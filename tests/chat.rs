@@ -63,10 +63,19 @@ fn test_connection_succeeds_fast_and_reports_bedrock_refusals_as_421() {
         serde_json::from_str(emu.requests().last().unwrap()["body"].as_str().unwrap()).unwrap();
     assert_eq!(sent["max_tokens"], 12);
 
-    for (fault, detail) in [
-        ("fault-403", "403: Forbidden"),
-        ("fault-400", "400: Bad Request"),
-        ("fault-404", "404: Not Found"),
+    // Every Bedrock error class: 421 "<status>: <reason> - <Kind>: ..." (Rails shows "The
+    // self-hosted model server returned code <detail>"), throttling included, no retry-after.
+    for (fault, prefix) in [
+        ("fault-throttle", "429: Too Many Requests - ThrottlingException: Too many requests"),
+        ("fault-notready", "429: Too Many Requests - ModelNotReadyException: Model is not ready"),
+        ("fault-400", "400: Bad Request - ValidationException: Malformed input request"),
+        ("fault-403", "403: Forbidden - AccessDeniedException: enable access to this model in the Amazon Bedrock console"),
+        ("fault-404", "404: Not Found - ResourceNotFoundException: The provided model identifier is invalid."),
+        ("fault-408", "408: Request Timeout - ModelTimeoutException: Model has timed out"),
+        ("fault-424", "424: Failed Dependency - ModelErrorException: Received server error (500) from model."),
+        ("fault-500", "500: Internal Server Error - InternalServerException: The system encountered an unexpected error"),
+        ("fault-503", "503: Service Unavailable - ServiceUnavailableException: Bedrock is unable to process your request."),
+        ("fault-reset", "500: Internal Server Error - Amazon Bedrock is unreachable ("),
     ] {
         let body = json!({"inputs": {}, "stream": false, "model_metadata": metadata(&format!("anthropic.claude-{fault}-v1:0"))});
         let r = post(
@@ -75,12 +84,55 @@ fn test_connection_succeeds_fast_and_reports_bedrock_refusals_as_421() {
             "/v1/prompts/model_configuration%2Fcheck",
             &body,
         );
-        assert_eq!(
-            (r.status, r.json()["detail"].as_str().unwrap()),
-            (421, detail),
-            "{fault}"
+        assert_eq!(r.status, 421, "{fault}: {}", r.text());
+        let detail = r.json()["detail"].as_str().unwrap().to_string();
+        assert!(detail.starts_with(prefix), "{fault}: {detail}");
+        assert_eq!(r.header("retry-after"), None, "{fault}");
+        assert_eq!(r.header("content-type"), Some("application/json"));
+    }
+    // Bedrock's own message is in the log (never a secret).
+    assert!(
+        sidecar
+            .logs()
+            .contains("You don't have access to the model with the specified model ID."),
+        "AccessDenied message logged"
+    );
+    // Other named prompts answer model failures the same way (the gateway's invoke.py).
+    let r = post(
+        &sidecar,
+        &emu.token(),
+        "/v2/prompts/generate_commit_message",
+        &json!({"inputs": {"diff": "+x"}, "model_metadata": metadata("anthropic.claude-fault-throttle-v1:0")}),
+    );
+    assert_eq!(r.status, 421, "{}", r.text());
+
+    // A Bedrock model this gateway cannot drive: a 400 whose detail[0].msg Rails shows
+    // ("AI Gateway returned code 400: <msg>"), and nothing reaches Bedrock.
+    let sent_before = emu.requests().len();
+    for model in [
+        "meta.llama3-70b-instruct-v1:0",
+        "us.meta.llama3-2-90b-instruct-v1:0",
+        "amazon.titan-text-express-v1",
+        "mistral.mistral-large-2402-v1:0",
+        "cohere.command-r-plus-v1:0",
+    ] {
+        let body = json!({"inputs": {}, "stream": false, "model_metadata": metadata(model)});
+        let r = post(
+            &sidecar,
+            &token,
+            "/v1/prompts/model_configuration%2Fcheck",
+            &body,
+        );
+        assert_eq!(r.status, 400, "{model}: {}", r.text());
+        let msg = r.json()["detail"][0]["msg"].as_str().unwrap().to_string();
+        assert!(
+            msg.starts_with(&format!(
+                "Model identifier 'bedrock/{model}' is not supported by this gateway"
+            )),
+            "{msg}"
         );
     }
+    assert_eq!(emu.requests().len(), sent_before);
     let r = post(
         &sidecar,
         &emu.mint(json!({"scopes": ["duo_chat"]})),
@@ -316,8 +368,16 @@ fn a_prompts_own_timeout_bounds_the_model_call() {
         &body,
     );
     let took = start.elapsed();
-    assert_eq!(r.status, 504, "{}", r.text());
-    assert!(r.json()["detail"].is_string());
+    // LiteLLM's Timeout (408) through the gateway's 421
+    assert_eq!(
+        (r.status, r.json()["detail"].as_str().unwrap()),
+        (
+            421,
+            "408: Request Timeout - Amazon Bedrock did not answer in time"
+        ),
+        "{}",
+        r.text()
+    );
     assert!(
         took >= Duration::from_secs(9) && took < Duration::from_secs(15),
         "{took:?}"
