@@ -242,6 +242,18 @@ fn chat_agent_streams_ndjson_events() {
         "{}",
         r.text()
     );
+    // ai-gateway main: finish_reason null on every delta, then an empty delta with LiteLLM's
+    // finish reason (Bedrock's end_turn → "stop"); older Rails reads only "text".
+    let (last, deltas) = events.split_last().unwrap();
+    assert_eq!(
+        last,
+        &json!({"type": "final_answer_delta", "data": {"text": "", "finish_reason": "stop"}})
+    );
+    assert!(
+        deltas.iter().all(|e| e["data"]["finish_reason"].is_null()),
+        "{}",
+        r.text()
+    );
     let answer: String = events
         .iter()
         .map(|e| e["data"]["text"].as_str().unwrap())
@@ -297,6 +309,40 @@ fn chat_agent_streams_ndjson_events() {
         system.contains("<name>issue_reader</name>")
             && !system.contains("<name>epic_reader</name>"),
         "{system}"
+    );
+
+    // Duo Classic Chat (ai-gateway main): duo_classic_chat when the token has it; a Duo Core
+    // token (duo_chat only) from GitLab 18.9 on only for @GitLabDuo mentions; older GitLab
+    // (no duo_classic_chat in its tokens) keeps chatting on duo_chat.
+    set_reply(&emu, "Thought: done.\nFinal Answer: ok");
+    let duo_core = emu.mint(json!({"scopes": ["duo_chat"]}));
+    let with_version = |token: &str, version: &str, body: &Value| {
+        let mut h = gitlab_headers(token);
+        h.push(("x-gitlab-version", version.to_string()));
+        sidecar.request(
+            "POST",
+            "/v2/chat/agent",
+            &as_refs(&h),
+            Some(body.to_string().as_bytes()),
+        )
+    };
+    let r = with_version(&duo_core, "18.9.0", &body);
+    assert_eq!(
+        (r.status, r.json()["detail"].as_str().unwrap()),
+        (
+            403,
+            "Duo Core no longer authorized to access Duo Classic Chat"
+        )
+    );
+    let mut review = body.clone();
+    review["messages"][0]["content"] = json!("@GitLabDuo review this merge request");
+    assert_eq!(with_version(&duo_core, "18.10.0", &review).status, 200);
+    let classic = emu.mint(json!({"scopes": ["duo_classic_chat"]}));
+    assert_eq!(with_version(&classic, "18.10.0", &body).status, 200);
+    assert_eq!(with_version(&duo_core, "18.5.1", &body).status, 200);
+    assert_eq!(
+        post(&sidecar, &duo_core, "/v2/chat/agent", &body).status,
+        200
     );
 
     // Scopes: duo_chat, then include_<category>_context.

@@ -82,6 +82,10 @@ pub struct RequestContext<'a> {
     /// The verified token's unit primitives (`None` when authentication is bypassed): the
     /// chat agent offers only the tools they allow.
     pub scopes: Option<&'a [String]>,
+    /// `x-gitlab-version` (`Gitlab.version_info`, sent by Rails with every AI request), `None`
+    /// when absent: the chat agent applies the Duo Classic Chat rules of the GitLab versions
+    /// that know them.
+    pub gitlab_version: Option<&'a str>,
 }
 
 /// One scope the JWT must carry.
@@ -153,6 +157,9 @@ pub trait Responder {
     /// Usage seen in the stream (`message_start` input tokens, `message_delta` cumulative output
     /// tokens); the latest value of each wins.
     fn record_usage(&mut self, input: Option<u64>, output: Option<u64>);
+    /// Bedrock's `stop_reason` (`message_delta`), before [`Self::stream_end`]. Ignored unless
+    /// the family reports it (the chat agent's `finish_reason`).
+    fn record_stop_reason(&mut self, _stop_reason: &str) {}
 }
 
 /// The answer to an authenticated request whose route has no [`Endpoint`] (no Bedrock call):
@@ -351,6 +358,7 @@ mod tests {
             enabled_feature_flags: Some(",,"),
             default_model: Some("bedrock/anthropic.claude-3-haiku-20240307-v1:0"),
             scopes: None,
+            gitlab_version: None,
         };
         for e in &endpoints {
             for b in &bodies {

@@ -272,6 +272,7 @@ mod tests {
             enabled_feature_flags: None,
             default_model: None,
             scopes: None,
+            gitlab_version: None,
         }
     }
 
@@ -521,6 +522,7 @@ mod tests {
                 enabled_feature_flags: None,
                 default_model: Some("bedrock/anthropic.claude-3-haiku-20240307-v1:0"),
                 scopes: None,
+                gitlab_version: None,
             },
         )
         .unwrap();

@@ -409,11 +409,16 @@ impl Request {
             Auth::Done(Some(claims)) => Some(claims.scopes.as_slice()),
             _ => None,
         };
+        let gitlab_version =
+            hostcalls::get_map_value(MapType::HttpRequestHeaders, "x-gitlab-version")
+                .ok()
+                .flatten();
         let ctx = RequestContext {
             now_secs: now_secs(),
             enabled_feature_flags: flags.as_deref(),
             default_model: vm.config.default_model.as_deref(),
             scopes,
+            gitlab_version: gitlab_version.as_deref(),
         };
         let planned = match plan(&endpoint, &body, &ctx) {
             Ok(p) => p,
@@ -717,9 +722,15 @@ impl Request {
                     self.record.input_tokens = input_tokens;
                     fwd.responder.record_usage(Some(input_tokens), None)
                 }
-                StreamFrame::Event(StreamEvent::MessageDelta { output_tokens, .. }) => {
+                StreamFrame::Event(StreamEvent::MessageDelta {
+                    output_tokens,
+                    stop_reason,
+                }) => {
                     self.record.output_tokens = output_tokens;
-                    fwd.responder.record_usage(None, Some(output_tokens))
+                    fwd.responder.record_usage(None, Some(output_tokens));
+                    if let Some(reason) = stop_reason.as_deref() {
+                        fwd.responder.record_stop_reason(reason);
+                    }
                 }
                 StreamFrame::Event(StreamEvent::Error { kind, message })
                 | StreamFrame::Exception { kind, message } => {
