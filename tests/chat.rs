@@ -64,10 +64,19 @@ fn test_connection_succeeds_fast_and_reports_bedrock_refusals_as_421() {
         serde_json::from_str(emu.requests().last().unwrap()["body"].as_str().unwrap()).unwrap();
     assert_eq!(sent["max_tokens"], 12);
 
-    for (fault, detail) in [
-        ("fault-403", "403: Forbidden"),
-        ("fault-400", "400: Bad Request"),
-        ("fault-404", "404: Not Found"),
+    // Every Bedrock error class: 421 "<status>: <reason> - <Kind>: ..." (Rails shows "The
+    // self-hosted model server returned code <detail>"), throttling included, no retry-after.
+    for (fault, prefix) in [
+        ("fault-throttle", "429: Too Many Requests - ThrottlingException: Too many requests"),
+        ("fault-notready", "429: Too Many Requests - ModelNotReadyException: Model is not ready"),
+        ("fault-400", "400: Bad Request - ValidationException: Malformed input request"),
+        ("fault-403", "403: Forbidden - AccessDeniedException: enable access to this model in the Amazon Bedrock console"),
+        ("fault-404", "404: Not Found - ResourceNotFoundException: The provided model identifier is invalid."),
+        ("fault-408", "408: Request Timeout - ModelTimeoutException: Model has timed out"),
+        ("fault-424", "424: Failed Dependency - ModelErrorException: Received server error (500) from model."),
+        ("fault-500", "500: Internal Server Error - InternalServerException: The system encountered an unexpected error"),
+        ("fault-503", "503: Service Unavailable - ServiceUnavailableException: Bedrock is unable to process your request."),
+        ("fault-reset", "500: Internal Server Error - Amazon Bedrock is unreachable ("),
     ] {
         let body = json!({"inputs": {}, "stream": false, "model_metadata": metadata(&format!("anthropic.claude-{fault}-v1:0"))});
         let r = post(
@@ -76,12 +85,55 @@ fn test_connection_succeeds_fast_and_reports_bedrock_refusals_as_421() {
             "/v1/prompts/model_configuration%2Fcheck",
             &body,
         );
-        assert_eq!(
-            (r.status, r.json()["detail"].as_str().unwrap()),
-            (421, detail),
-            "{fault}"
+        assert_eq!(r.status, 421, "{fault}: {}", r.text());
+        let detail = r.json()["detail"].as_str().unwrap().to_string();
+        assert!(detail.starts_with(prefix), "{fault}: {detail}");
+        assert_eq!(r.header("retry-after"), None, "{fault}");
+        assert_eq!(r.header("content-type"), Some("application/json"));
+    }
+    // Bedrock's own message is in the log (never a secret).
+    assert!(
+        sidecar
+            .logs()
+            .contains("You don't have access to the model with the specified model ID."),
+        "AccessDenied message logged"
+    );
+    // Other named prompts answer model failures the same way (the gateway's invoke.py).
+    let r = post(
+        &sidecar,
+        &emu.token(),
+        "/v2/prompts/generate_commit_message",
+        &json!({"inputs": {"diff": "+x"}, "model_metadata": metadata("anthropic.claude-fault-throttle-v1:0")}),
+    );
+    assert_eq!(r.status, 421, "{}", r.text());
+
+    // A Bedrock model this gateway cannot drive: a 400 whose detail[0].msg Rails shows
+    // ("AI Gateway returned code 400: <msg>"), and nothing reaches Bedrock.
+    let sent_before = emu.requests().len();
+    for model in [
+        "meta.llama3-70b-instruct-v1:0",
+        "us.meta.llama3-2-90b-instruct-v1:0",
+        "amazon.titan-text-express-v1",
+        "mistral.mistral-large-2402-v1:0",
+        "cohere.command-r-plus-v1:0",
+    ] {
+        let body = json!({"inputs": {}, "stream": false, "model_metadata": metadata(model)});
+        let r = post(
+            &sidecar,
+            &token,
+            "/v1/prompts/model_configuration%2Fcheck",
+            &body,
+        );
+        assert_eq!(r.status, 400, "{model}: {}", r.text());
+        let msg = r.json()["detail"][0]["msg"].as_str().unwrap().to_string();
+        assert!(
+            msg.starts_with(&format!(
+                "Model identifier 'bedrock/{model}' is not supported by this gateway"
+            )),
+            "{msg}"
         );
     }
+    assert_eq!(emu.requests().len(), sent_before);
     let r = post(
         &sidecar,
         &emu.mint(json!({"scopes": ["duo_chat"]})),
@@ -191,6 +243,18 @@ fn chat_agent_streams_ndjson_events() {
         "{}",
         r.text()
     );
+    // ai-gateway main: finish_reason null on every delta, then an empty delta with LiteLLM's
+    // finish reason (Bedrock's end_turn → "stop"); older Rails reads only "text".
+    let (last, deltas) = events.split_last().unwrap();
+    assert_eq!(
+        last,
+        &json!({"type": "final_answer_delta", "data": {"text": "", "finish_reason": "stop"}})
+    );
+    assert!(
+        deltas.iter().all(|e| e["data"]["finish_reason"].is_null()),
+        "{}",
+        r.text()
+    );
     let answer: String = events
         .iter()
         .map(|e| e["data"]["text"].as_str().unwrap())
@@ -246,6 +310,40 @@ fn chat_agent_streams_ndjson_events() {
         system.contains("<name>issue_reader</name>")
             && !system.contains("<name>epic_reader</name>"),
         "{system}"
+    );
+
+    // Duo Classic Chat (ai-gateway main): duo_classic_chat when the token has it; a Duo Core
+    // token (duo_chat only) from GitLab 18.9 on only for @GitLabDuo mentions; older GitLab
+    // (no duo_classic_chat in its tokens) keeps chatting on duo_chat.
+    set_reply(&emu, "Thought: done.\nFinal Answer: ok");
+    let duo_core = emu.mint(json!({"scopes": ["duo_chat"]}));
+    let with_version = |token: &str, version: &str, body: &Value| {
+        let mut h = gitlab_headers(token);
+        h.push(("x-gitlab-version", version.to_string()));
+        sidecar.request(
+            "POST",
+            "/v2/chat/agent",
+            &as_refs(&h),
+            Some(body.to_string().as_bytes()),
+        )
+    };
+    let r = with_version(&duo_core, "18.9.0", &body);
+    assert_eq!(
+        (r.status, r.json()["detail"].as_str().unwrap()),
+        (
+            403,
+            "Duo Core no longer authorized to access Duo Classic Chat"
+        )
+    );
+    let mut review = body.clone();
+    review["messages"][0]["content"] = json!("@GitLabDuo review this merge request");
+    assert_eq!(with_version(&duo_core, "18.10.0", &review).status, 200);
+    let classic = emu.mint(json!({"scopes": ["duo_classic_chat"]}));
+    assert_eq!(with_version(&classic, "18.10.0", &body).status, 200);
+    assert_eq!(with_version(&duo_core, "18.5.1", &body).status, 200);
+    assert_eq!(
+        post(&sidecar, &duo_core, "/v2/chat/agent", &body).status,
+        200
     );
 
     // Scopes: duo_chat, then include_<category>_context.
@@ -317,8 +415,16 @@ fn a_prompts_own_timeout_bounds_the_model_call() {
         &body,
     );
     let took = start.elapsed();
-    assert_eq!(r.status, 504, "{}", r.text());
-    assert!(r.json()["detail"].is_string());
+    // LiteLLM's Timeout (408) through the gateway's 421
+    assert_eq!(
+        (r.status, r.json()["detail"].as_str().unwrap()),
+        (
+            421,
+            "408: Request Timeout - Amazon Bedrock did not answer in time"
+        ),
+        "{}",
+        r.text()
+    );
     assert!(
         took >= Duration::from_secs(9) && took < Duration::from_secs(15),
         "{took:?}"

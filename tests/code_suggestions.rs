@@ -309,7 +309,7 @@ fn every_model_id_form_is_encoded_and_signed() {
         &[],
     );
     assert_eq!(r.status, 400, "{}", r.text());
-    assert!(r.json()["detail"]
+    assert!(r.json()["detail"][0]["msg"]
         .as_str()
         .unwrap()
         .contains("vertex_ai/claude-3"));

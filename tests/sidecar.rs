@@ -156,3 +156,93 @@ fn launcher_rejects_bad_environment_with_a_clear_message() {
         String::from_utf8_lossy(&status.stderr)
     );
 }
+
+#[test]
+fn docs_page_answers_without_a_token() {
+    let emu = Emulator::start();
+    let sidecar = Sidecar::start(&emu);
+    let r = sidecar.request("GET", "/docs", &[], None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+    let page = r.text();
+    assert!(
+        page.contains(&format!(
+            "<h1>duo-bedrock {}</h1>",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{page}"
+    );
+    for path in [
+        "/v2/code/completions",
+        "/v1/prompts/{prompt_id}",
+        "/v2/chat/agent",
+        "/v1/code/user_access_token",
+    ] {
+        assert!(page.contains(&format!("<code>{path}</code>")), "{path}");
+    }
+    assert!(r.header("x-process-time").is_some());
+    // HEAD: same status and type, no body
+    let r = sidecar.request("HEAD", "/docs", &[], None);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+    assert!(r.body.is_empty());
+    // anything else under /docs still needs a token
+    assert_eq!(
+        sidecar
+            .request("GET", "/docs/oauth2-redirect", &[], None)
+            .status,
+        401
+    );
+    assert!(emu.requests().is_empty(), "nothing reaches Bedrock");
+}
+
+#[test]
+fn user_access_token_answers_like_a_gateway_without_signing_key() {
+    let emu = Emulator::start();
+    let sidecar = Sidecar::start(&emu);
+    let path = "/v1/code/user_access_token";
+    // Authentication first, as for every endpoint.
+    let r = sidecar.request("POST", path, &[], None);
+    assert_eq!(r.status, 401);
+
+    // What Rails sends (`direct_access_token`: no body): the gateway cannot sign a token.
+    let token = emu.mint(serde_json::json!({"scopes": ["complete_code", "duo_chat"]}));
+    let headers = gitlab_headers(&token);
+    let r = sidecar.request("POST", path, &as_refs(&headers), None);
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (500, r#"{"detail":"Failed to generate JWT"}"#)
+    );
+    assert_eq!(r.header("content-type"), Some("application/json"));
+
+    // complete_code or ai_gateway_model_provider_proxy is required...
+    let other = emu.mint(serde_json::json!({"scopes": ["duo_chat"]}));
+    let r = sidecar.request("POST", path, &as_refs(&gitlab_headers(&other)), None);
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (
+            403,
+            r#"{"detail":"Unauthorized to create user access token"}"#
+        )
+    );
+    // ...from a token the gateway did not issue itself (refused here, or already by the
+    // authentication step when its bindings do not hold)
+    let own = emu.mint(serde_json::json!({"scopes": ["complete_code"], "iss": "gitlab-ai-gateway", "sub": "user-hash"}));
+    let r = sidecar.request("POST", path, &as_refs(&gitlab_headers(&own)), None);
+    assert!(r.status == 401 || r.status == 403, "{}", r.text());
+
+    // then the GitLab headers (realm and instance id are already bound to the token's claims)
+    let without_user: Vec<(&str, &str)> = as_refs(&headers)
+        .into_iter()
+        .filter(|(k, _)| *k != "x-gitlab-global-user-id")
+        .collect();
+    let r = sidecar.request("POST", path, &without_user, Some(b""));
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (
+            400,
+            r#"{"detail":"Missing X-Gitlab-Global-User-Id header"}"#
+        )
+    );
+    assert!(emu.requests().is_empty(), "nothing reaches Bedrock");
+}

@@ -21,6 +21,7 @@
 //! gateway checks a prompt's scopes before rendering it, so a request that both lacks the scope
 //! and misses an input gets 403 there and 422 here.
 
+use crate::auth::rules::Claims;
 use crate::bedrock::messages::MessagesResponse;
 use crate::bedrock::InvokeRequest;
 
@@ -60,7 +61,11 @@ impl Endpoint {
             Route::LegacyChat { invokable } => Endpoint::LegacyChat {
                 invokable: invokable.clone(),
             },
-            Route::Healthz | Route::Ready | Route::Unknown => return None,
+            Route::Healthz
+            | Route::Ready
+            | Route::Docs
+            | Route::UserAccessToken
+            | Route::Unknown => return None,
         })
     }
 }
@@ -77,6 +82,10 @@ pub struct RequestContext<'a> {
     /// The verified token's unit primitives (`None` when authentication is bypassed): the
     /// chat agent offers only the tools they allow.
     pub scopes: Option<&'a [String]>,
+    /// `x-gitlab-version` (`Gitlab.version_info`, sent by Rails with every AI request), `None`
+    /// when absent: the chat agent applies the Duo Classic Chat rules of the GitLab versions
+    /// that know them.
+    pub gitlab_version: Option<&'a str>,
 }
 
 /// One scope the JWT must carry.
@@ -148,6 +157,24 @@ pub trait Responder {
     /// Usage seen in the stream (`message_start` input tokens, `message_delta` cumulative output
     /// tokens); the latest value of each wins.
     fn record_usage(&mut self, input: Option<u64>, output: Option<u64>);
+    /// Bedrock's `stop_reason` (`message_delta`), before [`Self::stream_end`]. Ignored unless
+    /// the family reports it (the chat agent's `finish_reason`).
+    fn record_stop_reason(&mut self, _stop_reason: &str) {}
+}
+
+/// The answer to an authenticated request whose route has no [`Endpoint`] (no Bedrock call):
+/// `/v1/code/user_access_token` ([`super::user_access_token::answer`]), else FastAPI's 404.
+/// `claims` is `None` when authentication is bypassed; `header` looks up a request header by
+/// lower-case name.
+pub fn unplanned(
+    route: &Route,
+    claims: Option<&Claims>,
+    header: &dyn Fn(&str) -> Option<String>,
+) -> GitlabError {
+    match route {
+        Route::UserAccessToken => super::user_access_token::answer(claims, header),
+        _ => GitlabError::not_found(),
+    }
 }
 
 /// Validates the body, picks the model, builds the prompt and the responder.
@@ -218,6 +245,27 @@ mod tests {
             None
         );
         assert_eq!(Endpoint::from_route(&classify("POST", "/nope")), None);
+    }
+
+    #[test]
+    fn unplanned_routes() {
+        let none = |_: &str| None;
+        assert_eq!(
+            unplanned(&classify("POST", "/nope"), None, &none),
+            GitlabError::not_found()
+        );
+        let e = unplanned(&classify("POST", "/v1/code/user_access_token"), None, &none);
+        assert_eq!(
+            (e.status, e.body.as_str()),
+            (
+                400,
+                r#"{"detail":"Missing X-Gitlab-Global-User-Id header"}"#
+            )
+        );
+        assert_eq!(
+            Endpoint::from_route(&classify("POST", "/v1/code/user_access_token")),
+            None
+        );
     }
 
     #[test]
@@ -310,6 +358,7 @@ mod tests {
             enabled_feature_flags: Some(",,"),
             default_model: Some("bedrock/anthropic.claude-3-haiku-20240307-v1:0"),
             scopes: None,
+            gitlab_version: None,
         };
         for e in &endpoints {
             for b in &bodies {

@@ -108,6 +108,14 @@ impl GitlabError {
 
     /// 422 with FastAPI's list shape `{"detail":[{"type","loc","msg"}...]}`.
     pub fn validation(errors: Vec<ValidationIssue>) -> Self {
+        Self::issues(422, errors)
+    }
+
+    /// FastAPI's list shape `{"detail":[{"type","loc","msg"}...]}` with any status. Rails
+    /// shows `detail[0].msg` of a non-200, non-421 answer to the admin ("AI Gateway returned
+    /// code <status>: <msg>", `ee/lib/gitlab/llm/ai_gateway/code_suggestions_client.rb`
+    /// `test_model_connection`); a string `detail` becomes "Unknown error" there.
+    pub fn issues(status: u16, errors: Vec<ValidationIssue>) -> Self {
         #[derive(Serialize)]
         struct DetailList<'a> {
             detail: &'a [ValidationIssue],
@@ -116,7 +124,7 @@ impl GitlabError {
         let body = serde_json::to_string(&DetailList { detail: &errors })
             .unwrap_or_else(|_| r#"{"detail":"Validation error"}"#.to_string());
         Self {
-            status: 422,
+            status,
             body,
             headers: json_headers(),
         }
@@ -203,12 +211,13 @@ pub fn normalize_error_kind(kind: &str) -> &str {
 
 /// Maps a Bedrock HTTP error to GitLab's answer.
 ///
-/// * 429, `ThrottlingException` or `ModelNotReadyException` → 429
+/// * [`Family::Prompts`] (every `/v1|v2/prompts/{id}`, "Test connection" included) → 421
+///   `{"detail":"<status>: <reason phrase> - <Kind>: <text>"}` for **every** error, 429
+///   included: see [`prompt_failure`].
+/// * otherwise, 429, `ThrottlingException` or `ModelNotReadyException` → 429
 ///   `{"detail":"Too many requests. Please try again later."}` with `retry-after` copied
 ///   from Bedrock when it is a short printable value, else `"1"` (AIGW copies the upstream
 ///   header; Bedrock seldom sends one, and Rails backs off on its own).
-/// * [`Family::Prompts`] → 421 `{"detail":"<status>: <reason phrase>"}` (e.g. `"403: Forbidden"`),
-///   which is what Rails' "Test connection" expects.
 /// * otherwise → 503 `{"detail":"Inference failed: Amazon Bedrock returned <status> <kind>: <message>"}`.
 ///   **Decision:** the Bedrock message is forwarded (truncated to 300 characters, control
 ///   characters removed) because it is what an admin needs ("on-demand throughput isn't
@@ -224,6 +233,9 @@ pub fn from_bedrock(
     retry_after: Option<&str>,
 ) -> GitlabError {
     let kind = normalize_error_kind(kind);
+    if family == Family::Prompts {
+        return prompt_failure(status, &explain(status, kind, message));
+    }
     if status == 429 || kind == "ThrottlingException" || kind == "ModelNotReadyException" {
         let retry = retry_after
             .map(str::trim)
@@ -234,18 +246,17 @@ pub fn from_bedrock(
         return GitlabError::detail(429, TOO_MANY_REQUESTS_DETAIL)
             .with_header("retry-after", retry);
     }
-    if family == Family::Prompts {
-        return GitlabError::detail(421, &format!("{status}: {}", reason_phrase(status)));
-    }
     let mut detail = format!("Inference failed: Amazon Bedrock returned {status}");
     if !kind.is_empty() {
         detail.push(' ');
         detail.push_str(&sanitize(kind, 80));
     }
-    if is_credential_error(status, kind, message) {
-        detail.push_str(
-            ": the request was not authorized (check the gateway's AWS credentials, region and IAM permissions for bedrock:InvokeModel)",
-        );
+    if kind == "AccessDeniedException" {
+        detail.push_str(": ");
+        detail.push_str(ACCESS_DENIED_HINT);
+    } else if is_credential_error(status, kind, message) {
+        detail.push_str(": ");
+        detail.push_str(CREDENTIALS_HINT);
     } else {
         let msg = sanitize(message, 300);
         if !msg.is_empty() {
@@ -254,6 +265,92 @@ pub fn from_bedrock(
         }
     }
     GitlabError::detail(503, &detail)
+}
+
+/// The named-prompt answer to a model failure, exactly the gateway's shape: 421
+/// `{"detail":"<status>: <reason phrase>"}`, plus ` - <explanation>` when there is one.
+///
+/// ai-gateway `ai_gateway/api/v1/prompts/invoke.py` (`self-hosted-v18.5.0-ee` and `main`,
+/// shared by `/v2/prompts`): any exception carrying a `status_code` around
+/// `prompt.ainvoke` becomes `HTTPException(421, detail=f"{status_code}: {responses[status_code]}")`
+/// "to signal to the client the model has produced an error and not the AI Gateway". For the
+/// self-hosted `bedrock/...` models the exception is LiteLLM's, whose `status_code` is
+/// Bedrock's HTTP status (`RateLimitError` 429 included: it is caught here before the app's
+/// 429 handler could see it), `Timeout` 408 when the model did not answer in time and
+/// `APIConnectionError` 500 when it could not be reached (BerriAI/litellm
+/// `litellm/litellm_core_utils/exception_mapping_utils.py`, `_map_bedrock_exception`).
+/// **Decision:** the detail keeps Bedrock's own status where LiteLLM renumbers a few classes
+/// (a Bedrock 500 becomes LiteLLM's 503, a 424 `ModelErrorException` its 500): the real status
+/// tells the admin more.
+///
+/// Rails shows the detail verbatim: `ee/lib/gitlab/llm/ai_gateway/code_suggestions_client.rb`
+/// `test_model_connection` (and the newer `self_hosted_models/connection_tester.rb`) answer a
+/// 421 with "The self-hosted model server returned code <detail>"; the newer one also looks
+/// for a leading `404` (identifier suggestions for `custom_openai/` models only), so the
+/// status stays first. **Decision:** the gateway stops after the reason phrase; this filter
+/// appends the Bedrock exception name and what to do about it (see [`explain`]).
+pub fn prompt_failure(status: u16, explanation: &str) -> GitlabError {
+    let mut detail = format!("{status}: {}", reason_phrase(status));
+    if !explanation.is_empty() {
+        detail.push_str(" - ");
+        detail.push_str(explanation);
+    }
+    GitlabError::detail(421, &detail)
+}
+
+/// What an admin should read about a Bedrock error: `<Kind>: <Bedrock's message>`, or
+/// `<Kind>: <hint>` for credential errors, whose message is never repeated (it can quote the
+/// canonical request with the session token). The kind is bounded to 80 characters, the
+/// message to 300, control characters removed.
+fn explain(status: u16, kind: &str, message: &str) -> String {
+    let mut out = sanitize(kind, 80);
+    let text = if kind == "AccessDeniedException" {
+        ACCESS_DENIED_HINT.to_string()
+    } else if is_credential_error(status, kind, message) {
+        CREDENTIALS_HINT.to_string()
+    } else {
+        sanitize(message, 300)
+    };
+    if !text.is_empty() {
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+/// The advice for Bedrock's `AccessDeniedException` (403): Bedrock answers it both when the
+/// account has no access to the model ("You don't have access to the model with the specified
+/// model ID.") and when IAM denies `bedrock:InvokeModel`.
+pub const ACCESS_DENIED_HINT: &str = "enable access to this model in the Amazon Bedrock console (Model access) in the region the gateway uses (AWS_REGION_NAME; for an inference profile, in every region it routes to), and allow bedrock:InvokeModel and bedrock:InvokeModelWithResponseStream for the gateway's AWS identity";
+
+/// The advice for the other credential and signature errors.
+pub const CREDENTIALS_HINT: &str = "the request was not authorized (check the gateway's AWS credentials, region and IAM permissions for bedrock:InvokeModel)";
+
+/// The answer when Envoy got no answer from Bedrock: `details` is Envoy's response code
+/// details (`upstream_response_timeout`, `upstream_reset_before_response_started{...}`, ...).
+///
+/// Named prompts answer like the gateway does for LiteLLM's own failures (see
+/// [`prompt_failure`]): a timeout is `Timeout` (408), an unreachable endpoint
+/// `APIConnectionError` (500). Other families: 504 [`GitlabError::upstream_timeout`] or 503
+/// [`GitlabError::upstream_unavailable`].
+pub fn from_envoy(family: Family, details: &str) -> GitlabError {
+    let timeout = details.contains("timeout");
+    match (family, timeout) {
+        (Family::Prompts, true) => prompt_failure(408, "Amazon Bedrock did not answer in time"),
+        (Family::Prompts, false) => {
+            let reason = sanitize(details, 120);
+            let text = if reason.is_empty() {
+                "Amazon Bedrock is unreachable".to_string()
+            } else {
+                format!("Amazon Bedrock is unreachable ({reason})")
+            };
+            prompt_failure(500, &text)
+        }
+        (_, true) => GitlabError::upstream_timeout(),
+        (_, false) => GitlabError::upstream_unavailable(details),
+    }
 }
 
 fn is_credential_error(status: u16, kind: &str, message: &str) -> bool {
@@ -288,6 +385,37 @@ pub fn bounded_text(s: &str, max_chars: usize) -> String {
         out.push('…');
     }
     out
+}
+
+/// Bedrock's error message for the sidecar log: [`bounded_text`] to 300 characters, with the
+/// value of any `x-amz-security-token` / `X-Amz-Security-Token=` it quotes (signature-mismatch
+/// messages can quote the canonical request) replaced by `[redacted]`.
+pub fn log_text(message: &str) -> String {
+    const MARKER: &str = "x-amz-security-token";
+    let lower = message.to_ascii_lowercase();
+    let mut out = String::with_capacity(message.len());
+    let mut from = 0;
+    while let Some(i) = lower.get(from..).and_then(|l| l.find(MARKER)) {
+        let value_start = from + i + MARKER.len();
+        let rest = message.get(value_start..).unwrap_or("");
+        let sep = rest
+            .char_indices()
+            .take_while(|(_, c)| matches!(c, ':' | '=' | ' '))
+            .last()
+            .map_or(0, |(j, c)| j + c.len_utf8());
+        let value_len = rest
+            .get(sep..)
+            .unwrap_or("")
+            .find(|c: char| c.is_whitespace() || matches!(c, '\'' | '"' | '&' | ',' | ';'))
+            .unwrap_or(rest.len().saturating_sub(sep));
+        out.push_str(message.get(from..value_start + sep).unwrap_or(""));
+        if value_len > 0 {
+            out.push_str("[redacted]");
+        }
+        from = value_start + sep + value_len;
+    }
+    out.push_str(message.get(from..).unwrap_or(""));
+    bounded_text(&out, 300)
 }
 
 /// [`bounded_text`], trimmed.
@@ -423,13 +551,7 @@ mod tests {
             assert_eq!(e.header("retry-after"), Some("1"));
             assert_eq!(e.header("content-type"), Some("application/json"));
         }
-        let e = from_bedrock(
-            Family::Prompts,
-            429,
-            "ThrottlingException",
-            "",
-            Some(" 17 "),
-        );
+        let e = from_bedrock(Family::Chat, 429, "ThrottlingException", "", Some(" 17 "));
         assert_eq!((e.status, e.header("retry-after")), (429, Some("17")));
         let e = from_bedrock(Family::Chat, 429, "", "", Some("bad\nvalue"));
         assert_eq!(e.header("retry-after"), Some("1"));
@@ -438,25 +560,129 @@ mod tests {
         assert_eq!(e.header("retry-after"), Some("1"));
     }
 
+    /// Every Bedrock error class of the emulator's fault table, as "Test connection" gets it.
     #[test]
-    fn prompts_family_maps_to_421() {
+    fn prompts_family_maps_every_error_to_421() {
+        let cases = [
+            (429, "ThrottlingException", "Too many requests, please wait before trying again.",
+             "429: Too Many Requests - ThrottlingException: Too many requests, please wait before trying again."),
+            (429, "ModelNotReadyException", "Model is not ready.",
+             "429: Too Many Requests - ModelNotReadyException: Model is not ready."),
+            (400, "ValidationException", "Invocation of model ID x with on-demand throughput isn't supported.",
+             "400: Bad Request - ValidationException: Invocation of model ID x with on-demand throughput isn't supported."),
+            (404, "ResourceNotFoundException", "The provided model identifier is invalid.",
+             "404: Not Found - ResourceNotFoundException: The provided model identifier is invalid."),
+            (408, "ModelTimeoutException", "Model has timed out.",
+             "408: Request Timeout - ModelTimeoutException: Model has timed out."),
+            (424, "ModelErrorException", "Received server error (500) from model.",
+             "424: Failed Dependency - ModelErrorException: Received server error (500) from model."),
+            (500, "InternalServerException", "The system encountered an unexpected error.",
+             "500: Internal Server Error - InternalServerException: The system encountered an unexpected error."),
+            (503, "ServiceUnavailableException", "Bedrock is unable to process your request.",
+             "503: Service Unavailable - ServiceUnavailableException: Bedrock is unable to process your request."),
+            (599, "", "", "599: Error"),
+        ];
+        for (status, kind, message, detail) in cases {
+            let e = from_bedrock(Family::Prompts, status, kind, message, Some("3"));
+            assert_eq!(e.status, 421, "{status} {kind}");
+            assert_eq!(body(&e), json!({ "detail": detail }), "{status} {kind}");
+            assert_eq!(e.header("retry-after"), None);
+            assert_eq!(e.header("content-type"), Some("application/json"));
+        }
+    }
+
+    #[test]
+    fn prompt_421_for_access_denied_says_what_to_enable_and_never_echoes_credentials() {
         let e = from_bedrock(
             Family::Prompts,
             403,
             "AccessDeniedException",
-            "secret",
+            "You don't have access to the model with the specified model ID.",
             None,
         );
+        assert_eq!(e.status, 421);
         assert_eq!(
-            (e.status, e.body.as_str()),
-            (421, r#"{"detail":"403: Forbidden"}"#)
+            body(&e)["detail"],
+            format!("403: Forbidden - AccessDeniedException: {ACCESS_DENIED_HINT}")
         );
-        let e = from_bedrock(Family::Prompts, 400, "ValidationException", "x", None);
-        assert_eq!(e.body, r#"{"detail":"400: Bad Request"}"#);
-        let e = from_bedrock(Family::Prompts, 424, "ModelErrorException", "x", None);
-        assert_eq!(e.body, r#"{"detail":"424: Failed Dependency"}"#);
-        let e = from_bedrock(Family::Prompts, 599, "", "", None);
-        assert_eq!(e.body, r#"{"detail":"599: Error"}"#);
+        assert!(ACCESS_DENIED_HINT.contains("Amazon Bedrock console"));
+        let leaky = "The request signature we calculated does not match. The Canonical String for this request should have been 'x-amz-security-token:SECRET'";
+        for (status, kind) in [
+            (403, "InvalidSignatureException"),
+            (403, "UnrecognizedClientException"),
+            (400, "ValidationException"),
+            (400, "ExpiredTokenException"),
+        ] {
+            let e = from_bedrock(Family::Prompts, status, kind, leaky, None);
+            assert_eq!(e.status, 421);
+            assert!(!e.body.contains("SECRET"), "{}", e.body);
+            assert!(
+                e.body.starts_with(&format!(r#"{{"detail":"{status}: "#)),
+                "{}",
+                e.body
+            );
+            assert!(e.body.contains(CREDENTIALS_HINT), "{}", e.body);
+        }
+        // the kind is bounded, control characters go
+        let e = from_bedrock(Family::Prompts, 400, &"K".repeat(200), "a\nb", None);
+        assert!(e.body.len() < 450, "{}", e.body);
+    }
+
+    #[test]
+    fn envoy_failures() {
+        let e = from_envoy(Family::Prompts, "upstream_response_timeout");
+        assert_eq!(
+            (e.status, body(&e)["detail"].as_str().unwrap()),
+            (
+                421,
+                "408: Request Timeout - Amazon Bedrock did not answer in time"
+            )
+        );
+        let e = from_envoy(
+            Family::Prompts,
+            "upstream_reset_before_response_started{connection_failure}",
+        );
+        assert_eq!(
+            (e.status, body(&e)["detail"].as_str().unwrap()),
+            (421, "500: Internal Server Error - Amazon Bedrock is unreachable (upstream_reset_before_response_started{connection_failure})")
+        );
+        assert_eq!(
+            body(&from_envoy(Family::Prompts, ""))["detail"],
+            "500: Internal Server Error - Amazon Bedrock is unreachable"
+        );
+        for family in [Family::Chat, Family::CodeSuggestions] {
+            assert_eq!(
+                from_envoy(family, "upstream_response_timeout"),
+                GitlabError::upstream_timeout()
+            );
+            assert_eq!(
+                from_envoy(family, "connection_failure"),
+                GitlabError::upstream_unavailable("connection_failure")
+            );
+        }
+    }
+
+    #[test]
+    fn access_denied_hint_outside_prompts_too() {
+        let e = from_bedrock(Family::Chat, 403, "AccessDeniedException", "secret", None);
+        assert_eq!(e.status, 503);
+        assert_eq!(
+            body(&e)["detail"],
+            format!("Inference failed: Amazon Bedrock returned 403 AccessDeniedException: {ACCESS_DENIED_HINT}")
+        );
+        assert!(!e.body.contains("secret"));
+    }
+
+    #[test]
+    fn log_text_redacts_session_tokens() {
+        let m = "The Canonical String for this request should have been 'POST\n/model/x/invoke\n\nhost:h\nx-amz-security-token:FQoGSECRET\nx-amz-date:2024' and X-Amz-Security-Token=ANOTHER&x=1";
+        let l = log_text(m);
+        assert!(!l.contains("SECRET") && !l.contains("ANOTHER"), "{l}");
+        assert!(l.contains("x-amz-security-token:[redacted]"), "{l}");
+        assert!(l.contains("X-Amz-Security-Token=[redacted]&x=1"), "{l}");
+        assert_eq!(log_text("plain message"), "plain message");
+        assert_eq!(log_text("x-amz-security-token"), "x-amz-security-token");
+        assert_eq!(log_text(&"é".repeat(400)).chars().count(), 301);
     }
 
     #[test]

@@ -15,6 +15,8 @@
 //!   #code-generations-v3-v4, #completion-prompt, #generation-prompt).
 //! * [`prompts`] — `/v1/prompts/{id}`, `/v2/prompts/{id}` (#named-prompts).
 //! * [`chat`] — `/v2/chat/agent` (#chat-agent) and `/v1/chat/{invokable}` (#legacy-chat).
+//! * [`service_page`] — the public answers: monitoring probes and the `/docs` page.
+//! * [`user_access_token`] — `/v1/code/user_access_token`, answered without Bedrock.
 
 pub mod chat;
 pub mod code_suggestions;
@@ -24,8 +26,10 @@ pub mod model;
 pub mod prompts;
 pub mod response;
 pub mod routes;
+pub mod service_page;
+pub mod user_access_token;
 pub mod validate;
 
-pub use dispatch::{plan, Endpoint, Plan, RequestContext, Responder, ScopeCheck};
+pub use dispatch::{plan, unplanned, Endpoint, Plan, RequestContext, Responder, ScopeCheck};
 pub use errors::{Family, GitlabError, ValidationIssue};
 pub use response::GitlabResponse;

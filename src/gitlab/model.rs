@@ -14,15 +14,24 @@
 //!   provisioned-model, ...).
 //!
 //! **Decision:** because the request bodies built here are Anthropic Messages bodies, a
-//! non-ARN id that is not an Anthropic model (e.g. `bedrock/amazon.nova-pro-v1:0`) gets a
-//! clear 400 instead of an opaque Bedrock validation error. ARNs cannot be checked and pass.
+//! non-ARN id that is not an Anthropic model (e.g. `bedrock/amazon.nova-pro-v1:0`,
+//! `bedrock/meta.llama3-70b-instruct-v1:0`) gets a clear 400 instead of an opaque Bedrock
+//! validation error. ARNs cannot be checked and pass. Every Claude generation GitLab lists for
+//! Bedrock passes (Claude 3 Haiku to Claude 4.5 and the undated ids of ai-gateway `main`
+//! `ai_gateway/model_selection/models.yml`, e.g. `global.anthropic.claude-sonnet-4-6`), with
+//! any geography prefix (`us.`, `eu.`, `apac.`, `jp.`, `au.`, `global.`, `us-gov.`).
+//!
+//! Every error here has FastAPI's list shape `{"detail":[{"type":"value_error","loc":["body"],
+//! "msg":"..."}]}`: it is the shape Rails shows to the admin for a non-421 answer to "Test
+//! connection" (`detail[0].msg`, `ee/lib/gitlab/llm/ai_gateway/code_suggestions_client.rb`
+//! `test_model_connection`); a string detail becomes "Unknown error" there.
 //!
 //! `model_endpoint` / `model_api_key` are never read (the gateway ignores them for Bedrock
 //! too); the api key is never stored or logged.
 
 use serde_json::{Map, Value};
 
-use super::errors::{bounded_text, GitlabError, LocPart};
+use super::errors::{bounded_text, GitlabError, LocPart, ValidationIssue};
 use super::validate::{at, Validator};
 
 /// Maximum length of a Bedrock model identifier (service model `InvokeModelIdentifier`).
@@ -79,9 +88,21 @@ pub fn bedrock_model_id(
     }
 }
 
+/// A model-selection error: FastAPI's list shape with one `value_error` at `["body"]`.
+fn model_error(status: u16, msg: &str) -> GitlabError {
+    GitlabError::issues(
+        status,
+        vec![ValidationIssue::new(
+            "value_error",
+            vec![LocPart::from("body")],
+            msg,
+        )],
+    )
+}
+
 fn from_identifier(identifier: &str) -> Result<String, GitlabError> {
     let Some(rest) = strip_prefix_ignore_case(identifier, "bedrock/") else {
-        return Err(GitlabError::detail(
+        return Err(model_error(
             400,
             &format!(
                 "Model identifier '{}' is not served by this gateway: only bedrock/<model-id> identifiers are supported",
@@ -91,7 +112,7 @@ fn from_identifier(identifier: &str) -> Result<String, GitlabError> {
     };
     let id = strip_route(rest);
     validate_model_id(id).map_err(|why| {
-        GitlabError::detail(
+        model_error(
             422,
             &format!("Invalid Bedrock model id in model identifier: {why}"),
         )
@@ -102,7 +123,7 @@ fn from_identifier(identifier: &str) -> Result<String, GitlabError> {
 
 fn from_default(default_model: Option<&str>) -> Result<String, GitlabError> {
     let Some(default) = default_model.map(str::trim).filter(|s| !s.is_empty()) else {
-        return Err(GitlabError::detail(
+        return Err(model_error(
             422,
             "No model configured: the request has no model identifier and the gateway has no default model; set the self-hosted model identifier to bedrock/<model-id> in GitLab or configure a default model",
         ));
@@ -112,7 +133,7 @@ fn from_default(default_model: Option<&str>) -> Result<String, GitlabError> {
         None => default,
     };
     validate_model_id(id).map_err(|why| {
-        GitlabError::detail(
+        model_error(
             500,
             &format!("The gateway's default model is invalid: {why}"),
         )
@@ -150,29 +171,33 @@ fn strip_route(rest: &str) -> &str {
 }
 
 /// Non-ARN ids must name an Anthropic model, optionally behind a geography prefix
-/// (`us.`, `eu.`, `apac.`, `global.`, or any other short lower-case region group).
+/// (`us.`, `eu.`, `apac.`, `global.`, `us-gov.`, or any other short lower-case region group).
 fn check_anthropic(id: &str, shown: &str) -> Result<(), GitlabError> {
-    if id.starts_with("arn:") {
-        return Ok(());
-    }
-    let is_anthropic = id.starts_with("anthropic.")
-        || id.split_once('.').is_some_and(|(geo, rest)| {
-            !geo.is_empty()
-                && geo.len() <= 8
-                && geo.bytes().all(|b| b.is_ascii_lowercase())
-                && rest.starts_with("anthropic.")
-        });
-    if is_anthropic {
+    if is_anthropic(id) {
         Ok(())
     } else {
-        Err(GitlabError::detail(
+        Err(model_error(
             400,
             &format!(
-                "Model identifier '{}' is not supported by this gateway: only Anthropic Claude models on Amazon Bedrock (or their inference profile / provisioned ARNs) are supported",
+                "Model identifier '{}' is not supported by this gateway: it serves only Anthropic Claude models on Amazon Bedrock (bedrock/anthropic.claude-..., their us./eu./apac./global. inference profiles, or inference-profile / provisioned-model ARNs)",
                 echo(shown)
             ),
         ))
     }
+}
+
+/// True for ARNs (not checkable) and `[<geo>.]anthropic.<model>` ids.
+pub fn is_anthropic(id: &str) -> bool {
+    if id.starts_with("arn:") {
+        return true;
+    }
+    id.starts_with("anthropic.")
+        || id.split_once('.').is_some_and(|(geo, rest)| {
+            !geo.is_empty()
+                && geo.len() <= 8
+                && geo.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')
+                && rest.starts_with("anthropic.")
+        })
 }
 
 fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
@@ -199,6 +224,52 @@ mod tests {
 
     fn err(id: Option<&str>, default: Option<&str>) -> GitlabError {
         bedrock_model_id(id, default).expect_err("should fail")
+    }
+
+    /// `detail[0].msg`, what Rails shows; asserts the list shape.
+    fn msg(e: &GitlabError) -> String {
+        let v: serde_json::Value = serde_json::from_str(&e.body).unwrap();
+        let list = v["detail"].as_array().expect("list detail");
+        assert_eq!(list.len(), 1, "{}", e.body);
+        assert_eq!(list[0]["type"], "value_error");
+        assert_eq!(list[0]["loc"], serde_json::json!(["body"]));
+        list[0]["msg"].as_str().unwrap().to_string()
+    }
+
+    /// Every Claude generation GitLab lists for Bedrock (GitLab's supported-models docs,
+    /// ai-gateway `main` `ai_gateway/model_selection/models.yml`), as foundation ids.
+    const CLAUDE_MODELS: &[&str] = &[
+        "anthropic.claude-3-haiku-20240307-v1:0",
+        "anthropic.claude-3-5-haiku-20241022-v1:0",
+        "anthropic.claude-3-5-sonnet-20240620-v1:0",
+        "anthropic.claude-3-5-sonnet-20241022-v2:0",
+        "anthropic.claude-3-7-sonnet-20250219-v1:0",
+        "anthropic.claude-sonnet-4-20250514-v1:0",
+        "anthropic.claude-opus-4-20250514-v1:0",
+        "anthropic.claude-opus-4-1-20250805-v1:0",
+        "anthropic.claude-sonnet-4-5-20250929-v1:0",
+        "anthropic.claude-haiku-4-5-20251001-v1:0",
+        "anthropic.claude-opus-4-5-20251101-v1:0",
+        "anthropic.claude-sonnet-4-6",
+        "anthropic.claude-opus-4-6-v1",
+        "anthropic.claude-opus-4-7",
+    ];
+
+    #[test]
+    fn every_claude_generation_with_every_profile_prefix_and_arn() {
+        for model in CLAUDE_MODELS {
+            assert_eq!(ok(&format!("bedrock/{model}")), *model);
+            for geo in ["us", "eu", "apac", "global", "jp", "au", "us-gov"] {
+                let id = format!("{geo}.{model}");
+                assert_eq!(ok(&format!("bedrock/{id}")), id);
+                assert_eq!(ok(&format!("bedrock/converse/{id}")), id);
+                let arn = format!("arn:aws:bedrock:us-east-1:123456789012:inference-profile/{id}");
+                assert_eq!(ok(&format!("bedrock/{arn}")), arn);
+            }
+            let arn = format!("arn:aws:bedrock:eu-central-1::foundation-model/{model}");
+            assert_eq!(ok(&format!("bedrock/invoke/{arn}")), arn);
+            assert!(is_anthropic(model));
+        }
     }
 
     #[test]
@@ -251,26 +322,40 @@ mod tests {
         ] {
             let e = err(Some(id), Some("bedrock/anthropic.claude-v2"));
             assert_eq!(e.status, 400, "{id}");
-            let v: serde_json::Value = serde_json::from_str(&e.body).unwrap();
             assert_eq!(
-                v["detail"],
+                msg(&e),
                 format!("Model identifier '{id}' is not served by this gateway: only bedrock/<model-id> identifiers are supported")
             );
         }
     }
 
     #[test]
-    fn non_anthropic_bedrock_models_get_400() {
+    fn non_anthropic_bedrock_models_get_400_with_a_list_detail() {
         for id in [
+            "bedrock/meta.llama3-70b-instruct-v1:0",
+            "bedrock/us.meta.llama3-2-90b-instruct-v1:0",
+            "bedrock/amazon.titan-text-express-v1",
             "bedrock/amazon.nova-pro-v1:0",
-            "bedrock/us.meta.llama3-1-70b-instruct-v1:0",
             "bedrock/mistral.mistral-large-2402-v1:0",
+            "bedrock/mistral.mixtral-8x7b-instruct-v0:1",
+            "bedrock/cohere.command-r-plus-v1:0",
+            "bedrock/ai21.jamba-1-5-large-v1:0",
+            "bedrock/us.deepseek.r1-v1:0",
+            "bedrock/converse/meta.llama3-1-70b-instruct-v1:0",
             "bedrock/averylonggeo.anthropic.claude",
+            "bedrock/US.anthropic.claude-3-haiku-20240307-v1:0",
         ] {
             let e = err(Some(id), None);
             assert_eq!(e.status, 400, "{id}");
-            assert!(e.body.contains("only Anthropic Claude models"));
+            assert_eq!(
+                msg(&e),
+                format!("Model identifier '{id}' is not supported by this gateway: it serves only Anthropic Claude models on Amazon Bedrock (bedrock/anthropic.claude-..., their us./eu./apac./global. inference profiles, or inference-profile / provisioned-model ARNs)")
+            );
         }
+        // the configured default model is checked the same way
+        let e = err(None, Some("bedrock/meta.llama3-70b-instruct-v1:0"));
+        assert_eq!(e.status, 400);
+        assert!(msg(&e).contains("only Anthropic Claude models"));
     }
 
     #[test]
@@ -287,7 +372,11 @@ mod tests {
         ] {
             let e = err(Some(id), None);
             assert_eq!(e.status, 422, "{id}");
-            assert!(e.body.starts_with(r#"{"detail":"Invalid Bedrock model id"#));
+            assert!(
+                msg(&e).starts_with("Invalid Bedrock model id"),
+                "{}",
+                e.body
+            );
             assert!(!e.body.contains("claude v2"));
         }
         // exactly 2048 characters is fine
@@ -310,7 +399,7 @@ mod tests {
         }
         let e = err(None, None);
         assert_eq!(e.status, 422);
-        assert!(e.body.starts_with(r#"{"detail":"No model configured: "#));
+        assert!(msg(&e).starts_with("No model configured: "));
         assert_eq!(err(Some(""), Some("  ")).status, 422);
         assert_eq!(err(None, Some("bad id")).status, 500);
     }

@@ -24,6 +24,11 @@
 //! <constraint>`; agent prompts (`chat/react`, `chat/agent`) 422 `Prompt '<id>' is not
 //! supported`; missing input 422 `'<key>'`; missing scope (host) 403 `Unauthorized to access
 //! '<id>'`.
+//!
+//! Model failures (Bedrock errors of every class, 429 included, and Envoy-side timeouts or
+//! connection failures) are 421 `{"detail":"<status>: <reason> - <explanation>"}` for every
+//! prompt, as ai-gateway `ai_gateway/api/v1/prompts/invoke.py` answers them: see
+//! [`super::errors::prompt_failure`].
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -268,6 +273,7 @@ mod tests {
             enabled_feature_flags: None,
             default_model: None,
             scopes: None,
+            gitlab_version: None,
         }
     }
 
@@ -517,6 +523,7 @@ mod tests {
                 enabled_feature_flags: None,
                 default_model: Some("bedrock/anthropic.claude-3-haiku-20240307-v1:0"),
                 scopes: None,
+                gitlab_version: None,
             },
         )
         .unwrap();

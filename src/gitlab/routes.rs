@@ -12,6 +12,10 @@ pub enum Route {
     Healthz,
     /// `GET /monitoring/ready`: readiness, no auth.
     Ready,
+    /// `GET` (or `HEAD`) `/docs`: the service page, no auth ([`super::service_page`]).
+    Docs,
+    /// `POST /v1/code/user_access_token`: answered locally ([`super::user_access_token`]).
+    UserAccessToken,
     /// `POST /v2/code/completions` and its alias `POST /v2/completions`.
     V2CodeCompletions,
     /// `POST /v2/code/generations`.
@@ -33,7 +37,7 @@ pub enum Route {
 impl Route {
     /// True for the endpoints FastAPI serves without authentication.
     pub fn is_public(&self) -> bool {
-        matches!(self, Route::Healthz | Route::Ready)
+        matches!(self, Route::Healthz | Route::Ready | Route::Docs)
     }
 
     /// A stable, low-cardinality name for logs and metrics.
@@ -41,6 +45,8 @@ impl Route {
         match self {
             Route::Healthz => "healthz",
             Route::Ready => "ready",
+            Route::Docs => "docs",
+            Route::UserAccessToken => "v1_code_user_access_token",
             Route::V2CodeCompletions => "v2_code_completions",
             Route::V2CodeGenerations => "v2_code_generations",
             Route::V3CodeCompletions => "v3_code_completions",
@@ -67,6 +73,7 @@ pub fn classify(method: &str, path: &str) -> Route {
     match path {
         "/monitoring/healthz" if get => return Route::Healthz,
         "/monitoring/ready" if get => return Route::Ready,
+        "/docs" if get || method.eq_ignore_ascii_case("HEAD") => return Route::Docs,
         _ => {}
     }
     if !post {
@@ -78,6 +85,7 @@ pub fn classify(method: &str, path: &str) -> Route {
         "/v3/code/completions" => Route::V3CodeCompletions,
         "/v4/code/suggestions" => Route::V4CodeSuggestions,
         "/v2/chat/agent" => Route::ChatAgent,
+        "/v1/code/user_access_token" => Route::UserAccessToken,
         _ => classify_parametrised(path),
     }
 }
@@ -143,6 +151,28 @@ mod tests {
         assert!(Route::Healthz.is_public());
         assert_eq!(classify("POST", "/monitoring/healthz"), Route::Unknown);
         assert_eq!(classify("HEAD", "/"), Route::Unknown);
+    }
+
+    #[test]
+    fn docs_is_public_for_get_and_head() {
+        assert_eq!(classify("GET", "/docs"), Route::Docs);
+        assert_eq!(classify("HEAD", "/docs/"), Route::Docs);
+        assert_eq!(classify("GET", "/docs?x"), Route::Docs);
+        assert!(Route::Docs.is_public());
+        assert_eq!(classify("POST", "/docs"), Route::Unknown);
+        assert_eq!(classify("GET", "/docs/oauth2-redirect"), Route::Unknown);
+    }
+
+    #[test]
+    fn user_access_token_is_post_only_and_not_public() {
+        let r = classify("POST", "/v1/code/user_access_token");
+        assert_eq!(r, Route::UserAccessToken);
+        assert!(!r.is_public());
+        assert_eq!(r.name(), "v1_code_user_access_token");
+        assert_eq!(
+            classify("GET", "/v1/code/user_access_token"),
+            Route::Unknown
+        );
     }
 
     #[test]

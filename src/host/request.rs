@@ -22,7 +22,8 @@ use crate::bedrock::stream::StreamEvent;
 use crate::config::{Upstream, JWT_AUTHN_PAYLOAD_KEY, UPSTREAM_BEDROCK, UPSTREAM_MARKER_PROPERTY};
 use crate::gitlab::errors::{self, Family, GitlabError};
 use crate::gitlab::routes::{classify, Route};
-use crate::gitlab::{plan, Endpoint, RequestContext, Responder};
+use crate::gitlab::service_page::public_answer;
+use crate::gitlab::{plan, unplanned, Endpoint, RequestContext, Responder};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
 use std::cell::RefCell;
@@ -166,10 +167,12 @@ impl Request {
 
     fn reply(&mut self, status: u16, body: &[u8], extra: &[(String, String)]) {
         let time = self.process_time();
-        let mut headers: Vec<(&str, &str)> = vec![
-            ("content-type", "application/json"),
-            ("x-process-time", &time),
-        ];
+        let content_type = extra
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+            .map_or("application/json", |(_, v)| v.as_str());
+        let mut headers: Vec<(&str, &str)> =
+            vec![("content-type", content_type), ("x-process-time", &time)];
         headers.extend(
             extra
                 .iter()
@@ -222,8 +225,8 @@ impl Request {
             s => s.to_string(),
         };
         self.record.verbose = header("x-gitlab-enabled-instance-verbose-ai-logs") == "true";
-        if self.route.is_public() {
-            self.reply(200, b"{}", &[]);
+        if let Some(page) = public_answer(&self.route) {
+            self.reply(page.status, &page.body, &page.headers);
             return Action::Pause;
         }
         if self.vm.borrow().config.crash_injection {
@@ -273,7 +276,13 @@ impl Request {
             return None;
         }
         if Endpoint::from_route(&self.route).is_none() {
-            self.reply_error(&GitlabError::not_found());
+            let header = |name: &str| abi::header(MapType::HttpRequestHeaders, name);
+            let claims = match &self.auth {
+                Auth::Done(c) => c.as_ref(),
+                _ => None,
+            };
+            let e = unplanned(&self.route, claims, &header);
+            self.reply_error(&e);
             return Some(Action::Pause);
         }
         if !self.body_complete {
@@ -419,11 +428,13 @@ impl Request {
             Auth::Done(Some(claims)) => Some(claims.scopes.as_slice()),
             _ => None,
         };
+        let gitlab_version = abi::header(MapType::HttpRequestHeaders, "x-gitlab-version");
         let ctx = RequestContext {
             now_secs: now_secs(),
             enabled_feature_flags: flags.as_deref(),
             default_model: vm.config.default_model.as_deref(),
             scopes,
+            gitlab_version: gitlab_version.as_deref(),
         };
         let planned = match plan(&endpoint, &body, &ctx) {
             Ok(p) => p,
@@ -669,7 +680,7 @@ impl Request {
                     "Bedrock answered {} {}: {}",
                     b.status,
                     b.kind,
-                    errors::bounded_text(&b.message, 300)
+                    errors::log_text(&b.message)
                 );
                 let e = errors::from_bedrock(
                     fwd.family,
@@ -691,11 +702,7 @@ impl Request {
                     }
                     .into(),
                 );
-                let e = if timeout {
-                    GitlabError::upstream_timeout()
-                } else {
-                    GitlabError::upstream_unavailable(details)
-                };
+                let e = errors::from_envoy(fwd.family, details);
                 (e.status, e.headers, e.body.into_bytes())
             }
             ResponseMode::Undecided | ResponseMode::Streaming { .. } => return body.to_vec(),
@@ -752,9 +759,15 @@ impl Request {
                     self.record.input_tokens = input_tokens;
                     fwd.responder.record_usage(Some(input_tokens), None)
                 }
-                StreamFrame::Event(StreamEvent::MessageDelta { output_tokens, .. }) => {
+                StreamFrame::Event(StreamEvent::MessageDelta {
+                    output_tokens,
+                    stop_reason,
+                }) => {
                     self.record.output_tokens = output_tokens;
-                    fwd.responder.record_usage(None, Some(output_tokens))
+                    fwd.responder.record_usage(None, Some(output_tokens));
+                    if let Some(reason) = stop_reason.as_deref() {
+                        fwd.responder.record_stop_reason(reason);
+                    }
                 }
                 StreamFrame::Event(StreamEvent::Error { kind, message })
                 | StreamFrame::Exception { kind, message } => {

@@ -17,9 +17,11 @@
 //! * **Decision:** a `system` message → 400 `Unsupported message`, and no user message last →
 //!   400 `Last message must be a human message` (the gateway fails inside its stream with these
 //!   texts, after a 200; GitLab treats both as errors);
-//! * scopes: `duo_chat` (403 `Unauthorized to access duo chat`), then `include_<category>_context`
-//!   for each distinct `additional_context` category in order (403 `Unauthorized to access
-//!   include_<category>_context`);
+//! * scopes: Duo Classic Chat ([`chat_scope`]: `duo_classic_chat`, or `duo_chat`, else 403
+//!   `Unauthorized to access duo chat`; Duo Core tokens of GitLab 18.9 and later get 403 `Duo
+//!   Core no longer authorized to access Duo Classic Chat` unless the request is an `@GitLabDuo`
+//!   mention), then `include_<category>_context` for each distinct `additional_context`
+//!   category in order (403 `Unauthorized to access include_<category>_context`);
 //! * the Bedrock call always streams; the answer is NDJSON ([`super::react::AgentResponder`]).
 //!
 //! The scratchpad of the current question comes from `options.agent_scratchpad.steps`, else
@@ -71,6 +73,22 @@ pub const DEFAULT_UNAVAILABLE: &str = "Merge Requests, Pipelines, Vulnerabilitie
 
 /// The 403 detail of the `duo_chat` check.
 pub const DUO_CHAT_DENIED: &str = "Unauthorized to access duo chat";
+
+/// The unit primitive of Duo Classic Chat in newer GitLab (ai-gateway `main`: `chat/react`'s
+/// `unit_primitive: duo_classic_chat`; Rails `ee/app/services/llm/chat_service.rb`).
+pub const DUO_CLASSIC_CHAT: &str = "duo_classic_chat";
+
+/// The 403 detail for a Duo Core token (`duo_chat` without `duo_classic_chat`).
+pub const DUO_CORE_DENIED: &str = "Duo Core no longer authorized to access Duo Classic Chat";
+
+/// The first GitLab version whose tokens carry `duo_classic_chat` for the add-ons entitled to
+/// classic chat (Rails' `no_duo_classic_for_duo_core_users` work, milestone 18.7) and whose
+/// paired gateway authorizes `chat/react` against it (ai-gateway commit 0829cea1f,
+/// 2026-01-28, in the 18.9 cycle). Older GitLab never sends `duo_classic_chat`.
+pub const CLASSIC_CHAT_SINCE: (u32, u32) = (18, 9);
+
+/// The mention that marks the `@GitLabDuo` merge-request review flow.
+const GITLAB_DUO_MENTION: &str = "@GitLabDuo";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum MsgRole {
@@ -345,6 +363,63 @@ pub fn parse(body: &[u8]) -> Result<AgentRequest, GitlabError> {
     })
 }
 
+/// The Duo Classic Chat check, ai-gateway `main` `ai_gateway/api/v2/chat/agent.py`
+/// `get_agent`, kept compatible with the GitLab versions before [`CLASSIC_CHAT_SINCE`]:
+/// * a token with `duo_classic_chat` is authorized against it;
+/// * a token with neither `duo_classic_chat` nor `duo_chat`: 403 [`DUO_CHAT_DENIED`];
+/// * a token with `duo_chat` only (Duo Core): from GitLab [`CLASSIC_CHAT_SINCE`] on
+///   (`x-gitlab-version`), 403 [`DUO_CORE_DENIED`] unless the latest user message with content
+///   mentions `@GitLabDuo` (the merge-request review flow, still allowed on `duo_chat`:
+///   `_has_gitlabduo_mention`); for older GitLab, or without the header, authorized against
+///   `duo_chat` as the 18.x self-hosted gateways do (`chat/react` declared `duo_chat` there).
+///
+/// Authentication bypassed (`ctx.scopes` `None`): everything is allowed.
+fn chat_scope(req: &AgentRequest, ctx: &RequestContext<'_>) -> Result<ScopeCheck, GitlabError> {
+    let duo_chat = ScopeCheck::new("duo_chat", DUO_CHAT_DENIED);
+    let Some(scopes) = ctx.scopes else {
+        return Ok(duo_chat);
+    };
+    let has = |up: &str| scopes.iter().any(|s| s == up);
+    if has(DUO_CLASSIC_CHAT) {
+        return Ok(ScopeCheck::new(DUO_CLASSIC_CHAT, DUO_CHAT_DENIED));
+    }
+    if !has("duo_chat") || !knows_classic_chat(ctx.gitlab_version) {
+        return Ok(duo_chat);
+    }
+    if has_gitlab_duo_mention(req) {
+        Ok(duo_chat)
+    } else {
+        Err(GitlabError::detail(403, DUO_CORE_DENIED))
+    }
+}
+
+/// True when `x-gitlab-version` (`18.9.0`, `18.10.1-ee`, `19.0.0-pre`...) is at least
+/// [`CLASSIC_CHAT_SINCE`]; false when absent or unreadable.
+fn knows_classic_chat(version: Option<&str>) -> bool {
+    let Some(v) = version else {
+        return false;
+    };
+    let mut parts = v.trim().split('.').map(|p| {
+        let digits: String = p.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse::<u32>().ok()
+    });
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= CLASSIC_CHAT_SINCE,
+        _ => false,
+    }
+}
+
+/// ai-gateway `main` `_has_gitlabduo_mention`: the latest user message with content contains
+/// `@GitLabDuo`.
+fn has_gitlab_duo_mention(req: &AgentRequest) -> bool {
+    req.messages
+        .iter()
+        .rev()
+        .filter(|m| m.role == MsgRole::User)
+        .find_map(|m| m.content.as_deref().filter(|c| !c.is_empty()))
+        .is_some_and(|c| c.contains(GITLAB_DUO_MENTION))
+}
+
 /// Builds the plan of a `/v2/chat/agent` request.
 pub fn plan(body: &[u8], ctx: &RequestContext<'_>) -> Result<Plan, GitlabError> {
     let req = parse(body)?;
@@ -352,7 +427,7 @@ pub fn plan(body: &[u8], ctx: &RequestContext<'_>) -> Result<Plan, GitlabError> 
         return Err(GitlabError::detail(400, "Unsupported message"));
     }
 
-    let mut scopes = vec![ScopeCheck::new("duo_chat", DUO_CHAT_DENIED)];
+    let mut scopes = vec![chat_scope(&req, ctx)?];
     for m in &req.messages {
         for c in &m.additional_context {
             let up = format!("include_{}_context", c.category);
@@ -440,8 +515,100 @@ mod tests {
                 enabled_feature_flags: None,
                 default_model: Some(MODEL),
                 scopes: None,
+                gitlab_version: None,
             },
         )
+    }
+
+    fn run_as(body: &Value, scopes: &[&str], version: Option<&str>) -> Result<Plan, GitlabError> {
+        let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
+        dispatch_plan(
+            &Endpoint::ChatAgent,
+            body.to_string().as_bytes(),
+            &RequestContext {
+                now_secs: 1_741_348_800,
+                enabled_feature_flags: None,
+                default_model: Some(MODEL),
+                scopes: Some(&scopes),
+                gitlab_version: version,
+            },
+        )
+    }
+
+    fn chat_with(messages: Value) -> Value {
+        json!({"messages": messages, "model_metadata": {"identifier": MODEL}})
+    }
+
+    /// ai-gateway `main` `tests/api/v2/test_v2_chat_agent.py` `test_authorization` cases, with
+    /// the GitLab version deciding whether the Duo Core cutoff applies.
+    #[test]
+    fn duo_classic_chat_rules() {
+        let plain = chat_with(json!([{"role": "user", "content": "How do I revert?"}]));
+        let mention =
+            chat_with(json!([{"role": "user", "content": "@GitLabDuo explain this diff"}]));
+        // second ReAct step: the mention is not the last message; the assistant scratchpad
+        // message (no content) is skipped
+        let mention_then_step = chat_with(json!([
+            {"role": "user", "content": "the diff"},
+            {"role": "user", "content": "@GitLabDuo explain this diff"},
+            {"role": "assistant", "agent_scratchpad": []}
+        ]));
+        let mention_earlier = chat_with(json!([
+            {"role": "user", "content": "@GitLabDuo explain this diff"},
+            {"role": "assistant", "content": "It adds x."},
+            {"role": "user", "content": "and then?"}
+        ]));
+        let classic = |p: Plan| p.scopes[0].unit_primitive.clone();
+        for version in [
+            Some("18.9.0"),
+            Some("18.10.2-ee"),
+            Some("19.0.0-pre"),
+            None,
+            Some("18.8.4"),
+        ] {
+            // entitled to classic chat: always, against duo_classic_chat
+            for body in [&plain, &mention] {
+                let p = run_as(body, &["duo_classic_chat", "duo_chat"], version).unwrap();
+                assert_eq!(classic(p), "duo_classic_chat");
+            }
+            // neither primitive: the duo_chat check refuses (403 Unauthorized to access duo chat)
+            let p = run_as(&mention, &["amazon_q_integration"], version).unwrap();
+            assert_eq!(p.scopes[0], ScopeCheck::new("duo_chat", DUO_CHAT_DENIED));
+            // the @GitLabDuo review flow stays allowed on duo_chat
+            for body in [&mention, &mention_then_step] {
+                let p = run_as(body, &["duo_chat"], version).unwrap();
+                assert_eq!(p.scopes[0], ScopeCheck::new("duo_chat", DUO_CHAT_DENIED));
+            }
+        }
+        // Duo Core (duo_chat only), standalone chat: refused by GitLab versions that know
+        // duo_classic_chat, allowed for older ones and without the version header
+        for version in ["18.9.0", "18.10.2-ee", "19.0.0-pre", " 20.1"] {
+            for body in [&plain, &mention_earlier] {
+                let e =
+                    run_as(body, &["duo_chat", "include_file_context"], Some(version)).unwrap_err();
+                assert_eq!(
+                    (e.status, detail(&e)),
+                    (403, json!(DUO_CORE_DENIED)),
+                    "{version}"
+                );
+            }
+        }
+        for version in [
+            None,
+            Some("18.8.4"),
+            Some("17.11.0"),
+            Some("garbage"),
+            Some("18"),
+        ] {
+            let p = run_as(&plain, &["duo_chat"], version).unwrap();
+            assert_eq!(
+                p.scopes[0],
+                ScopeCheck::new("duo_chat", DUO_CHAT_DENIED),
+                "{version:?}"
+            );
+        }
+        // authentication bypassed: no cutoff
+        assert!(run(plain).is_ok());
     }
 
     #[test]

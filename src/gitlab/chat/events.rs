@@ -8,7 +8,15 @@
 //! `ensure_ascii` (every character outside printable ASCII as `\uXXXX`, UTF-16 surrogate pairs
 //! beyond the BMP). This module reproduces that byte for byte; in particular a line never
 //! contains a raw newline, which Rails' line regex relies on. Field order follows the gateway's
-//! pydantic models: action `tool, tool_input, thought`; error `message, retryable`.
+//! pydantic models: action `tool, tool_input, thought`; final answer `text, finish_reason`;
+//! error `message, retryable`.
+//!
+//! `finish_reason` (ai-gateway `main` `ai_gateway/chat/agents/typing.py` `AgentFinalAnswer`,
+//! `Optional[str] = None`, dumped as `null`) is on every `final_answer_delta`: `null` while the
+//! answer streams, then the model's finish reason on one last delta with empty text
+//! ([`AgentEvent::FinalAnswerFinish`]; see [`litellm_finish_reason`]). GitLab versions that do
+//! not know the field read only `data["text"]` (`ee/lib/gitlab/duo/chat/agent_events/
+//! final_answer_delta.rb`), and an empty text adds nothing to the answer.
 
 /// One event of the agent stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,8 +27,10 @@ pub enum AgentEvent {
         tool_input: String,
         thought: String,
     },
-    /// A piece of the final answer.
+    /// A piece of the final answer (`finish_reason` `null`).
     FinalAnswerDelta { text: String },
+    /// The last `final_answer_delta` of an answer: empty text, the finish reason.
+    FinalAnswerFinish { finish_reason: String },
     /// Output that is neither an action nor a final answer.
     Unknown { text: String },
     /// The step failed.
@@ -51,12 +61,19 @@ fn push_py_string(out: &mut String, s: &str) {
     out.push('"');
 }
 
+/// A value of an event's `data`.
+enum Val<'a> {
+    Str(&'a str),
+    Bool(bool),
+    Null,
+}
+
 impl AgentEvent {
     /// The event as one NDJSON line, `\n` included.
     pub fn to_line(&self) -> String {
         let mut out = String::with_capacity(64);
         out.push_str("{\"type\": ");
-        let fields: Vec<(&str, Option<&str>, Option<bool>)> = match self {
+        let fields: Vec<(&str, Val<'_>)> = match self {
             AgentEvent::Action {
                 tool,
                 tool_input,
@@ -64,42 +81,67 @@ impl AgentEvent {
             } => {
                 push_py_string(&mut out, "action");
                 vec![
-                    ("tool", Some(tool), None),
-                    ("tool_input", Some(tool_input), None),
-                    ("thought", Some(thought), None),
+                    ("tool", Val::Str(tool)),
+                    ("tool_input", Val::Str(tool_input)),
+                    ("thought", Val::Str(thought)),
                 ]
             }
             AgentEvent::FinalAnswerDelta { text } => {
                 push_py_string(&mut out, "final_answer_delta");
-                vec![("text", Some(text), None)]
+                vec![("text", Val::Str(text)), ("finish_reason", Val::Null)]
+            }
+            AgentEvent::FinalAnswerFinish { finish_reason } => {
+                push_py_string(&mut out, "final_answer_delta");
+                vec![
+                    ("text", Val::Str("")),
+                    ("finish_reason", Val::Str(finish_reason)),
+                ]
             }
             AgentEvent::Unknown { text } => {
                 push_py_string(&mut out, "unknown");
-                vec![("text", Some(text), None)]
+                vec![("text", Val::Str(text))]
             }
             AgentEvent::Error { message, retryable } => {
                 push_py_string(&mut out, "error");
                 vec![
-                    ("message", Some(message), None),
-                    ("retryable", None, Some(*retryable)),
+                    ("message", Val::Str(message)),
+                    ("retryable", Val::Bool(*retryable)),
                 ]
             }
         };
         out.push_str(", \"data\": {");
-        for (i, (key, text, flag)) in fields.iter().enumerate() {
+        for (i, (key, value)) in fields.iter().enumerate() {
             if i > 0 {
                 out.push_str(", ");
             }
             push_py_string(&mut out, key);
             out.push_str(": ");
-            match (text, flag) {
-                (Some(t), _) => push_py_string(&mut out, t),
-                (None, Some(true)) => out.push_str("true"),
-                (None, _) => out.push_str("false"),
+            match value {
+                Val::Str(t) => push_py_string(&mut out, t),
+                Val::Bool(true) => out.push_str("true"),
+                Val::Bool(false) => out.push_str("false"),
+                Val::Null => out.push_str("null"),
             }
         }
         out.push_str("}}\n");
         out
+    }
+}
+
+/// The `finish_reason` GitLab's gateway reports for Bedrock's Anthropic `stop_reason`.
+///
+/// The self-hosted gateway drives `bedrock/...` models through LiteLLM, whose streamed chunks
+/// carry OpenAI-style finish reasons (BerriAI/litellm `litellm/litellm_core_utils/
+/// core_helpers.py` `map_finish_reason`: `end_turn`/`stop_sequence` → `stop`, `max_tokens` →
+/// `length`, `tool_use` → `tool_calls`, `refusal`/`guardrail_intervened`/`content_filtered` →
+/// `content_filter`, anything else → `stop`); ai-gateway `main` `ai_gateway/chat/agents/react.py`
+/// `parse_finish_reason` reads that value from the message metadata.
+pub fn litellm_finish_reason(stop_reason: &str) -> &'static str {
+    match stop_reason {
+        "max_tokens" | "compaction" => "length",
+        "tool_use" => "tool_calls",
+        "refusal" | "guardrail_intervened" | "content_filtered" => "content_filter",
+        _ => "stop",
     }
 }
 
@@ -124,7 +166,14 @@ mod tests {
                 text: "You can ".into()
             }
             .to_line(),
-            "{\"type\": \"final_answer_delta\", \"data\": {\"text\": \"You can \"}}\n"
+            "{\"type\": \"final_answer_delta\", \"data\": {\"text\": \"You can \", \"finish_reason\": null}}\n"
+        );
+        assert_eq!(
+            AgentEvent::FinalAnswerFinish {
+                finish_reason: "stop".into()
+            }
+            .to_line(),
+            "{\"type\": \"final_answer_delta\", \"data\": {\"text\": \"\", \"finish_reason\": \"stop\"}}\n"
         );
         assert_eq!(
             AgentEvent::Error {
@@ -155,7 +204,23 @@ mod tests {
         let v: Value = serde_json::from_str(line.trim_end()).unwrap();
         assert_eq!(
             v,
-            json!({"type": "final_answer_delta", "data": {"text": text}})
+            json!({"type": "final_answer_delta", "data": {"text": text, "finish_reason": null}})
         );
+    }
+
+    #[test]
+    fn finish_reasons_are_litellm_s() {
+        for (stop, finish) in [
+            ("end_turn", "stop"),
+            ("stop_sequence", "stop"),
+            ("max_tokens", "length"),
+            ("tool_use", "tool_calls"),
+            ("refusal", "content_filter"),
+            ("guardrail_intervened", "content_filter"),
+            ("pause_turn", "stop"),
+            ("", "stop"),
+        ] {
+            assert_eq!(litellm_finish_reason(stop), finish, "{stop}");
+        }
     }
 }

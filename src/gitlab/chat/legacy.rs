@@ -415,6 +415,7 @@ mod tests {
                 enabled_feature_flags: None,
                 default_model: None,
                 scopes: None,
+                gitlab_version: None,
             },
         )
     }

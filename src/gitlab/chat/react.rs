@@ -33,7 +33,7 @@ use crate::prompts::react::is_tool;
 use super::super::dispatch::Responder;
 use super::super::errors::sanitize;
 use super::super::response::GitlabResponse;
-use super::events::AgentEvent;
+use super::events::{litellm_finish_reason, AgentEvent};
 
 /// Content type of the agent stream.
 pub const NDJSON_CONTENT_TYPE: &str = "application/x-ndjson; charset=utf-8";
@@ -213,6 +213,9 @@ pub struct AgentResponder {
     parser: ReactParser,
     usage: Usage,
     ended: bool,
+    /// A final-answer delta was sent; then the answer ends with its `finish_reason`.
+    answered: bool,
+    stop_reason: Option<String>,
 }
 
 impl AgentResponder {
@@ -224,17 +227,39 @@ impl AgentResponder {
     pub fn usage(&self) -> &Usage {
         &self.usage
     }
+
+    /// Lines for model output, noting whether a final answer started.
+    fn lines_of(&mut self, events: Vec<AgentEvent>) -> Vec<u8> {
+        self.answered |= events
+            .iter()
+            .any(|e| matches!(e, AgentEvent::FinalAnswerDelta { .. }));
+        lines(&events)
+    }
+
+    /// The end of the output: the parser's last events, then (ai-gateway `main`) one empty
+    /// `final_answer_delta` with the finish reason when an answer was streamed.
+    fn end_lines(&mut self) -> Vec<u8> {
+        let mut events = self.parser.finish();
+        if let (true, Some(stop)) = (self.answered, self.stop_reason.as_deref()) {
+            events.push(AgentEvent::FinalAnswerFinish {
+                finish_reason: litellm_finish_reason(stop).to_string(),
+            });
+        }
+        lines(&events)
+    }
 }
 
 impl Responder for AgentResponder {
     fn complete(&mut self, resp: &MessagesResponse) -> GitlabResponse {
-        let mut events = self.parser.push(&resp.text());
-        events.extend(self.parser.finish());
+        let events = self.parser.push(&resp.text());
+        let mut body = self.lines_of(events);
+        self.stop_reason.clone_from(&resp.stop_reason);
+        body.extend(self.end_lines());
         self.ended = true;
         GitlabResponse {
             status: 200,
             headers: vec![("content-type".to_string(), NDJSON_CONTENT_TYPE.to_string())],
-            body: lines(&events),
+            body,
         }
     }
 
@@ -246,7 +271,8 @@ impl Responder for AgentResponder {
         if self.ended || delta.is_empty() {
             return Vec::new();
         }
-        lines(&self.parser.push(delta))
+        let events = self.parser.push(delta);
+        self.lines_of(events)
     }
 
     fn stream_end(&mut self) -> Vec<u8> {
@@ -254,7 +280,7 @@ impl Responder for AgentResponder {
             return Vec::new();
         }
         self.ended = true;
-        lines(&self.parser.finish())
+        self.end_lines()
     }
 
     fn stream_error(&mut self, message: &str) -> Vec<u8> {
@@ -276,6 +302,10 @@ impl Responder for AgentResponder {
         if let Some(o) = output {
             self.usage.output_tokens = o;
         }
+    }
+
+    fn record_stop_reason(&mut self, stop_reason: &str) {
+        self.stop_reason = Some(stop_reason.to_string());
     }
 }
 
@@ -528,8 +558,8 @@ mod tests {
         out.extend(r.stream_text("late"));
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "{\"type\": \"final_answer_delta\", \"data\": {\"text\": \"You can\"}}\n\
-             {\"type\": \"final_answer_delta\", \"data\": {\"text\": \" use `git revert`.\"}}\n"
+            "{\"type\": \"final_answer_delta\", \"data\": {\"text\": \"You can\", \"finish_reason\": null}}\n\
+             {\"type\": \"final_answer_delta\", \"data\": {\"text\": \" use `git revert`.\", \"finish_reason\": null}}\n"
         );
         assert_eq!(r.usage().output_tokens, 5);
 
@@ -580,7 +610,49 @@ mod tests {
         assert_eq!(r.header("content-type"), Some(NDJSON_CONTENT_TYPE));
         assert_eq!(
             r.body,
-            b"{\"type\": \"final_answer_delta\", \"data\": {\"text\": \"Hi\"}}\n"
+            b"{\"type\": \"final_answer_delta\", \"data\": {\"text\": \"Hi\", \"finish_reason\": null}}\n"
+        );
+    }
+
+    #[test]
+    fn an_answer_ends_with_its_finish_reason() {
+        let mut r = AgentResponder::new();
+        let mut out = r.stream_text(" ok\nFinal Answer: Done. ");
+        r.record_stop_reason("end_turn");
+        out.extend(r.stream_end());
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"type\": \"final_answer_delta\", \"data\": {\"text\": \"Done.\", \"finish_reason\": null}}\n\
+             {\"type\": \"final_answer_delta\", \"data\": {\"text\": \"\", \"finish_reason\": \"stop\"}}\n"
+        );
+        // an action, an empty answer or no stop reason: nothing more
+        for (text, stop) in [
+            (
+                " t\nAction: issue_reader\nAction Input: #1",
+                Some("stop_sequence"),
+            ),
+            (" t\nFinal Answer:  ", Some("end_turn")),
+            (" t\nFinal Answer: x", None),
+        ] {
+            let mut r = AgentResponder::new();
+            r.stream_text(text);
+            if let Some(stop) = stop {
+                r.record_stop_reason(stop);
+            }
+            let end = String::from_utf8(r.stream_end()).unwrap();
+            assert!(!end.contains("finish_reason"), "{text:?}: {end}");
+        }
+        // non-stream answers too
+        let resp: MessagesResponse = serde_json::from_value(json!({
+            "content": [{"type": "text", "text": " sure\nFinal Answer: Hi"}],
+            "stop_reason": "max_tokens",
+            "usage": {"input_tokens": 1, "output_tokens": 1}
+        }))
+        .unwrap();
+        let body = String::from_utf8(AgentResponder::new().complete(&resp).body).unwrap();
+        assert!(
+            body.ends_with("{\"type\": \"final_answer_delta\", \"data\": {\"text\": \"\", \"finish_reason\": \"length\"}}\n"),
+            "{body}"
         );
     }
 }

@@ -16,6 +16,7 @@ fn ctx() -> RequestContext<'static> {
         enabled_feature_flags: None,
         default_model: None,
         scopes: None,
+        gitlab_version: None,
     }
 }
 
