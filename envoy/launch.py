@@ -90,14 +90,31 @@ def tls_block(scheme, host):
             match_typed_subject_alt_names: [{{ san_type: DNS, matcher: {{ exact: "{host}" }} }}]"""
 
 
-def cluster_block(name, scheme, host, port):
+# Concurrent Bedrock requests (open streams included) per sidecar, all workers together. Sized
+# for long LLM streams; README.md ("Concurrency") gives the memory per open stream.
+DEFAULT_MAX_CONCURRENT_REQUESTS = 10000
+
+
+def cluster_block(name, scheme, host, port, max_requests=None):
+    """One upstream cluster. `max_requests`: its circuit breakers, sized for long LLM streams
+    (Envoy's default of 1,024 connections / pending / active requests would refuse the rest);
+    the bedrock cluster speaks HTTP/1.1, one connection per open stream, so all three are the
+    same number. The filter answers an overflow in GitLab's format (concurrency_limit)."""
     dns = "STATIC" if is_ip(host) else "LOGICAL_DNS"
+    breakers = ""
+    if max_requests:
+        breakers = (
+            "    circuit_breakers:\n"
+            "      thresholds:\n"
+            f"      - {{ priority: DEFAULT, max_connections: {max_requests}, max_pending_requests: {max_requests},"
+            f" max_requests: {max_requests}, max_retries: 3 }}\n"
+        )
     return f"""  - name: {name}
     type: {dns}
     dns_lookup_family: V4_PREFERRED
     connect_timeout: 5s
     per_connection_buffer_limit_bytes: 16777216
-    load_assignment:
+{breakers}    load_assignment:
       cluster_name: {name}
       endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: "{host}", port_value: {port} }} }} }} }}] }}]
 {tls_block(scheme, host)}"""
@@ -200,7 +217,11 @@ def render(wasm_path=None):
     endpoint, region = bedrock_endpoint()
     b_scheme, b_host, b_port = parse_base_url("AWS_BEDROCK_RUNTIME_ENDPOINT", endpoint)
 
-    clusters = [cluster_block("bedrock", b_scheme, b_host, b_port), cluster_block("gitlab", g_scheme, g_host, g_port)]
+    max_requests = int_env("DUO_BEDROCK_MAX_CONCURRENT_REQUESTS", DEFAULT_MAX_CONCURRENT_REQUESTS, 1, 1_000_000)
+    clusters = [
+        cluster_block("bedrock", b_scheme, b_host, b_port, max_requests),
+        cluster_block("gitlab", g_scheme, g_host, g_port),
+    ]
     creds = credentials_endpoint()
     if creds:
         clusters.append(cluster_block("aws_credentials", *creds))

@@ -74,7 +74,9 @@ fn metrics_and_request_log() {
         grep(&prom)
     );
     assert!(
-        has(r#"duo_bedrock_upstream_errors_total{error_type="throttlingexception"} 1"#),
+        has(
+            r#"duo_bedrock_upstream_errors_total{model="anthropic_claude_fault_throttle_v1_0",error_type="throttlingexception"} 1"#
+        ),
         "{}",
         grep(&prom)
     );
@@ -218,5 +220,154 @@ fn a_crashed_vm_is_reloaded_not_failed_open() {
             .filter(|l| l.starts_with("wasm.duo_bedrock.vm_reload"))
             .collect::<Vec<_>>()
             .join("; ")
+    );
+}
+
+/// More concurrent Bedrock requests than `DUO_BEDROCK_MAX_CONCURRENT_REQUESTS`: the overflow is
+/// answered in GitLab's format with the honest cause (not "Bedrock is unreachable") and counted.
+#[test]
+fn concurrency_limit_overflow_is_answered_honestly() {
+    let emu = Emulator::start();
+    let sidecar = Sidecar::start_with(&emu, &[("DUO_BEDROCK_MAX_CONCURRENT_REQUESTS", "2")]);
+    let token = emu.token();
+    let body = json!({"current_file": {"file_name": "a.py", "content_above_cursor": "def f():\n    ", "content_below_cursor": ""},
+                      "prompt_version": 2, "stream": false,
+                      "model_identifier": "bedrock/anthropic.claude-fault-slow-1500-v1:0"})
+    .to_string();
+    let port = sidecar.port;
+    let answers: Vec<(u16, String)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..6)
+            .map(|_| {
+                let (token, body) = (token.clone(), body.clone());
+                s.spawn(move || {
+                    let headers = gitlab_headers(&token);
+                    let r = request(
+                        port,
+                        "POST",
+                        "/v2/code/completions",
+                        &as_refs(&headers),
+                        Some(body.as_bytes()),
+                    );
+                    (r.status, r.text())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let ok = answers.iter().filter(|(s, _)| *s == 200).count();
+    let refused: Vec<&(u16, String)> = answers.iter().filter(|(s, _)| *s != 200).collect();
+    assert!(ok >= 2, "{answers:#?}");
+    assert!(
+        !refused.is_empty(),
+        "no overflow with 6 requests over a limit of 2: {answers:#?}"
+    );
+    for (status, text) in &refused {
+        assert_eq!(*status, 503, "{text}");
+        let v: serde_json::Value = serde_json::from_str(text).unwrap();
+        let detail = v["detail"].as_str().unwrap();
+        assert!(detail.contains("concurrency limit"), "{detail}");
+        assert!(!detail.contains("unreachable"), "{detail}");
+    }
+    let prom = sidecar.prometheus();
+    assert!(
+        prom.lines()
+            .any(|l| l.starts_with("duo_bedrock_upstream_errors_total")
+                && l.contains("error_type=\"concurrency_limit\"")),
+        "{}",
+        grep(&prom)
+    );
+}
+
+/// An unreachable Bedrock endpoint is explained: which host, and whether DNS failed or the
+/// connection was refused (never a bare "unreachable").
+#[test]
+fn unreachable_bedrock_names_the_host_and_the_cause() {
+    let emu = Emulator::start();
+    let token = emu.token();
+    let body = json!({"current_file": {"file_name": "a.py", "content_above_cursor": "def f():\n    ", "content_below_cursor": ""},
+                      "prompt_version": 2, "stream": false, "model_identifier": format!("bedrock/{MODEL}")})
+    .to_string();
+    // A port nothing listens on (bound and closed by this test), and a name that cannot resolve.
+    let closed = free_port();
+    for (endpoint, host, cause, error_type) in [
+        (
+            format!("http://127.0.0.1:{closed}"),
+            format!("127.0.0.1:{closed}"),
+            "refused the connection",
+            "connection_refused",
+        ),
+        (
+            "http://bedrock-runtime.does-not-exist.invalid:8080".to_string(),
+            "bedrock-runtime.does-not-exist.invalid".to_string(),
+            "could not be resolved",
+            "dns_failure",
+        ),
+    ] {
+        let sidecar =
+            Sidecar::start_with(&emu, &[("AWS_BEDROCK_RUNTIME_ENDPOINT", endpoint.as_str())]);
+        let headers = gitlab_headers(&token);
+        let r = sidecar.request(
+            "POST",
+            "/v2/code/completions",
+            &as_refs(&headers),
+            Some(body.as_bytes()),
+        );
+        assert_eq!(r.status, 503, "{endpoint}: {}", r.text());
+        let detail = r.json()["detail"].as_str().unwrap().to_string();
+        assert!(
+            detail.contains(&host) && detail.contains(cause),
+            "{endpoint}: {detail}"
+        );
+        let prom = sidecar.prometheus();
+        assert!(
+            prom.lines()
+                .any(|l| l.starts_with("duo_bedrock_upstream_errors_total")
+                    && l.contains(&format!("error_type=\"{error_type}\""))),
+            "{}",
+            grep(&prom)
+        );
+    }
+}
+
+/// A stream cut by the model timeout says so in its request log line and metrics.
+#[test]
+fn a_stream_cut_by_the_timeout_is_logged_with_its_cause() {
+    let emu = Emulator::start();
+    let sidecar = Sidecar::start_with(&emu, &[("AIGW_MODEL_TIMEOUT_SECONDS", "1")]);
+    let token = emu.token();
+    let body = json!({"current_file": {"file_name": "a.py", "content_above_cursor": "def f():\n    ", "content_below_cursor": ""},
+                      "prompt_version": 2, "stream": true,
+                      "model_identifier": "bedrock/anthropic.claude-fault-drip-400-v1:0"})
+    .to_string();
+    let headers = gitlab_headers(&token);
+    let r = try_request(
+        sidecar.port,
+        "POST",
+        "/v2/code/completions",
+        &as_refs(&headers),
+        Some(body.as_bytes()),
+    );
+    // Envoy resets the stream it already started: the client sees a cut answer or an error.
+    if let Ok(r) = &r {
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let line = loop {
+        let logs = sidecar.logs();
+        if let Some(l) = logs
+            .lines()
+            .find(|l| l.contains("request {") && l.contains("code_completions"))
+        {
+            break l.to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no request line:\n{logs}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(
+        line.contains(r#""error_type":"upstream_timeout""#),
+        "{line}"
     );
 }

@@ -152,20 +152,6 @@ impl GitlabError {
         )
     }
 
-    /// 503 for an Envoy-side failure reaching Bedrock (connect failure, reset, overflow...).
-    /// `reason` should be a short Envoy reason such as `connection_failure`.
-    pub fn upstream_unavailable(reason: &str) -> Self {
-        let reason = sanitize(reason, 120);
-        if reason.is_empty() {
-            Self::detail(503, "Inference failed: Amazon Bedrock is unreachable")
-        } else {
-            Self::detail(
-                503,
-                &format!("Inference failed: Amazon Bedrock is unreachable ({reason})"),
-            )
-        }
-    }
-
     /// Adds (or replaces) a header.
     pub fn with_header(mut self, name: &str, value: &str) -> Self {
         let name = name.to_ascii_lowercase();
@@ -335,21 +321,86 @@ pub const CREDENTIALS_HINT: &str = "the request was not authorized (check the ga
 /// [`prompt_failure`]): a timeout is `Timeout` (408), an unreachable endpoint
 /// `APIConnectionError` (500). Other families: 504 [`GitlabError::upstream_timeout`] or 503
 /// [`GitlabError::upstream_unavailable`].
-pub fn from_envoy(family: Family, details: &str) -> GitlabError {
-    let timeout = details.contains("timeout");
-    match (family, timeout) {
-        (Family::Prompts, true) => prompt_failure(408, "Amazon Bedrock did not answer in time"),
-        (Family::Prompts, false) => {
-            let reason = sanitize(details, 120);
-            let text = if reason.is_empty() {
-                "Amazon Bedrock is unreachable".to_string()
-            } else {
-                format!("Amazon Bedrock is unreachable ({reason})")
-            };
-            prompt_failure(500, &text)
+pub fn from_envoy(family: Family, failure: &EnvoyFailure, endpoint: &str) -> GitlabError {
+    match (family, failure) {
+        (Family::Prompts, EnvoyFailure::Timeout) => {
+            prompt_failure(408, "Amazon Bedrock did not answer in time")
         }
-        (_, true) => GitlabError::upstream_timeout(),
-        (_, false) => GitlabError::upstream_unavailable(details),
+        (Family::Prompts, EnvoyFailure::Overflow) => prompt_failure(503, OVERFLOW_TEXT),
+        (Family::Prompts, f) => prompt_failure(500, &f.unreachable_text(endpoint)),
+        (_, EnvoyFailure::Timeout) => GitlabError::upstream_timeout(),
+        (_, EnvoyFailure::Overflow) => {
+            GitlabError::detail(503, &format!("Inference failed: {OVERFLOW_TEXT}"))
+        }
+        (_, f) => GitlabError::detail(
+            503,
+            &format!("Inference failed: {}", f.unreachable_text(endpoint)),
+        ),
+    }
+}
+
+const OVERFLOW_TEXT: &str = "this AI gateway is at its concurrency limit for Amazon Bedrock \
+     requests (DUO_BEDROCK_MAX_CONCURRENT_REQUESTS); retry shortly";
+
+/// Why Envoy answered instead of Bedrock, from its response code details (Envoy's
+/// `StreamInfo::ResponseCodeDetails`: `upstream_response_timeout`, `no_healthy_upstream`,
+/// `upstream_reset_before_response_started{<reset reason>[,<transport failure>]}`, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvoyFailure {
+    /// The route's (or the prompt's own) timeout.
+    Timeout,
+    /// The `bedrock` cluster's circuit breakers refused the request (too many at once).
+    Overflow,
+    /// No address for the endpoint: with Envoy's DNS clusters, the name did not resolve.
+    NoAddress,
+    /// Connection refused by the endpoint.
+    Refused,
+    /// Anything else (TLS failure, reset, ...), Envoy's own words kept.
+    Other(String),
+}
+
+impl EnvoyFailure {
+    pub fn classify(details: &str) -> EnvoyFailure {
+        let d = details.to_ascii_lowercase();
+        if d.contains("timeout") {
+            EnvoyFailure::Timeout
+        } else if d.contains("overflow") {
+            EnvoyFailure::Overflow
+        } else if d.contains("no_healthy_upstream") {
+            EnvoyFailure::NoAddress
+        } else if d.contains("refused") || d.contains("_111") {
+            EnvoyFailure::Refused
+        } else {
+            EnvoyFailure::Other(sanitize(details, 120))
+        }
+    }
+
+    /// The `error_type` label of `duo_bedrock_upstream_errors_total` and the request log.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            EnvoyFailure::Timeout => "upstream_timeout",
+            EnvoyFailure::Overflow => "concurrency_limit",
+            EnvoyFailure::NoAddress => "dns_failure",
+            EnvoyFailure::Refused => "connection_refused",
+            EnvoyFailure::Other(_) => "upstream_unavailable",
+        }
+    }
+
+    /// What an admin reads: which endpoint, and what went wrong reaching it.
+    fn unreachable_text(&self, endpoint: &str) -> String {
+        match self {
+            EnvoyFailure::NoAddress => format!(
+                "the Amazon Bedrock endpoint {endpoint} could not be resolved (DNS lookup \
+                 failed or gave no address; check AWS_REGION_NAME / AWS_BEDROCK_RUNTIME_ENDPOINT)"
+            ),
+            EnvoyFailure::Refused => {
+                format!("the Amazon Bedrock endpoint {endpoint} refused the connection")
+            }
+            EnvoyFailure::Other(reason) if !reason.is_empty() => {
+                format!("Amazon Bedrock ({endpoint}) is unreachable ({reason})")
+            }
+            _ => format!("Amazon Bedrock ({endpoint}) is unreachable"),
+        }
     }
 }
 
@@ -630,7 +681,9 @@ mod tests {
 
     #[test]
     fn envoy_failures() {
-        let e = from_envoy(Family::Prompts, "upstream_response_timeout");
+        let f = |d: &str| EnvoyFailure::classify(d);
+        const EP: &str = "bedrock-runtime.us-east-1.amazonaws.com";
+        let e = from_envoy(Family::Prompts, &f("upstream_response_timeout"), EP);
         assert_eq!(
             (e.status, body(&e)["detail"].as_str().unwrap()),
             (
@@ -640,25 +693,59 @@ mod tests {
         );
         let e = from_envoy(
             Family::Prompts,
-            "upstream_reset_before_response_started{connection_failure}",
+            &f("upstream_reset_before_response_started{connection_failure}"),
+            EP,
         );
         assert_eq!(
             (e.status, body(&e)["detail"].as_str().unwrap()),
-            (421, "500: Internal Server Error - Amazon Bedrock is unreachable (upstream_reset_before_response_started{connection_failure})")
+            (421, "500: Internal Server Error - Amazon Bedrock (bedrock-runtime.us-east-1.amazonaws.com) is unreachable (upstream_reset_before_response_started{connection_failure})")
         );
         assert_eq!(
-            body(&from_envoy(Family::Prompts, ""))["detail"],
-            "500: Internal Server Error - Amazon Bedrock is unreachable"
+            body(&from_envoy(Family::Prompts, &f(""), EP))["detail"],
+            "500: Internal Server Error - Amazon Bedrock (bedrock-runtime.us-east-1.amazonaws.com) is unreachable"
         );
+        let e = from_envoy(
+            Family::Prompts,
+            &f("upstream_reset_before_response_started{overflow}"),
+            EP,
+        );
+        assert_eq!(e.status, 421);
+        assert!(body(&e)["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("503: Service Unavailable - this AI gateway is at its concurrency limit"));
         for family in [Family::Chat, Family::CodeSuggestions] {
             assert_eq!(
-                from_envoy(family, "upstream_response_timeout"),
+                from_envoy(family, &f("upstream_response_timeout"), EP),
                 GitlabError::upstream_timeout()
             );
+            let detail = |d: &str| {
+                let e = from_envoy(family, &f(d), EP);
+                assert_eq!(e.status, 503);
+                body(&e)["detail"].as_str().unwrap().to_string()
+            };
             assert_eq!(
-                from_envoy(family, "connection_failure"),
-                GitlabError::upstream_unavailable("connection_failure")
+                detail("connection_failure"),
+                "Inference failed: Amazon Bedrock (bedrock-runtime.us-east-1.amazonaws.com) is unreachable (connection_failure)"
             );
+            assert!(detail("no_healthy_upstream").contains(
+                "the Amazon Bedrock endpoint bedrock-runtime.us-east-1.amazonaws.com could not be resolved"
+            ));
+            assert_eq!(
+                detail("upstream_reset_before_response_started{remote_connection_failure,delayed_connect_error:_Connection_refused}"),
+                "Inference failed: the Amazon Bedrock endpoint bedrock-runtime.us-east-1.amazonaws.com refused the connection"
+            );
+            assert!(detail("upstream_reset_before_response_started{overflow}")
+                .contains("concurrency limit"));
+        }
+        for (d, t) in [
+            ("upstream_response_timeout", "upstream_timeout"),
+            ("upstream_reset_before_response_started{overflow}", "concurrency_limit"),
+            ("no_healthy_upstream", "dns_failure"),
+            ("upstream_reset_before_response_started{remote_connection_failure,delayed_connect_error:_111}", "connection_refused"),
+            ("upstream_reset_before_response_started{connection_termination}", "upstream_unavailable"),
+        ] {
+            assert_eq!(f(d).error_type(), t, "{d}");
         }
     }
 
@@ -803,15 +890,5 @@ mod tests {
             .as_str()
             .unwrap()
             .starts_with("Inference failed"));
-        let e = GitlabError::upstream_unavailable("connection_failure");
-        assert_eq!(e.status, 503);
-        assert_eq!(
-            body(&e)["detail"],
-            "Inference failed: Amazon Bedrock is unreachable (connection_failure)"
-        );
-        assert_eq!(
-            body(&GitlabError::upstream_unavailable(""))["detail"],
-            "Inference failed: Amazon Bedrock is unreachable"
-        );
     }
 }

@@ -20,7 +20,7 @@ use crate::bedrock::invoke::{build, UpstreamAuth};
 use crate::bedrock::messages::MessagesResponse;
 use crate::bedrock::stream::StreamEvent;
 use crate::config::{Upstream, JWT_AUTHN_PAYLOAD_KEY, UPSTREAM_BEDROCK, UPSTREAM_MARKER_PROPERTY};
-use crate::gitlab::errors::{self, Family, GitlabError};
+use crate::gitlab::errors::{self, EnvoyFailure, Family, GitlabError};
 use crate::gitlab::routes::{classify, Route};
 use crate::gitlab::service_page::public_answer;
 use crate::gitlab::{plan, unplanned, Endpoint, RequestContext, Responder};
@@ -692,17 +692,14 @@ impl Request {
                 (e.status, e.headers, e.body.into_bytes())
             }
             ResponseMode::EnvoyError { details } => {
-                log::warn!("no answer from Bedrock: {details}");
-                let timeout = details.contains("timeout");
-                self.record.error_type = Some(
-                    if timeout {
-                        "upstream_timeout"
-                    } else {
-                        "upstream_unavailable"
-                    }
-                    .into(),
+                let failure = EnvoyFailure::classify(details);
+                let endpoint = self.vm.borrow().config.endpoint.authority();
+                log::warn!(
+                    "no answer from Bedrock ({endpoint}): {} ({details})",
+                    failure.error_type()
                 );
-                let e = errors::from_envoy(fwd.family, details);
+                self.record.error_type = Some(failure.error_type().into());
+                let e = errors::from_envoy(fwd.family, &failure, &endpoint);
                 (e.status, e.headers, e.body.into_bytes())
             }
             ResponseMode::Undecided | ResponseMode::Streaming { .. } => return body.to_vec(),
@@ -888,8 +885,38 @@ fn envoy_verified_jti(headers: &[(String, String)]) -> Option<String> {
 }
 
 impl Request {
+    /// A stream that ended before `message_stop` without an exception: Envoy cut it (the
+    /// model timeout, an upstream reset) or GitLab went away. Its log line and metrics say
+    /// which, from Envoy's response code details.
+    fn record_unfinished_stream(&mut self) {
+        let ResponseMode::Streaming {
+            finished: false, ..
+        } = self.response
+        else {
+            return;
+        };
+        if self.record.error_type.is_some() {
+            return;
+        }
+        let details = abi::property(&["response", "code_details"])
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        let kind = if details.contains("downstream") {
+            "client_disconnected"
+        } else {
+            match EnvoyFailure::classify(&details) {
+                EnvoyFailure::Timeout => "upstream_timeout",
+                _ => "truncated_stream",
+            }
+        };
+        log::warn!("Bedrock stream cut before its end: {kind} ({details})");
+        self.record.error_type = Some(kind.into());
+        self.record.stream_exception = true;
+    }
+
     /// The request is over: one structured log line and its metrics.
     fn on_log(&mut self) {
+        self.record_unfinished_stream();
         let r = &self.record;
         let endpoint = self.route.name();
         let status = if r.status == 0 { 499 } else { r.status };
@@ -912,7 +939,12 @@ impl Request {
             } else {
                 "upstream_errors_total"
             };
-            m.inc(name, &[("error_type", kind)]);
+            let model = if r.model.is_empty() {
+                "none"
+            } else {
+                r.model.as_str()
+            };
+            m.inc(name, &[("error_type", kind), ("model", model)]);
         }
         let upstream_ms = r.upstream_done_ms.saturating_sub(r.forwarded_ms);
         let ttft_ms = r.first_token_ms.saturating_sub(r.forwarded_ms);
