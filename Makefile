@@ -16,7 +16,7 @@ export DUO_FILTER_WASM := $(CURDIR)/$(WASM)
 export DUO_EMULATOR_BIN := $(CURDIR)/$(EMULATOR)
 export ENVOY_BIN := $(CURDIR)/$(ENVOY)
 
-.PHONY: all build wasm emulator envoy run test lint unit integration bench clean wasm-target oci
+.PHONY: all build wasm emulator envoy run test lint unit integration bench clean wasm-target oci fuzz
 
 all: build
 
@@ -66,10 +66,33 @@ bench: build envoy
 	@command -v wrk >/dev/null || { echo "installing wrk (Debian)"; (apt-get install -y -qq wrk >/dev/null 2>&1 || sudo apt-get install -y -qq wrk >/dev/null); }
 	$(PYTHON) bench/bench.py
 
+# Fuzzing, not part of `make test` (fuzz/README.md): every target of fuzz/ for FUZZ_SECONDS, one
+# after the other, a single libFuzzer process at a time (no -jobs/-workers/-fork); fails when any
+# target finds a crash (inputs in fuzz/artifacts/<target>/). Needs nightly and cargo-fuzz, installed
+# when absent. Builds go to fuzz/target; the working corpus is fuzz/corpus/<target>/ (seed-* files
+# are committed, what libFuzzer adds is not).
+FUZZ_SECONDS ?= 240
+FUZZ_TARGETS ?= plan jwt jwks eventstream responders react credentials config
+FUZZ_SANITIZER ?= none
+FUZZ_FLAGS ?= -timeout=10 -rss_limit_mb=2048
+
+fuzz:
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	@$(CARGO) +nightly fuzz --version >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && $(CARGO) +nightly fuzz build -s $(FUZZ_SANITIZER)
+	@cd fuzz && failed=""; \
+	for t in $(FUZZ_TARGETS); do \
+	  echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \
+	  $(CARGO) +nightly fuzz run -s $(FUZZ_SANITIZER) $$t corpus/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) $(FUZZ_FLAGS) || failed="$$failed $$t"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzz: crashes in:$$failed (see fuzz/artifacts/)"; exit 1; fi; \
+	echo "fuzz: no crash in $(FUZZ_TARGETS)"
+
 # The .wasm as an OCI image layout (target/oci: "compat" and "oci" variants), without Docker.
 oci: wasm
 	$(PYTHON) deploy/oci.py --wasm $(WASM) --out target/oci
 
 clean:
 	$(CARGO) clean
-	rm -rf .run
+	rm -rf .run fuzz/target

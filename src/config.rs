@@ -225,6 +225,16 @@ impl Config {
             }
         };
 
+        if let Upstream::Fixed(auth) = &upstream {
+            let vars = match auth {
+                UpstreamAuth::Bearer(_) => "AWS_BEARER_TOKEN_BEDROCK",
+                UpstreamAuth::SigV4 { .. } => {
+                    "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN"
+                }
+            };
+            auth.check().map_err(|e| format!("{vars}: {e}"))?;
+        }
+
         let local_jwks = crate::auth::keys::self_signed_jwks(
             &raw.audience,
             env("AIGW_SELF_SIGNED_JWT__SIGNING_KEY").as_deref(),
@@ -446,6 +456,56 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("AWS_CONTAINER_CREDENTIALS_FULL_URI"), "{e}");
+    }
+
+    /// Credentials that could never sign a request are refused at start, naming the variable
+    /// and not the value (they used to pass and fail every request with a 500). Found by the
+    /// `config` fuzz target.
+    #[test]
+    fn credentials_that_cannot_sign_are_refused() {
+        let json = br#"{"gitlab_url":"https://g","region":"us-east-1"}"#;
+        for (env, var) in [
+            (
+                &[
+                    ("AWS_ACCESS_KEY_ID", "AK ID"),
+                    ("AWS_SECRET_ACCESS_KEY", "S3cr3t"),
+                ][..],
+                "AWS_ACCESS_KEY_ID",
+            ),
+            (
+                &[
+                    ("AWS_ACCESS_KEY_ID", "AKID/x"),
+                    ("AWS_SECRET_ACCESS_KEY", "S3cr3t"),
+                ][..],
+                "AWS_ACCESS_KEY_ID",
+            ),
+            (
+                &[
+                    ("AWS_ACCESS_KEY_ID", "AKID"),
+                    ("AWS_SECRET_ACCESS_KEY", "S3cr3t"),
+                    ("AWS_SESSION_TOKEN", "T0k\nen\r\n"),
+                ][..],
+                "AWS_SESSION_TOKEN",
+            ),
+            (
+                &[("AWS_BEARER_TOKEN_BEDROCK", "br key S3cr3t")][..],
+                "AWS_BEARER_TOKEN_BEDROCK",
+            ),
+        ] {
+            let env: Vec<(String, String)> = env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let e = Config::load(json, |name| {
+                env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+            })
+            .unwrap_err();
+            assert!(e.contains(var), "{e}");
+            assert!(!e.contains("S3cr3t") && !e.contains("T0k"), "{e}");
+        }
+        // Surrounding whitespace of an API key is trimmed when signing: still fine.
+        let c = Config::load(json, env_with(&[("AWS_BEARER_TOKEN_BEDROCK", " br-key\n")]));
+        assert!(c.is_ok(), "{c:?}");
     }
 
     #[test]

@@ -207,8 +207,11 @@ pub fn verify_with(
     let header_json = URL_SAFE_NO_PAD
         .decode(header_b64)
         .map_err(|_| AuthError::Forbidden("malformed"))?;
-    let header: RawHeader =
-        serde_json::from_slice(&header_json).map_err(|_| AuthError::Forbidden("malformed"))?;
+    // UTF-8 first: serde skips the members it ignores without checking their bytes.
+    let header: RawHeader = std::str::from_utf8(&header_json)
+        .ok()
+        .and_then(|h| serde_json::from_str(h).ok())
+        .ok_or(AuthError::Forbidden("malformed"))?;
     if header.alg.as_deref() != Some("RS256") {
         return Err(AuthError::Forbidden("bad_algorithm"));
     }
@@ -1065,6 +1068,37 @@ pub(crate) mod tests {
         assert_eq!(
             verify(&t, &KeySet::empty(), &AuthConfig::default(), NOW),
             Err(AuthError::NoKeys)
+        );
+    }
+
+    /// A header that is not UTF-8 is not JSON (RFC 8259 §8.1): refused like the gateway
+    /// (python-jose decodes the header as UTF-8 first), even inside a member the filter ignores
+    /// and under a valid signature. Found by the `jwt` fuzz target.
+    #[test]
+    fn header_must_be_utf8() {
+        let mut header = br#"{"alg":"RS256","kid":"test-key-1","typ":""#.to_vec();
+        header.extend_from_slice(&[0xff, 0x8b]);
+        header.extend_from_slice(br#""}"#);
+        let signing_input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(&header),
+            b64(&rails_claims().to_string())
+        );
+        let key = EncodingKey::from_rsa_pem(KEY1_PEM.as_bytes()).unwrap();
+        let sig =
+            jsonwebtoken::crypto::sign(signing_input.as_bytes(), &key, Algorithm::RS256).unwrap();
+        let t = format!("{signing_input}.{sig}");
+        assert_eq!(forbidden(&t), "malformed");
+        let jti = rails_claims()["jti"].as_str().unwrap().to_string();
+        assert_eq!(
+            verify_with(
+                &t,
+                &keys(),
+                &AuthConfig::default(),
+                NOW,
+                SignatureCheck::VerifiedByEnvoy { jti: &jti }
+            ),
+            Err(AuthError::Forbidden("malformed"))
         );
     }
 

@@ -41,6 +41,29 @@ impl fmt::Debug for UpstreamAuth {
     }
 }
 
+impl UpstreamAuth {
+    /// `Ok` when requests can be signed with these credentials: the checks [`build`] applies
+    /// to them ([`sigv4::check_credentials`], or a printable API key). The configuration runs
+    /// it at start, so credentials that can never sign are refused there.
+    pub fn check(&self) -> Result<(), SignError> {
+        match self {
+            UpstreamAuth::SigV4 { creds, .. } => sigv4::check_credentials(creds),
+            UpstreamAuth::Bearer(key) => bearer_key(key).map(|_| ()),
+        }
+    }
+}
+
+/// The API key as sent: trimmed, non-empty, printable ASCII without spaces.
+fn bearer_key(key: &str) -> Result<&str, SignError> {
+    let key = key.trim();
+    if key.is_empty() || !key.bytes().all(|b| (b'!'..=b'~').contains(&b)) {
+        return Err(SignError::new(
+            "the Bedrock API key is empty or not printable ASCII",
+        ));
+    }
+    Ok(key)
+}
+
 /// A ready-to-send Bedrock request. `headers` excludes `:path`, `:authority`, `:method` and
 /// `content-length`; all names are lower-case.
 #[derive(Clone, PartialEq, Eq)]
@@ -135,12 +158,7 @@ pub fn build_raw(
             headers.extend(sigv4::sign(&input, creds, region, time)?);
         }
         UpstreamAuth::Bearer(key) => {
-            let key = key.trim();
-            if key.is_empty() || !key.bytes().all(|b| (b'!'..=b'~').contains(&b)) {
-                return Err(SignError::new(
-                    "the Bedrock API key is empty or not printable ASCII",
-                ));
-            }
+            let key = bearer_key(key)?;
             headers.push(("authorization".to_string(), format!("Bearer {key}")));
         }
     }

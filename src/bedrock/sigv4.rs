@@ -110,6 +110,29 @@ fn is_header_value(s: &str) -> bool {
     s.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
 }
 
+/// The rules [`sign`] applies to credentials: a non-empty access key id of printable ASCII
+/// without `/`, `,` or space (it goes into the `Credential=` scope), a non-empty secret key, and
+/// a session token, when set, of printable ASCII. The message names the field, never its value.
+pub fn check_credentials(creds: &Credentials) -> Result<(), SignError> {
+    if creds.access_key_id.is_empty()
+        || !is_header_value(&creds.access_key_id)
+        || creds.access_key_id.contains(['/', ',', ' '])
+    {
+        return Err(SignError::new("invalid access key id"));
+    }
+    if creds.secret_access_key.is_empty() {
+        return Err(SignError::new("empty secret access key"));
+    }
+    if let Some(t) = &creds.session_token {
+        if t.is_empty() || !is_header_value(t) {
+            return Err(SignError::new(
+                "the session token is empty or not printable ASCII",
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn sign_for_service(
     input: &SignInput,
     creds: &Credentials,
@@ -154,22 +177,7 @@ pub(crate) fn sign_for_service(
     if !is_region(region) || !is_region(service) {
         return Err(SignError::new("invalid region or service name"));
     }
-    if creds.access_key_id.is_empty()
-        || !is_header_value(&creds.access_key_id)
-        || creds.access_key_id.contains(['/', ',', ' '])
-    {
-        return Err(SignError::new("invalid access key id"));
-    }
-    if creds.secret_access_key.is_empty() {
-        return Err(SignError::new("empty secret access key"));
-    }
-    if let Some(t) = &creds.session_token {
-        if t.is_empty() || !is_header_value(t) {
-            return Err(SignError::new(
-                "the session token is empty or not printable ASCII",
-            ));
-        }
-    }
+    check_credentials(creds)?;
     match time.duration_since(UNIX_EPOCH) {
         Ok(d) if d.as_secs() <= MAX_EPOCH_SECS => {}
         _ => return Err(SignError::new("signing time out of range")),
