@@ -113,6 +113,12 @@ fuzz_target!(|data: &[u8]| {
         enabled_feature_flags: bit(control, 0).then_some(flags.as_str()),
         default_model: bit(control, 1).then_some(default_model.as_str()),
         scopes: bit(control, 2).then_some(claims.scopes.as_slice()),
+        // Newer GitLab (Duo Classic Chat rules from 18.9) or older / no header.
+        gitlab_version: match number(control, 9, 1) % 3 {
+            0 => None,
+            1 => Some("18.9.0-ee"),
+            _ => Some("18.5.1-ee"),
+        },
     };
     let planned = match plan(&endpoint, body, &ctx) {
         Ok(p) => p,

@@ -30,7 +30,7 @@ use duo_bedrock_filter::bedrock::errors::{parse_error, BedrockError, MAX_MESSAGE
 use duo_bedrock_filter::bedrock::messages::MessagesResponse;
 use duo_bedrock_filter::bedrock::stream::{parse_event, StreamEvent};
 use duo_bedrock_filter::gitlab::code_suggestions::CodeEndpoint;
-use duo_bedrock_filter::gitlab::errors::from_bedrock;
+use duo_bedrock_filter::gitlab::errors::{from_bedrock, from_envoy, EnvoyFailure};
 use duo_bedrock_filter::gitlab::{plan, Endpoint, Family, GitlabError, Plan, RequestContext};
 use duo_bedrock_filter_fuzz::{assert_gitlab_error, field, fields, hex, number, text};
 use libfuzzer_sys::fuzz_target;
@@ -166,6 +166,7 @@ fn planned(fam: Fam, prefix: &str) -> Plan {
         enabled_feature_flags: Some("flag_a, flag_b,,flag_a"),
         default_model: None,
         scopes: None,
+        gitlab_version: None,
     };
     let (endpoint, body) = request(fam, prefix);
     plan(&endpoint, body.to_string().as_bytes(), &ctx).unwrap_or_else(|_| {
@@ -442,8 +443,11 @@ fn error(fam: Fam, status: u16, answer: &[u8]) {
     if credential {
         assert!(detail.ends_with("bedrock:InvokeModel)"), "{detail}");
     }
-    let u = GitlabError::upstream_unavailable(&text(body));
-    assert_gitlab_error(&u);
+    // Envoy's own failures, whatever its code details say: GitLab's JSON for every family.
+    let failure = EnvoyFailure::classify(&text(body));
+    for family in [Family::CodeSuggestions, Family::Chat, Family::Prompts] {
+        assert_gitlab_error(&from_envoy(family, &failure, "bedrock.example:443"));
+    }
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -14,7 +14,7 @@ use super::abi;
 use super::shared::{Shared, LEASE_SECS};
 use super::vm::Vm;
 use crate::auth::keys::{
-    jwks_uri_from_discovery, max_age, merge_jwks_json, KeySet, MAX_DOCUMENT_BYTES,
+    http_target, jwks_uri_from_discovery, max_age, merge_jwks_json, KeySet, MAX_DOCUMENT_BYTES,
 };
 use crate::config::OidcProvider;
 use proxy_wasm::hostcalls;
@@ -178,7 +178,9 @@ impl Fetcher {
         let body = abi::buffer(BufferType::HttpCallResponseBody, 0, body_size).unwrap_or_default();
         match stage {
             Stage::Discovery => {
-                match jwks_uri_from_discovery(&body).and_then(|uri| split_url(&uri)) {
+                match jwks_uri_from_discovery(&body)
+                    .and_then(|uri| http_target(&uri).map(|t| (t.authority, t.path)))
+                {
                     Ok((authority, path)) => {
                         let cluster = vm
                             .config
@@ -287,20 +289,4 @@ impl Fetcher {
             Err(e) => log::warn!("shared JWKS unusable: {e}"),
         }
     }
-}
-
-/// `(authority, path)` of an absolute http(s) URL.
-fn split_url(url: &str) -> Result<(String, String), String> {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))
-        .ok_or_else(|| format!("jwks_uri is not an http(s) URL: {url:?}"))?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    if authority.is_empty() {
-        return Err(format!("jwks_uri has no host: {url:?}"));
-    }
-    Ok((authority.to_string(), path.to_string()))
 }
