@@ -371,3 +371,75 @@ fn a_stream_cut_by_the_timeout_is_logged_with_its_cause() {
         "{line}"
     );
 }
+
+/// GitLab unreachable: the log names the URL and the cause, never "answered 503" when nothing
+/// answered.
+#[test]
+fn unreachable_gitlab_is_logged_with_its_url_and_cause() {
+    let emu = Emulator::start();
+    let closed = free_port();
+    for (url, cause) in [
+        (
+            format!("http://127.0.0.1:{closed}"),
+            "connection refused or host unreachable (nothing answered)",
+        ),
+        (
+            "http://gitlab.does-not-exist.invalid:8181".to_string(),
+            "DNS lookup failed or gave no address",
+        ),
+    ] {
+        let sidecar = Sidecar::start_with(&emu, &[("AIGW_GITLAB_URL", url.as_str())]);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            let logs = sidecar.logs();
+            if let Some(line) = logs
+                .lines()
+                .find(|l| l.contains("GitLab key refresh failed"))
+            {
+                assert!(line.contains(&url) && line.contains(cause), "{line}");
+                assert!(!line.contains("answered HTTP"), "{line}");
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no refresh failure logged:\n{logs}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
+/// A header that does not match its claim is named in the request's log line (the metric keeps
+/// the plain reason).
+#[test]
+fn header_mismatch_names_the_header() {
+    let emu = Emulator::start();
+    let sidecar = Sidecar::start(&emu);
+    let token = emu.token();
+    let mut headers = gitlab_headers(&token);
+    headers.retain(|(k, _)| *k != "x-gitlab-realm");
+    headers.push(("x-gitlab-realm", "saas".into()));
+    let r = sidecar.request(
+        "POST",
+        "/v2/code/completions",
+        &as_refs(&headers),
+        Some(b"{}"),
+    );
+    assert_eq!(r.status, 401, "{}", r.text());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let logs = sidecar.logs();
+        if let Some(l) = logs.lines().find(|l| l.contains("request {")) {
+            assert!(
+                l.contains(r#""auth_failure":"header_mismatch (X-Gitlab-Realm)""#),
+                "{l}"
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{logs}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(sidecar
+        .prometheus()
+        .contains(r#"duo_bedrock_auth_failures_total{reason="header_mismatch"} 1"#));
+}

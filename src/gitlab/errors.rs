@@ -355,11 +355,59 @@ pub enum EnvoyFailure {
     NoAddress,
     /// Connection refused by the endpoint.
     Refused,
+    /// The TCP connection failed without a more precise reason (refused or unreachable).
+    ConnectFailed,
     /// Anything else (TLS failure, reset, ...), Envoy's own words kept.
     Other(String),
 }
 
 impl EnvoyFailure {
+    /// Envoy's own answer to a callout (`dispatch_http_call`) it could not deliver: a 503 whose
+    /// body is Envoy's local-reply text (`no healthy upstream`, `upstream connect error or
+    /// disconnect/reset before headers. reset reason: ..., transport failure reason: ...`),
+    /// not an answer of the remote server. `None` when the server itself answered.
+    pub fn from_callout_answer(status: &str, body: &[u8]) -> Option<EnvoyFailure> {
+        if status != "503" {
+            return None;
+        }
+        let text = String::from_utf8_lossy(body.get(..400).unwrap_or(body));
+        let text = text.trim();
+        if text == "no healthy upstream" {
+            Some(EnvoyFailure::NoAddress)
+        } else if let Some(rest) =
+            text.strip_prefix("upstream connect error or disconnect/reset before headers.")
+        {
+            let rest = rest.trim();
+            if rest.contains("Connection refused") {
+                Some(EnvoyFailure::Refused)
+            } else if rest.contains("remote connection failure") {
+                Some(EnvoyFailure::ConnectFailed)
+            } else if rest.contains("timeout") {
+                Some(EnvoyFailure::Timeout)
+            } else {
+                Some(EnvoyFailure::Other(sanitize(rest, 160)))
+            }
+        } else {
+            None
+        }
+    }
+
+    /// What went wrong reaching `url`, for a log line.
+    pub fn describe(&self, url: &str) -> String {
+        match self {
+            EnvoyFailure::Timeout => format!("{url} did not answer in time"),
+            EnvoyFailure::Overflow => format!("too many requests in flight to {url}"),
+            EnvoyFailure::NoAddress => {
+                format!("{url}: DNS lookup failed or gave no address (nothing answered)")
+            }
+            EnvoyFailure::Refused => format!("{url} refused the connection (nothing answered)"),
+            EnvoyFailure::ConnectFailed => format!(
+                "could not connect to {url}: connection refused or host unreachable (nothing answered)"
+            ),
+            EnvoyFailure::Other(why) => format!("could not reach {url} ({why})"),
+        }
+    }
+
     pub fn classify(details: &str) -> EnvoyFailure {
         let d = details.to_ascii_lowercase();
         if d.contains("timeout") {
@@ -370,6 +418,8 @@ impl EnvoyFailure {
             EnvoyFailure::NoAddress
         } else if d.contains("refused") || d.contains("_111") {
             EnvoyFailure::Refused
+        } else if d.contains("remote_connection_failure") {
+            EnvoyFailure::ConnectFailed
         } else {
             EnvoyFailure::Other(sanitize(details, 120))
         }
@@ -382,6 +432,7 @@ impl EnvoyFailure {
             EnvoyFailure::Overflow => "concurrency_limit",
             EnvoyFailure::NoAddress => "dns_failure",
             EnvoyFailure::Refused => "connection_refused",
+            EnvoyFailure::ConnectFailed => "connection_failed",
             EnvoyFailure::Other(_) => "upstream_unavailable",
         }
     }
@@ -396,6 +447,10 @@ impl EnvoyFailure {
             EnvoyFailure::Refused => {
                 format!("the Amazon Bedrock endpoint {endpoint} refused the connection")
             }
+            EnvoyFailure::ConnectFailed => format!(
+                "could not connect to the Amazon Bedrock endpoint {endpoint} (connection refused \
+                 or host unreachable)"
+            ),
             EnvoyFailure::Other(reason) if !reason.is_empty() => {
                 format!("Amazon Bedrock ({endpoint}) is unreachable ({reason})")
             }
@@ -677,6 +732,34 @@ mod tests {
         // the kind is bounded, control characters go
         let e = from_bedrock(Family::Prompts, 400, &"K".repeat(200), "a\nb", None);
         assert!(e.body.len() < 450, "{}", e.body);
+    }
+
+    #[test]
+    fn envoy_answers_to_callouts_are_told_from_the_servers() {
+        let f = EnvoyFailure::from_callout_answer;
+        assert_eq!(
+            f("503", b"no healthy upstream"),
+            Some(EnvoyFailure::NoAddress)
+        );
+        assert_eq!(
+            f("503", b"upstream connect error or disconnect/reset before headers. reset reason: remote connection failure, transport failure reason: delayed connect error: Connection refused"),
+            Some(EnvoyFailure::Refused)
+        );
+        assert_eq!(
+            f("503", b"upstream connect error or disconnect/reset before headers. reset reason: remote connection failure"),
+            Some(EnvoyFailure::ConnectFailed)
+        );
+        assert!(matches!(
+            f("503", b"upstream connect error or disconnect/reset before headers. reset reason: connection termination"),
+            Some(EnvoyFailure::Other(w)) if w.contains("connection termination")
+        ));
+        // GitLab's own 503 (maintenance page, ...) is an answer.
+        assert_eq!(f("503", b"<html>GitLab is not responding</html>"), None);
+        assert_eq!(f("200", b"no healthy upstream"), None);
+        assert_eq!(
+            EnvoyFailure::Refused.describe("http://gitlab.example:8181"),
+            "http://gitlab.example:8181 refused the connection (nothing answered)"
+        );
     }
 
     #[test]

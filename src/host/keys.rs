@@ -17,6 +17,7 @@ use crate::auth::keys::{
     http_target, jwks_uri_from_discovery, max_age, merge_jwks_json, KeySet, MAX_DOCUMENT_BYTES,
 };
 use crate::config::OidcProvider;
+use crate::gitlab::errors::EnvoyFailure;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType};
 use std::collections::HashMap;
@@ -133,7 +134,18 @@ impl Fetcher {
                         vm,
                         &p,
                         now,
-                        &format!("cannot call cluster '{}': {e:?}", to.cluster),
+                        &match e {
+                            // Envoy could not even start the call: with a DNS cluster, no
+                            // address is known for the host (the lookup failed).
+                            proxy_wasm::types::Status::InternalFailure => format!(
+                                "{}: DNS lookup failed or gave no address for {}; nothing was \
+                                 sent (Envoy cluster '{}')",
+                                p.base_url, to.authority, to.cluster
+                            ),
+                            other => {
+                                format!("cannot call Envoy cluster '{}': {other:?}", to.cluster)
+                            }
+                        },
                     );
                 }
             }
@@ -161,12 +173,19 @@ impl Fetcher {
             Stage::Keys => "JWKS",
         };
         if status != "200" {
-            let status = if status.is_empty() {
-                "no answer (timeout or connection failure)"
+            let small = abi::buffer(BufferType::HttpCallResponseBody, 0, body_size.min(512))
+                .unwrap_or_default();
+            let why = if status.is_empty() {
+                format!(
+                    "{what} fetch from {}: no answer (timeout or connection failure)",
+                    p.base_url
+                )
+            } else if let Some(f) = EnvoyFailure::from_callout_answer(status, &small) {
+                format!("{what} fetch: {}", f.describe(&p.base_url))
             } else {
-                status
+                format!("{what} fetch: {} answered HTTP {status}", p.base_url)
             };
-            self.failed(vm, &p, now, &format!("{what} fetch answered {status}"));
+            self.failed(vm, &p, now, &why);
             return true;
         }
         // Bounded before anything is read or parsed: GitLab's documents are a few KiB.

@@ -114,6 +114,14 @@ pub struct Request {
     request_id_header: Option<String>,
 }
 
+impl Record {
+    fn auth_failed(&mut self, e: &AuthError) {
+        self.auth_failure = Some(e.reason());
+        let detail = e.to_string();
+        self.auth_detail = (detail != e.reason()).then_some(detail);
+    }
+}
+
 /// Facts about one request for its log line and metrics (never a secret, a token or a prompt).
 #[derive(Default)]
 struct Record {
@@ -128,6 +136,8 @@ struct Record {
     first_token_ms: u64,
     upstream_done_ms: u64,
     auth_failure: Option<&'static str>,
+    /// The failure with its detail when it has one (which header did not match its claim).
+    auth_detail: Option<String>,
     error_type: Option<String>,
     stream_exception: bool,
     /// `x-gitlab-enabled-instance-verbose-ai-logs: true`: prompts and answers may be logged.
@@ -258,7 +268,7 @@ impl Request {
                     self.wait(&mut vm);
                 }
                 Outcome::Rejected(e) => {
-                    self.record.auth_failure = Some(e.reason());
+                    self.record.auth_failed(&e);
                     self.reply(e.status(), e.body().as_bytes(), &[]);
                     return Action::Pause;
                 }
@@ -332,12 +342,12 @@ impl Request {
                     log::warn!("401: the token's key id is not in the GitLab key set, even after a refresh");
                     AuthError::Forbidden("unknown_kid")
                 };
-                self.record.auth_failure = Some(e.reason());
+                self.record.auth_failed(&e);
                 self.reply(e.status(), e.body().as_bytes(), &[]);
                 return false;
             }
             Outcome::Rejected(e) => {
-                self.record.auth_failure = Some(e.reason());
+                self.record.auth_failed(&e);
                 self.reply(e.status(), e.body().as_bytes(), &[]);
                 return false;
             }
@@ -994,7 +1004,7 @@ impl Request {
             "duration_ms": now_ms().saturating_sub(self.started_ms),
             "upstream_headers_ms": if r.forwarded_ms > 0 { Some(upstream_ms) } else { None },
             "time_to_first_token_ms": if r.first_token_ms > 0 { Some(ttft_ms) } else { None },
-            "auth_failure": r.auth_failure,
+            "auth_failure": r.auth_detail.as_deref().or(r.auth_failure),
             "error_type": r.error_type,
         });
         log::info!("request {line}");
