@@ -246,3 +246,46 @@ fn user_access_token_answers_like_a_gateway_without_signing_key() {
     );
     assert!(emu.requests().is_empty(), "nothing reaches Bedrock");
 }
+
+/// Bodies over the limit get GitLab's JSON 413 from the filter, whatever their size, framing
+/// or protocol; never Envoy's plain-text "Payload Too Large".
+#[test]
+fn oversized_bodies_get_the_json_413() {
+    let emu = Emulator::start();
+    let sidecar = Sidecar::start(&emu);
+    let token = emu.token();
+    let headers = gitlab_headers(&token);
+    for size in [9 * 1024 * 1024, 20 * 1024 * 1024] {
+        let body = vec![b'a'; size];
+        let r = try_request(
+            sidecar.port,
+            "POST",
+            "/v2/code/completions",
+            &as_refs(&headers),
+            Some(&body),
+        );
+        // The filter may answer before the whole body is sent: the write can fail after that.
+        if let Ok(r) = r {
+            assert_eq!(r.status, 413, "{size}: {}", r.text());
+            assert_eq!(r.header("content-type"), Some("application/json"), "{size}");
+            assert!(
+                r.json()["detail"].as_str().unwrap().contains("too large"),
+                "{size}"
+            );
+        }
+        let r = common::h2::request(
+            sidecar.port,
+            "POST",
+            "/v2/code/completions",
+            &as_refs(&headers),
+            &body,
+            &[],
+        );
+        if let Ok(r) = r {
+            assert_eq!(r.status, 413, "h2 {size}: {}", r.text());
+            let v: serde_json::Value = serde_json::from_slice(&r.body)
+                .unwrap_or_else(|_| panic!("h2 {size}: {}", r.text()));
+            assert!(v["detail"].is_string());
+        }
+    }
+}
