@@ -567,7 +567,7 @@ fn kubernetes_config_validates_and_serves() {
         to_emulator(c, emu.port);
     }
     let envoy = EnvoyProc::boot(&cfg, port);
-    let r = request(envoy.port, "GET", "/monitoring/ready", &[], None);
+    let r = wait_ready(envoy.port, Duration::from_secs(10));
     assert_eq!(r.status, 200, "{}", envoy.logs());
     completion_through(&envoy, &emu, BEDROCK_HOST);
 }

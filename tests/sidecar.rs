@@ -28,11 +28,11 @@ fn no_authorization_is_401_with_the_gateways_exact_body() {
 fn monitoring_endpoints_answer_without_auth() {
     let emu = Emulator::start();
     let sidecar = Sidecar::start(&emu);
-    for path in ["/monitoring/healthz", "/monitoring/ready"] {
-        let r = sidecar.request("GET", path, &[], None);
-        assert_eq!(r.status, 200, "{path}");
-        assert_eq!(r.json(), serde_json::json!({}));
-    }
+    let r = sidecar.request("GET", "/monitoring/healthz", &[], None);
+    assert_eq!((r.status, r.json()), (200, serde_json::json!({})));
+    // Ready once GitLab's keys are loaded (the first tick fetches them).
+    let r = wait_ready(sidecar.port, std::time::Duration::from_secs(10));
+    assert_eq!((r.status, r.json()), (200, serde_json::json!({})));
     // "Run health check" only needs an HTTP answer to HEAD <ai_gateway_url>.
     let r = sidecar.request("HEAD", "/", &[], None);
     assert!(
@@ -288,4 +288,52 @@ fn oversized_bodies_get_the_json_413() {
             assert!(v["detail"].is_string());
         }
     }
+}
+
+/// Readiness tells Kubernetes what is missing; liveness stays 200 meanwhile.
+#[test]
+fn readiness_is_503_with_what_is_missing_until_keys_and_credentials_are_usable() {
+    let emu = Emulator::start();
+    // GitLab unreachable: no keys can load.
+    let closed = free_port();
+    let url = format!("http://127.0.0.1:{closed}");
+    let sidecar = Sidecar::start_with(&emu, &[("AIGW_GITLAB_URL", url.as_str())]);
+    let r = wait_ready(sidecar.port, std::time::Duration::from_secs(2));
+    assert_eq!(r.status, 503, "{}", r.text());
+    let v = r.json();
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("not ready: GitLab's token signing keys"),
+        "{v}"
+    );
+    assert!(v["missing"][0].as_str().unwrap().contains(&url), "{v}");
+    let r = sidecar.request("GET", "/monitoring/healthz", &[], None);
+    assert_eq!(r.status, 200);
+    drop(sidecar);
+
+    // Refreshing credentials from a container endpoint that does not answer.
+    let sidecar = Sidecar::start_with(
+        &emu,
+        &[
+            ("AWS_ACCESS_KEY_ID", ""),
+            ("AWS_SECRET_ACCESS_KEY", ""),
+            (
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                &format!("http://127.0.0.1:{closed}/creds"),
+            ),
+        ],
+    );
+    let r = wait_ready(sidecar.port, std::time::Duration::from_secs(3));
+    assert_eq!(r.status, 503, "{}", r.text());
+    let missing = r.json()["missing"].to_string();
+    assert!(
+        missing.contains("no usable AWS credentials yet from the container credential source"),
+        "{missing}"
+    );
+    assert!(
+        !missing.contains("GitLab"),
+        "keys load from the emulator: {missing}"
+    );
 }

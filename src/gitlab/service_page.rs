@@ -52,10 +52,32 @@ pub const ENDPOINTS: &[(&str, &str, &str)] = &[
     ),
 ];
 
-/// The answer of a public route: `None` for the others.
-pub fn public_answer(route: &Route) -> Option<GitlabResponse> {
+/// What the sidecar still lacks before it can serve a Duo request, in words an admin can act
+/// on; empty when ready.
+pub type Missing = Vec<String>;
+
+/// The answer of a public route: `None` for the others. `missing` is asked only for the
+/// readiness probe: `/monitoring/healthz` is liveness (the process serves) and stays 200;
+/// `/monitoring/ready` is 503 with what is missing until GitLab's keys are loaded and AWS
+/// credentials are usable, so Kubernetes sends no traffic to a sidecar that would refuse it.
+pub fn public_answer(route: &Route, missing: &dyn Fn() -> Missing) -> Option<GitlabResponse> {
     match route {
-        Route::Healthz | Route::Ready => Some(GitlabResponse::json(b"{}".to_vec())),
+        Route::Healthz => Some(GitlabResponse::json(b"{}".to_vec())),
+        Route::Ready => {
+            let missing = missing();
+            if missing.is_empty() {
+                return Some(GitlabResponse::json(b"{}".to_vec()));
+            }
+            let body = serde_json::json!({
+                "detail": format!("not ready: {}", missing.join("; ")),
+                "missing": missing,
+            });
+            Some(GitlabResponse {
+                status: 503,
+                headers: vec![("content-type".to_string(), "application/json".to_string())],
+                body: body.to_string().into_bytes(),
+            })
+        }
         Route::Docs => Some(GitlabResponse {
             status: 200,
             headers: vec![
@@ -102,20 +124,36 @@ mod tests {
     use super::*;
     use crate::gitlab::routes::classify;
 
+    fn ready() -> Missing {
+        Vec::new()
+    }
+
     #[test]
     fn probes_answer_empty_json() {
         for route in [Route::Healthz, Route::Ready] {
-            let r = public_answer(&route).unwrap();
+            let r = public_answer(&route, &ready).unwrap();
             assert_eq!((r.status, r.body.as_slice()), (200, &b"{}"[..]));
             assert_eq!(r.header("content-type"), Some("application/json"));
         }
-        assert!(public_answer(&Route::ChatAgent).is_none());
-        assert!(public_answer(&Route::Unknown).is_none());
+        assert!(public_answer(&Route::ChatAgent, &ready).is_none());
+        assert!(public_answer(&Route::Unknown, &ready).is_none());
+    }
+
+    #[test]
+    fn readiness_says_what_is_missing_liveness_does_not_care() {
+        let missing = || vec!["GitLab's keys".to_string(), "AWS credentials".to_string()];
+        let r = public_answer(&Route::Ready, &missing).unwrap();
+        assert_eq!(r.status, 503);
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["detail"], "not ready: GitLab's keys; AWS credentials");
+        assert_eq!(v["missing"][1], "AWS credentials");
+        let r = public_answer(&Route::Healthz, &missing).unwrap();
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"{}"[..]));
     }
 
     #[test]
     fn docs_page_names_service_version_and_endpoints() {
-        let r = public_answer(&Route::Docs).unwrap();
+        let r = public_answer(&Route::Docs, &ready).unwrap();
         assert_eq!(r.status, 200);
         assert_eq!(r.header("content-type"), Some(HTML_CONTENT_TYPE));
         let page = String::from_utf8(r.body).unwrap();

@@ -235,7 +235,9 @@ impl Request {
             s => s.to_string(),
         };
         self.record.verbose = header("x-gitlab-enabled-instance-verbose-ai-logs") == "true";
-        if let Some(page) = public_answer(&self.route) {
+        let vm = self.vm.clone();
+        let missing = || not_ready(&vm.borrow());
+        if let Some(page) = public_answer(&self.route, &missing) {
             self.reply(page.status, &page.body, &page.headers);
             return Action::Pause;
         }
@@ -819,6 +821,33 @@ impl Request {
         }
         out
     }
+}
+
+/// What this VM still lacks to serve a Duo request (the readiness probe's answer).
+fn not_ready(vm: &Vm) -> Vec<String> {
+    let mut missing = Vec::new();
+    if !vm.config.auth_bypass && vm.keys.is_none() {
+        let urls: Vec<&str> = vm
+            .config
+            .providers
+            .iter()
+            .map(|p| p.base_url.as_str())
+            .collect();
+        missing.push(format!(
+            "GitLab's token signing keys are not loaded yet (OIDC discovery and JWKS of {}; see \
+             the log for why)",
+            urls.join(", ")
+        ));
+    }
+    if let Upstream::Refreshing { source, .. } = &vm.config.upstream {
+        if vm.aws.as_ref().is_none_or(|c| c.is_expired(now_secs())) {
+            missing.push(format!(
+                "no usable AWS credentials yet from the {} credential source",
+                source.kind()
+            ));
+        }
+    }
+    missing
 }
 
 /// The GitLab JWT checks (docs/gitlab-contract.md#headers, #jwt-rules), with the VM's key set and

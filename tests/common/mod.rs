@@ -60,6 +60,19 @@ pub fn envoy_bound_ports(admin_address_file: &Path) -> Option<(u16, u16)> {
     Some((u16::try_from(port).ok()?, admin_port))
 }
 
+/// Polls `/monitoring/ready` until it answers 200 (keys loaded, credentials usable) or
+/// `timeout` passes; the last answer either way.
+pub fn wait_ready(port: u16, timeout: Duration) -> Response {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let r = request(port, "GET", "/monitoring/ready", &[], None);
+        if r.status == 200 || Instant::now() >= deadline {
+            return r;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A free port for a peer that cannot report the port it bound (prefer port 0 and asking the
 /// peer, as [`envoy_bound_ports`] does).
 pub fn free_port() -> u16 {
