@@ -16,13 +16,39 @@ Rows (every row ends at the emulator's InvokeModel, which verifies SigV4 and ans
                        filter (bench/wasm-floor) that only holds the request for its body and reads/rewrites
                        headers and bodies like the filter; and both together
 
-BENCH_ROWS=plain,native,jwt,floor,floor+jwt,filter,wasm,cached,stream picks rows (default: all).
+BENCH_ROWS=plain,native,jwt,floor,floor+jwt,filter,wasm,cached,stream,streams picks rows (default: all).
 
 Each row: wrk at 1 connection (latency) and at 16 connections (throughput), Envoy --concurrency 1
 (override with BENCH_CONCURRENCY), plus the Envoy process RSS after the run. Numbers on a shared
 2-core machine are noisy; compare rows of the same run, not runs.
+
+Streaming scenario (`streams`, a second table, run after the first): long LLM streams, N of them
+opened at once (BENCH_STREAMS, default 50,500,2000), each on its own HTTP/1.1 connection from an
+asyncio client (raw sockets, chunked bodies decoded as they arrive). The emulator's model id
+`...-fault-first-200-fault-drip-100-fault-deltas-40-...` answers with headers at once, the first
+event-stream frames (message_start, content_block_start, the first text delta) after 200 ms, then
+one frame every 100 ms: 40 text deltas over ~4 s (~4.4 s per stream). Two rows, each cell on a
+fresh Envoy (--concurrency as above, pinned like the first table; the client runs on the other CPU):
+  plain Envoy   a pre-signed InvokeModelWithResponseStream request proxied as is, through a cluster
+                block identical to the filter's bedrock cluster (circuit breakers sized by
+                DUO_BEDROCK_MAX_CONCURRENT_REQUESTS, default 10000, so neither row overflows)
+  filter        the sidecar as `make run` renders it (jwt_authn in front): POST /v2/code/completions
+                with "stream": true, a token per request never seen by that Envoy
+Per cell, after one warm-up stream: added TTFB p50/p99 (connection opened -> first body byte, minus
+the upstream's own 200 ms; the client's own delay is in it, alike in both rows), Envoy CPU per
+streamed event (scheduler time of all its threads during the cell, /proc/<pid>/task/*/schedstat,
+divided by the text deltas delivered; Envoy's idle background is in it, which weighs at small N),
+RSS per open stream ((peak RSS with the N streams open - idle RSS) / N; the peak is VmHWM after
+resetting it through /proc/<pid>/clear_refs, and RSS sampled every 50 ms), and failures: non-200,
+cut streams (fewer deltas or frames than sent, closed early), connection errors, and streams not
+done within BENCH_STREAM_TIMEOUT (30 s). Failed cells also print Envoy's overflow / connect-failure
+/ timeout counters from the admin /stats. The filter row shows its ratio to plain Envoy (×k).
+BENCH_STREAM_ROUNDS (default 1) repeats the cells interleaved and reports medians.
 """
+import asyncio
+import base64
 import datetime
+import errno
 import hashlib
 import hmac
 import json
@@ -78,12 +104,12 @@ def wait_ready(port, path="/monitoring/healthz", timeout=30):
     raise RuntimeError(f"port {port} not ready")
 
 
-def sigv4_headers(host, path, body, when):
+def sigv4_headers(host, path, body, when, accept="application/json"):
     """Presigned headers (stdlib SigV4) so plain Envoy can forward a valid Bedrock request."""
     amz_date = when.strftime("%Y%m%dT%H%M%SZ")
     date = amz_date[:8]
     canonical_path = "/".join(urllib.parse.quote(seg, safe="-_.~") for seg in path.split("/"))
-    headers = {"accept": "application/json", "content-type": "application/json", "host": host, "x-amz-date": amz_date}
+    headers = {"accept": accept, "content-type": "application/json", "host": host, "x-amz-date": amz_date}
     signed = ";".join(sorted(headers))
     creq = "\n".join(["POST", canonical_path, "", *(f"{k}:{headers[k]}" for k in sorted(headers)), "", signed,
                       hashlib.sha256(body).hexdigest()])
@@ -167,7 +193,16 @@ def envoy(config_text, workdir, name):
                             env=env, stdout=subprocess.DEVNULL, stderr=open(Path(workdir) / f"{name}.log", "w"))
 
 
-def plain_config(port, admin, upstream_port, filters=""):
+def plain_config(port, admin, upstream_port, filters="", cluster=None):
+    """Plain Envoy; `cluster` replaces its `upstream` cluster block (the streaming scenario gives
+    it the filter's own bedrock cluster settings, circuit breakers included)."""
+    cluster = cluster or f"""  - name: upstream
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: upstream
+      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {upstream_port} }} }} }} }}] }}]
+"""
     return f"""
 admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }} }}
 static_resources:
@@ -194,13 +229,7 @@ static_resources:
           - name: envoy.filters.http.router
             typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
   clusters:
-  - name: upstream
-    type: STATIC
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: upstream
-      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {upstream_port} }} }} }} }}] }}]
-"""
+{cluster}"""
 
 
 def native_filters(upstream_port):
@@ -255,23 +284,409 @@ def floor_filter(wasm):
 WASM_FLOOR = os.environ.get("DUO_WASM_FLOOR", str(ROOT / "target/wasm-floor/wasm32-wasip1/release/wasm_floor.wasm"))
 
 
-def main():
-    if not shutil.which("wrk"):
-        sys.exit("wrk is not installed (make bench installs it from Debian)")
-    workdir = tempfile.mkdtemp(prefix="duo-bench-")
-    emulator_bin = launch.env("DUO_EMULATOR_BIN", str(launch.DEFAULT_EMULATOR))
-    emu = subprocess.Popen(pinned(CLIENT_CPUS, [emulator_bin, "serve", "--listen", "127.0.0.1:0", "--access-key-id", AK,
-                            "--secret-access-key", SK, "--region", REGION]), stdout=subprocess.PIPE, text=True,
-                           stderr=subprocess.DEVNULL)
-    url = emu.stdout.readline().strip().rsplit(" ", 1)[-1]
-    up_port = int(url.rsplit(":", 1)[1])
-    procs = [emu]
-    try:
-        def mint(n=1):
-            return [json.loads(http("POST", f"{url}/_emulator/mint", b"{}", {"content-type": "application/json"})[1])["token"]
-                    for _ in range(n)]
+# ---------------------------------------------------------------------------------------------
+# Streaming scenario (BENCH_ROWS=streams): N long LLM streams opened at once.
 
-        fresh_tokens = mint(int(os.environ.get("BENCH_TOKENS", "3000")))
+ALL_ROWS = ("plain", "native", "jwt", "floor", "floor+jwt", "filter", "wasm", "cached", "stream", "streams")
+STREAM_COUNTS = [int(n) for n in os.environ.get("BENCH_STREAMS", "50,500,2000").split(",") if n.strip()]
+STREAM_TIMEOUT = float(os.environ.get("BENCH_STREAM_TIMEOUT", "30"))
+STREAM_ROUNDS = int(os.environ.get("BENCH_STREAM_ROUNDS", "1"))
+# The emulator's long-stream shape: headers at once, the first frames (message_start,
+# content_block_start, first text delta) after 200 ms, then one frame every 100 ms: 40 text
+# deltas over ~4 s, then content_block_stop, message_delta, message_stop (~4.4 s per stream).
+STREAM_FIRST_MS, STREAM_DRIP_MS, STREAM_DELTAS = 200, 100, 40
+STREAM_MODEL = (f"anthropic.claude-fault-first-{STREAM_FIRST_MS}-fault-drip-{STREAM_DRIP_MS}"
+                f"-fault-deltas-{STREAM_DELTAS}-v1:0")
+# The same text at once (warm-up: learns the text the filter streams, loads every code path).
+WARM_MODEL = f"anthropic.claude-fault-deltas-{STREAM_DELTAS}-v1:0"
+# An emulator chunk frame's payload is {"bytes":"<base64 of the Anthropic event>","p":...}; a text
+# delta's event starts with {"type":"content_block_delta": its first 27 bytes are 36 base64 characters.
+DELTA_MARK = b'{"bytes":"' + base64.b64encode(b'{"type":"content_block_delta"')[:36]
+
+
+class StreamClient:
+    """One streamed request over its own HTTP/1.1 connection, a raw non-blocking socket driven by
+    the asyncio loop's add_writer/add_reader (no transport, no future per connection: 2,000 of them
+    must not make the client the bottleneck): chunked body decoded as it comes; event-stream
+    frames counted (plain) or GitLab's text counted (filter)."""
+
+    def __init__(self, request, eventstream, on_done):
+        self.request, self.eventstream, self.on_done = request, eventstream, on_done
+        self.loop = self.sock = None
+        self.fd = -1
+        self.out = b""
+        self.buf = bytearray()
+        self.frame = bytearray()
+        self.head = True
+        self.need = -1  # bytes of the current chunk still expected; -1: a chunk-size line is next
+        self.status = 0
+        self.t0 = self.t_first = None
+        self.frames = self.deltas = self.text = 0
+        self.ended = False  # the terminating chunk arrived
+        self.result = None  # "ok", "non-200", "cut", "connection", "timeout"
+        self.detail = ""
+
+    def open(self, loop, port):
+        """Start connecting; the request goes out once connected."""
+        self.loop = loop
+        self.t0 = time.perf_counter()
+        try:
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.sock.setblocking(False)
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            err = self.sock.connect_ex(("127.0.0.1", port))
+        except OSError as e:
+            return self.finish("connection", f"connect: {e}")
+        self.fd = self.sock.fileno()
+        if err not in (0, errno.EINPROGRESS):
+            return self.finish("connection", f"connect: {os.strerror(err)}")
+        self.out = self.request
+        loop.add_writer(self.fd, self.writable)
+
+    def writable(self):
+        if self.out is self.request:  # first call: the connect finished
+            err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                return self.finish("connection", f"connect: {os.strerror(err)}")
+        try:
+            sent = self.sock.send(self.out)
+        except BlockingIOError:
+            return
+        except OSError as e:
+            return self.finish("connection", f"send: {e}")
+        self.out = self.out[sent:]
+        if not self.out:
+            self.loop.remove_writer(self.fd)
+            self.loop.add_reader(self.fd, self.readable)
+
+    def readable(self):
+        try:
+            data = self.sock.recv(262144)
+        except BlockingIOError:
+            return
+        except OSError as e:
+            return self.connection_lost(e)
+        if not data:
+            return self.connection_lost(None)
+        self.data_received(data)
+
+    def data_received(self, data):
+        buf = self.buf
+        buf += data
+        if self.head:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            lines = bytes(buf[:end]).decode("latin-1").split("\r\n")
+            del buf[:end + 4]
+            self.head = False
+            try:
+                self.status = int(lines[0].split(" ", 2)[1])
+            except (IndexError, ValueError):
+                return self.finish("connection", f"bad status line {lines[0][:60]!r}")
+            if self.status != 200:
+                return self.finish("non-200", str(self.status))
+            if not any(line.lower().startswith("transfer-encoding:") and "chunked" in line.lower()
+                       for line in lines[1:]):
+                return self.finish("cut", "200 without a chunked body")
+        while self.result is None:
+            if self.need < 0:
+                eol = buf.find(b"\r\n")
+                if eol < 0:
+                    return
+                self.need = int(bytes(buf[:eol]).split(b";")[0], 16)
+                del buf[:eol + 2]
+                if self.need == 0:
+                    self.ended = True
+                    return self.finish(*self.verdict())
+            if len(buf) < self.need + 2:
+                return
+            self.body(bytes(buf[:self.need]))
+            del buf[:self.need + 2]
+            self.need = -1
+
+    def body(self, data):
+        if self.t_first is None and data:
+            self.t_first = time.perf_counter()
+        if not self.eventstream:
+            self.text += len(data)
+            return
+        frame = self.frame
+        frame += data
+        while len(frame) >= 12:
+            total = int.from_bytes(frame[0:4], "big")
+            if len(frame) < total:
+                return
+            if frame.startswith(DELTA_MARK, 12 + int.from_bytes(frame[4:8], "big")):
+                self.deltas += 1
+            self.frames += 1
+            del frame[:total]
+
+    def verdict(self):
+        if self.eventstream:
+            if self.deltas == STREAM_DELTAS and self.frames == STREAM_DELTAS + 5 and not self.frame:
+                return "ok", ""
+            return "cut", f"{self.deltas} deltas, {self.frames} frames"
+        if self.text == StreamClient.expected_text:
+            return "ok", ""
+        return "cut", f"{self.text} of {StreamClient.expected_text} text bytes"
+
+    def delivered(self):
+        """Text deltas this stream delivered (the filter's text: its share of the whole text)."""
+        if self.eventstream:
+            return self.deltas
+        return self.text * STREAM_DELTAS // max(StreamClient.expected_text, 1)
+
+    def finish(self, result, detail=""):
+        if self.result is None:
+            self.result, self.detail = result, detail
+            if self.sock is not None:
+                if self.fd >= 0:
+                    self.loop.remove_writer(self.fd)
+                    self.loop.remove_reader(self.fd)
+                self.sock.close()
+            self.on_done()
+
+    def connection_lost(self, exc):
+        if self.result is None:
+            why = f"closed: {exc}" if exc else "closed by the server"
+            self.finish("connection" if self.head else "cut", why)
+
+
+StreamClient.expected_text = STREAM_DELTAS * len("return a + b")
+
+
+async def open_streams(port, requests, eventstream, pid, timeout):
+    """Open one connection per request at once; returns (streams, seconds, peak RSS kB sampled)."""
+    loop = asyncio.get_running_loop()
+    left = [len(requests)]
+    all_done = loop.create_future()
+
+    def done():
+        left[0] -= 1
+        if left[0] == 0 and not all_done.done():
+            all_done.set_result(None)
+
+    streams = [StreamClient(r, eventstream, done) for r in requests]
+    peak = [0]
+
+    async def sample():
+        while True:
+            peak[0] = max(peak[0], proc_status_kb(pid, "VmRSS"))
+            await asyncio.sleep(0.05)
+
+    sampler = loop.create_task(sample())
+    start = time.perf_counter()
+    for stream in streams:
+        stream.open(loop, port)
+    try:
+        await asyncio.wait_for(asyncio.shield(all_done), timeout)
+    except asyncio.TimeoutError:
+        pass
+    elapsed = time.perf_counter() - start
+    for stream in streams:
+        stream.finish("timeout", f"not done after {timeout:.0f} s")
+    sampler.cancel()
+    await asyncio.gather(sampler, return_exceptions=True)
+    return streams, elapsed, peak[0]
+
+
+def proc_status_kb(pid, field):
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def envoy_counters(admin, pattern):
+    """Non-zero Envoy counters whose name matches `pattern` (admin /stats, regex filter)."""
+    try:
+        _, body = http("GET", f"http://127.0.0.1:{admin}/stats?filter={urllib.parse.quote(pattern)}")
+    except OSError as e:
+        return {"admin unreachable": str(e)}
+    out = {}
+    for line in body.decode().splitlines():
+        name, _, value = line.partition(": ")
+        if value.strip().isdigit() and int(value) > 0:
+            out[name] = int(value)
+    return out
+
+
+def http_request(path, headers, body):
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    return (f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\n{head}content-length: {len(body)}\r\n\r\n").encode() + body
+
+
+def percentile(values, p):
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+def run_streams(url, up_port, workdir, tokens):
+    """The streaming scenario: for each N, plain Envoy and the filter (each a fresh Envoy per cell,
+    so idle RSS is not inflated by an earlier cell), N streams opened at once."""
+    counts = STREAM_COUNTS
+    bedrock_body = json.dumps({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 128, "temperature": 0,
+                               "system": "Complete the code.", "messages": [{"role": "user", "content":
+                               "<prefix>def add(a, b):\n    </prefix><suffix>\n</suffix>"}]},
+                              separators=(",", ":")).encode()
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def plain_request(model):
+        path = "/model/" + urllib.parse.quote(model, safe="-._~") + "/invoke-with-response-stream"
+        headers = sigv4_headers(f"127.0.0.1:{up_port}", path, bedrock_body, now, "application/vnd.amazon.eventstream")
+        return http_request(path, headers, bedrock_body)
+
+    def filter_request(model, token):
+        completion = {"current_file": {"file_name": "add.py", "language_identifier": "python",
+                                       "content_above_cursor": "def add(a, b):\n    ", "content_below_cursor": "\n"},
+                      "prompt_version": 2, "model_provider": "litellm", "model_identifier": f"bedrock/{model}",
+                      "stream": True}
+        headers = {"authorization": f"Bearer {token}", "x-gitlab-authentication-type": "oidc",
+                   "x-gitlab-realm": "self-managed", "x-gitlab-instance-id": INSTANCE,
+                   "content-type": "application/json"}
+        return http_request("/v2/code/completions", headers, json.dumps(completion).encode())
+
+    plain_stream = plain_request(STREAM_MODEL)
+    # Plain Envoy gets the filter's own bedrock cluster block: the same circuit breakers
+    # (DUO_BEDROCK_MAX_CONCURRENT_REQUESTS, default 10000; Envoy's default of 1,024 would refuse
+    # the rest), connect timeout and buffer limit.
+    max_requests = launch.int_env("DUO_BEDROCK_MAX_CONCURRENT_REQUESTS", launch.DEFAULT_MAX_CONCURRENT_REQUESTS,
+                                  1, 1_000_000)
+    cluster = launch.cluster_block("upstream", "http", "127.0.0.1", up_port, max_requests)
+
+    def start(row, tag):
+        port, admin = free_port(), free_port()
+        if row == "plain":
+            config = plain_config(port, admin, up_port, cluster=cluster)
+        else:
+            env = dict(os.environ, AIGW_GITLAB_URL=url, AWS_BEDROCK_RUNTIME_ENDPOINT=url, AWS_REGION_NAME=REGION,
+                       AWS_ACCESS_KEY_ID=AK, AWS_SECRET_ACCESS_KEY=SK, AIGW_FASTAPI__API_HOST="127.0.0.1",
+                       AIGW_FASTAPI__API_PORT=str(port), ENVOY_ADMIN_PORT=str(admin))
+            saved = dict(os.environ)
+            os.environ.clear()
+            os.environ.update(env)
+            try:
+                config = launch.render()
+            finally:
+                os.environ.clear()
+                os.environ.update(saved)
+        proc = envoy(config, workdir, f"streams-{tag}")
+        wait_ready(port)
+        time.sleep(1.0)  # JWKS fetched (filter)
+        return proc, port, admin
+
+    def cell(row, n):
+        proc, port, admin = start(row, f"{row}-{n}")
+        try:
+            plain = row == "plain"
+            # Warm-up: one whole stream at once (loads every code path, checks the answer).
+            warm = plain_request(WARM_MODEL) if plain else filter_request(WARM_MODEL, tokens[n])
+            streams, _, _ = asyncio.run(open_streams(port, [warm], plain, proc.pid, STREAM_TIMEOUT))
+            if streams[0].result != "ok":
+                raise RuntimeError(f"streams/{row}: warm-up stream failed: {streams[0].result} {streams[0].detail}"
+                                   f" (logs in {workdir})")
+            time.sleep(0.5)
+            requests = [plain_stream] * n if plain else [filter_request(STREAM_MODEL, t) for t in tokens[:n]]
+            idle = proc_status_kb(proc.pid, "VmRSS")
+            try:  # reset VmHWM (peak RSS) to the current RSS
+                Path(f"/proc/{proc.pid}/clear_refs").write_text("5")
+                hwm = True
+            except OSError:
+                hwm = False
+            cpu0 = cpu_ns(proc.pid)
+            streams, elapsed, sampled = asyncio.run(open_streams(port, requests, plain, proc.pid, STREAM_TIMEOUT))
+            cpu = cpu_ns(proc.pid) - cpu0
+            peak = max(sampled, proc_status_kb(proc.pid, "VmHWM") if hwm else 0)
+            counters = envoy_counters(admin, r"overflow|cx_connect_fail|cx_connect_timeout|rq_timeout"
+                                             r"|cx_destroy_remote_with_active_rq|rq_pending_failure_eject")
+            ok = [s for s in streams if s.result == "ok"]
+            ttfb = [(s.t_first - s.t0) * 1000 - STREAM_FIRST_MS for s in streams if s.t_first is not None
+                    and s.status == 200]
+            events = sum(s.delivered() for s in streams)
+            failures = {}
+            for s in streams:
+                if s.result != "ok":
+                    failures.setdefault(s.result, []).append(s.detail)
+            return {"n": n, "ok": len(ok), "ttfb50": percentile(ttfb, 50), "ttfb99": percentile(ttfb, 99),
+                    "cpu_us": cpu / 1000 / max(events, 1), "events": events, "idle_mb": idle / 1024,
+                    "kb_per_stream": max(peak - idle, 0) / n, "elapsed": elapsed, "failures": failures,
+                    "counters": counters}
+        finally:
+            launch.stop_processes([proc])
+
+    if PIN:
+        saved_affinity = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, set(range(0, (os.cpu_count() or 2) - 1)))
+    try:
+        results = {}
+        for _ in range(STREAM_ROUNDS):
+            for n in counts:
+                for row in ("plain", "filter"):
+                    print(f"streams: {row}, N={n} ...", file=sys.stderr, flush=True)
+                    results.setdefault((row, n), []).append(cell(row, n))
+    finally:
+        if PIN:
+            os.sched_setaffinity(0, saved_affinity)
+
+    def med(runs, key):
+        return sorted(r[key] for r in runs)[len(runs) // 2]
+
+    labels = {"plain": "plain Envoy (pre-signed InvokeModelWithResponseStream)",
+              "filter": "filter (jwt_authn in front): /v2/code/completions stream, fresh token"}
+    print(f"\nStreams: N concurrent streams opened at once, Envoy --concurrency {CONCURRENCY}"
+          f"{', pinned to CPU ' + ENVOY_CPUS if PIN else ''}; upstream = bedrock-emulator: first event after "
+          f"{STREAM_FIRST_MS} ms, then {STREAM_DELTAS} text deltas {STREAM_DRIP_MS} ms apart; "
+          f"{'median of ' + str(STREAM_ROUNDS) + ' rounds' if STREAM_ROUNDS > 1 else 'one round'}, "
+          f"cells bounded to {STREAM_TIMEOUT:.0f} s\n")
+    print("| variant | N | added TTFB p50 ms | added TTFB p99 ms | Envoy CPU µs/event | RSS KiB/stream "
+          "| failures | streams ok | cell s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+
+    def ratio(value, base):
+        return f" (×{value / base:.1f})" if base and base > 0 and value == value else ""
+
+    failed = False
+    for n in counts:
+        base = results[("plain", n)]
+        for row in ("plain", "filter"):
+            runs = results[(row, n)]
+            t50, t99, cpu, mem = (med(runs, k) for k in ("ttfb50", "ttfb99", "cpu_us", "kb_per_stream"))
+            fails = sum(n - r["ok"] for r in runs)
+            failed = failed or fails > 0
+            rel = row != "plain"
+            print(f"| {labels[row]} | {n} | {t50:.1f}{ratio(t50, med(base, 'ttfb50')) if rel else ''} "
+                  f"| {t99:.1f}{ratio(t99, med(base, 'ttfb99')) if rel else ''} "
+                  f"| {cpu:.1f}{ratio(cpu, med(base, 'cpu_us')) if rel else ''} "
+                  f"| {mem:.1f}{ratio(mem, med(base, 'kb_per_stream')) if rel else ''} "
+                  f"| {fails} | {med(runs, 'ok')}/{n} | {med(runs, 'elapsed'):.1f} |")
+    print(f"\nadded TTFB: from opening the connection to the first body byte, minus the upstream's own "
+          f"{STREAM_FIRST_MS} ms (includes the client's own delay, the same in both rows). Envoy CPU µs/event: "
+          f"scheduler time of every Envoy thread during the cell / text deltas delivered. RSS KiB/stream: "
+          f"(peak RSS with the N streams open - idle RSS after a warm-up stream) / N. (×k): ratio to plain Envoy.")
+    for n in counts:
+        for row in ("plain", "filter"):
+            for i, r in enumerate(results[(row, n)]):
+                if r["failures"] or r["counters"]:
+                    kinds = ", ".join(f"{k} {len(v)} (e.g. {v[0]})" for k, v in r["failures"].items())
+                    counters = ", ".join(f"{k}={v}" for k, v in sorted(r["counters"].items())) or "none"
+                    print(f"  {row} N={n} round {i + 1}: failures: {kinds or 'none'}; Envoy counters: {counters}")
+    print()
+    if failed:
+        print("some streams failed: see the logs in", workdir)
+        return 1
+    return 0
+
+
+def run_table(url, up_port, workdir, fresh_tokens):
+    """The main table: every row under wrk, interleaved rounds (its own Envoys, stopped at the end)."""
+    procs = []
+    try:
         token = fresh_tokens[0]
         gitlab = {"authorization": f"Bearer {token}", "x-gitlab-authentication-type": "oidc",
                   "x-gitlab-realm": "self-managed", "x-gitlab-instance-id": INSTANCE, "content-type": "application/json"}
@@ -356,7 +771,7 @@ def main():
             ("stream", "filter (jwt_authn in front): completion, stream, fresh token", filter_port,
              "stream.lua", by_name["filter"]),
         ]
-        wanted = os.environ.get("BENCH_ROWS", "plain,native,jwt,floor,floor+jwt,filter,wasm,cached,stream").split(",")
+        wanted = os.environ.get("BENCH_ROWS", ",".join(ALL_ROWS)).split(",")
         if not floors and {"floor", "floor+jwt"} & set(wanted):
             print(f"no {WASM_FLOOR} (make bench builds it): floor rows skipped", file=sys.stderr)
         plan = [p for p in plan if p[0] in wanted and p[4] is not None]
@@ -401,6 +816,35 @@ def main():
     finally:
         launch.stop_processes(procs)
 
+
+def main():
+    wanted = os.environ.get("BENCH_ROWS", ",".join(ALL_ROWS)).split(",")
+    table = [row for row in wanted if row != "streams"]
+    if table and not shutil.which("wrk"):
+        sys.exit("wrk is not installed (make bench installs it from Debian)")
+    workdir = tempfile.mkdtemp(prefix="duo-bench-")
+    emulator_bin = launch.env("DUO_EMULATOR_BIN", str(launch.DEFAULT_EMULATOR))
+    emu = subprocess.Popen(pinned(CLIENT_CPUS, [emulator_bin, "serve", "--listen", "127.0.0.1:0", "--access-key-id", AK,
+                            "--secret-access-key", SK, "--region", REGION]), stdout=subprocess.PIPE, text=True,
+                           stderr=subprocess.DEVNULL)
+    url = emu.stdout.readline().strip().rsplit(" ", 1)[-1]
+    up_port = int(url.rsplit(":", 1)[1])
+    try:
+        def mint(n=1):
+            return [json.loads(http("POST", f"{url}/_emulator/mint", b"{}", {"content-type": "application/json"})[1])["token"]
+                    for _ in range(n)]
+
+        tokens = mint(int(os.environ.get("BENCH_TOKENS", "3000"))) if table else []
+        status = 0
+        if table:
+            status = run_table(url, up_port, workdir, tokens)
+        if "streams" in wanted:
+            need = max(STREAM_COUNTS) + 1
+            tokens += mint(max(0, need - len(tokens)))
+            status = run_streams(url, up_port, workdir, tokens) or status
+        return status
+    finally:
+        launch.stop_processes([emu])
 
 if __name__ == "__main__":
     sys.exit(main())

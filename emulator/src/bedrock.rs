@@ -378,15 +378,43 @@ pub fn split_deltas(text: &str) -> Vec<&str> {
     out
 }
 
+/// Split `text` into exactly `n` pieces of near-equal length on char
+/// boundaries (one per char when it has fewer than `n` chars).
+pub fn split_exact(text: &str, n: usize) -> Vec<&str> {
+    let bounds: Vec<usize> = text
+        .char_indices()
+        .map(|(i, _)| i)
+        .chain(std::iter::once(text.len()))
+        .collect();
+    let chars = bounds.len() - 1;
+    let n = n.min(chars);
+    (0..n)
+        .map(|k| &text[bounds[k * chars / n]..bounds[(k + 1) * chars / n]])
+        .collect()
+}
+
+/// The reply as the model writes it under `fault-deltas-<n>`: `n` times over
+/// (`n` = 0: unchanged).
+pub fn repeated_reply(reply: &str, n: usize) -> String {
+    if n == 0 {
+        reply.to_string()
+    } else {
+        reply.repeat(n)
+    }
+}
+
 /// The Anthropic stream events (JSON text each) for one generation, in
 /// order: message_start, content_block_start, content_block_delta…,
-/// content_block_stop, message_delta, message_stop.
+/// content_block_stop, message_delta, message_stop. `deltas` > 0 streams
+/// the text as exactly that many deltas ([`split_exact`]); 0 as
+/// [`split_deltas`] does.
 pub fn stream_events(
     id: &str,
     model: &str,
     g: &Generation,
     latency_ms: u64,
     first_byte_ms: u64,
+    deltas: usize,
 ) -> Vec<String> {
     let mut ev = vec![
         to_json(&Event::MessageStart {
@@ -414,7 +442,12 @@ pub fn stream_events(
             },
         }),
     ];
-    for piece in split_deltas(&g.text) {
+    let pieces = if deltas > 0 {
+        split_exact(&g.text, deltas)
+    } else {
+        split_deltas(&g.text)
+    };
+    for piece in pieces {
         ev.push(to_json(&Event::ContentBlockDelta {
             index: 0,
             delta: TextDelta {
@@ -616,14 +649,64 @@ mod tests {
     }
 
     #[test]
-    fn stream_event_sequence() {
+    fn exact_split() {
+        assert_eq!(split_exact("abcdef", 3), vec!["ab", "cd", "ef"]);
+        assert_eq!(split_exact("abcdefg", 3), vec!["ab", "cd", "efg"]);
+        assert_eq!(split_exact("ab", 5), vec!["a", "b"]);
+        assert!(split_exact("", 4).is_empty());
+        assert!(split_exact("abc", 0).is_empty());
+        let uni = "éàü€x";
+        let d = split_exact(uni, 2);
+        assert_eq!(d.len(), 2);
+        assert_eq!(d.concat(), uni);
+    }
+
+    #[test]
+    fn forced_delta_count() {
+        // fault-deltas-40: the reply written 40 times, streamed as exactly 40 deltas.
         let p = validate(&body(ok_body())).unwrap();
-        let g = generate(DEFAULT_REPLY, &p);
-        let ev: Vec<Value> = stream_events("msg_bdrk_01x", "m", &g, 10, 5)
+        let g = generate(&repeated_reply(DEFAULT_REPLY, 40), &p);
+        assert_eq!(g.text, DEFAULT_REPLY.repeat(40));
+        assert_eq!(g.stop_reason, "end_turn");
+        let ev: Vec<Value> = stream_events("msg_bdrk_01x", "m", &g, 10, 5, 40)
             .iter()
             .map(|e| serde_json::from_str(e).unwrap())
             .collect();
-        for e in stream_events("msg_bdrk_01x", "m", &g, 10, 5) {
+        assert_eq!(ev.len(), 40 + 5);
+        let deltas: Vec<&str> = ev
+            .iter()
+            .filter(|e| e["type"] == "content_block_delta")
+            .map(|e| e["delta"]["text"].as_str().unwrap())
+            .collect();
+        assert_eq!(deltas.len(), 40);
+        assert!(deltas.iter().all(|d| *d == DEFAULT_REPLY));
+        assert_eq!(ev[2]["type"], "content_block_delta");
+        assert_eq!(ev[44]["type"], "message_stop");
+        // A max_tokens cut shortens the deltas, not their number.
+        let mut b = ok_body();
+        b["max_tokens"] = json!(30);
+        let g = generate(
+            &repeated_reply(DEFAULT_REPLY, 40),
+            &validate(&body(b)).unwrap(),
+        );
+        assert_eq!(g.text.len(), 120);
+        let n = stream_events("id", "m", &g, 1, 1, 40)
+            .iter()
+            .filter(|e| e.contains("content_block_delta"))
+            .count();
+        assert_eq!(n, 40);
+        assert_eq!(repeated_reply("x", 0), "x");
+    }
+
+    #[test]
+    fn stream_event_sequence() {
+        let p = validate(&body(ok_body())).unwrap();
+        let g = generate(DEFAULT_REPLY, &p);
+        let ev: Vec<Value> = stream_events("msg_bdrk_01x", "m", &g, 10, 5, 0)
+            .iter()
+            .map(|e| serde_json::from_str(e).unwrap())
+            .collect();
+        for e in stream_events("msg_bdrk_01x", "m", &g, 10, 5, 0) {
             assert!(e.starts_with(r#"{"type":""#), "{e}");
         }
         let types: Vec<&str> = ev.iter().map(|e| e["type"].as_str().unwrap()).collect();

@@ -5,6 +5,9 @@
 //! Status knobs follow the Bedrock error table in
 //! `docs/bedrock-contract.md#errors`.
 
+/// Upper bound of `fault-deltas-<n>` (the reply is repeated n times).
+pub const MAX_DELTAS: usize = 10_000;
+
 /// An HTTP error answer Bedrock can give instead of a model response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StatusFault {
@@ -22,6 +25,12 @@ pub struct Faults {
     pub slow_ms: u64,
     /// Delay between stream frames (`fault-drip-<ms>`).
     pub drip_ms: u64,
+    /// Stream headers at once, then the first frame after this delay; the frames up to the
+    /// first text delta follow it without the drip delay (`fault-first-<ms>`).
+    pub first_ms: u64,
+    /// The reply written this many times, streamed as exactly this many text deltas
+    /// (`fault-deltas-<n>`, at most [`MAX_DELTAS`]; 0 = the usual split).
+    pub deltas: usize,
     /// Write each stream frame in 2-3 pieces (`fault-split`).
     pub split: bool,
     /// Stream a few events then a `modelStreamErrorException` (`fault-midstream`).
@@ -121,6 +130,8 @@ pub fn parse(model_id: &str) -> Faults {
         match name {
             "slow" => f.slow_ms = number(),
             "drip" => f.drip_ms = number(),
+            "first" => f.first_ms = number(),
+            "deltas" => f.deltas = (number() as usize).min(MAX_DELTAS),
             "split" => f.split = true,
             "midstream" => f.midstream = true,
             "reset" => f.reset = true,
@@ -188,6 +199,16 @@ mod tests {
         assert!(f.midstream);
         assert!(parse("m-fault-reset").reset);
         assert!(parse("m-fault-hang").hang);
+    }
+
+    #[test]
+    fn long_stream_knobs() {
+        let f = parse("anthropic.claude-fault-first-200-fault-drip-100-fault-deltas-40-v1:0");
+        assert_eq!((f.first_ms, f.drip_ms, f.deltas), (200, 100, 40));
+        assert!(f.status.is_none() && !f.split);
+        assert_eq!(parse("m-fault-deltas-99999999").deltas, MAX_DELTAS);
+        assert_eq!(parse("m-fault-deltas").deltas, 0);
+        assert_eq!(parse("m-fault-first").first_ms, 0);
     }
 
     #[test]

@@ -862,6 +862,7 @@ async fn bedrock_call(
         .read()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
+    let reply = bedrock::repeated_reply(&reply, f.deltas);
     let generation = bedrock::generate(&reply, &parsed);
     let msg_id = ids::message_id();
     record(&state, rec);
@@ -919,11 +920,21 @@ async fn stream_frames(
     f: Faults,
     started: Instant,
 ) {
+    if f.first_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(f.first_ms)).await;
+    }
     let first_byte = started.elapsed().as_millis() as u64;
-    let n_events = bedrock::split_deltas(&g.text).len() as u64 + 5;
+    let n_events = if f.deltas > 0 {
+        bedrock::split_exact(&g.text, f.deltas).len()
+    } else {
+        bedrock::split_deltas(&g.text).len()
+    } as u64
+        + 5;
     let latency = first_byte + f.drip_ms.saturating_mul(n_events) + 1;
-    let events = bedrock::stream_events(&msg_id, &model_id, &g, latency, first_byte);
+    let events = bedrock::stream_events(&msg_id, &model_id, &g, latency, first_byte, f.deltas);
     let last = events.len().saturating_sub(1);
+    // Index of the first text delta (after message_start and content_block_start).
+    const FIRST_DELTA: usize = 2;
     for (i, json) in events.iter().enumerate() {
         if f.midstream && i == 4 {
             let frame = eventstream::exception_frame(
@@ -940,7 +951,9 @@ async fn stream_frames(
         if !send_frame(&tx, frame, f.split).await {
             return;
         }
-        if f.drip_ms > 0 && i < last {
+        // fault-first: the first text delta comes with the first frame, not a drip later.
+        let held = f.first_ms > 0 && i < FIRST_DELTA;
+        if f.drip_ms > 0 && i < last && !held {
             tokio::time::sleep(Duration::from_millis(f.drip_ms)).await;
         } else {
             tokio::task::yield_now().await;

@@ -88,15 +88,14 @@ impl Resp {
     }
 }
 
-/// Send one HTTP/1.1 request with `Connection: close` and read the answer.
-/// `Err` when the server closed without answering.
-fn raw_request(
+/// Send one HTTP/1.1 request with `Connection: close`; the open stream.
+fn send_request(
     addr: &str,
     method: &str,
     path: &str,
     headers: &[(String, String)],
     body: &[u8],
-) -> Result<Resp, String> {
+) -> TcpStream {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut req = format!("{method} {path} HTTP/1.1\r\n");
@@ -112,8 +111,26 @@ fn raw_request(
     ));
     s.write_all(req.as_bytes()).unwrap();
     s.write_all(body).unwrap();
+    s
+}
+
+/// Send one HTTP/1.1 request with `Connection: close` and read the answer.
+/// `Err` when the server closed without answering.
+fn raw_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Result<Resp, String> {
+    let mut s = send_request(addr, method, path, headers, body);
     let mut raw = Vec::new();
     let _ = s.read_to_end(&mut raw);
+    parse_response(&raw)
+}
+
+/// Parse a whole HTTP/1.1 answer (chunked or not).
+fn parse_response(raw: &[u8]) -> Result<Resp, String> {
     if raw.is_empty() {
         return Err("connection closed without an answer".into());
     }
@@ -449,7 +466,7 @@ fn signed_invoke_stream_records_and_oidc() {
         stats,
         json!({"discovery_fetches": 2, "jwks_fetches": 4, "invocations": 2, "signature_failures": 0, "unknown_paths": 0,
                "container_fetches": 0, "imds_token_fetches": 0, "imds_role_fetches": 0,
-               "imds_credential_fetches": 0})
+               "imds_credential_fetches": 0, "unknown_paths": 0})
     );
 
     let nf = get(a, "/nope");
@@ -1062,4 +1079,53 @@ mod filter_core {
         assert_eq!(stats["imds_role_fetches"], 3);
         assert_eq!(stats["imds_credential_fetches"], 2);
     }
+}
+
+/// `fault-first-<ms>`, `fault-drip-<ms>` and `fault-deltas-<n>` together: the long-stream shape
+/// `make bench` uses (headers at once, the first frames after `first`, then one delta per drip).
+#[test]
+fn long_stream_timing_and_delta_count() {
+    let emu = start(&[]);
+    let a = emu.addr.as_str();
+    let path = "/model/m-fault-first-300-fault-drip-20-fault-deltas-12/invoke-with-response-stream";
+    let body = invoke_body();
+    let headers = signed_headers(a, path, &body, SECRET);
+    let t0 = Instant::now();
+    let mut s = send_request(a, "POST", path, &headers, &body);
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 65536];
+    let (mut t_headers, mut t_body) = (None, None);
+    loop {
+        let n = s.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            t_headers.get_or_insert_with(|| t0.elapsed());
+            if raw.len() > end + 4 && t_body.is_none() {
+                t_body = Some(t0.elapsed());
+            }
+        }
+    }
+    let total = t0.elapsed();
+    let (t_headers, t_body) = (t_headers.unwrap(), t_body.unwrap());
+    assert!(t_headers < Duration::from_millis(250), "{t_headers:?}");
+    assert!(t_body >= Duration::from_millis(300), "{t_body:?}");
+    // 12 deltas + 3 closing events, the drip after each frame but the last, none before the
+    // first delta: 300 + 20 * (12 + 2) ms at least.
+    assert!(total >= Duration::from_millis(300 + 20 * 14), "{total:?}");
+    let r = parse_response(&raw).unwrap();
+    assert_eq!(r.status, 200);
+    let events = anthropic_events(&decode_stream(&r.chunks).unwrap());
+    assert_eq!(events.len(), 12 + 5);
+    let deltas: Vec<&str> = events
+        .iter()
+        .filter(|e| e["type"] == "content_block_delta")
+        .map(|e| e["delta"]["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(deltas, vec!["return a + b"; 12]);
+    assert_eq!(events[16]["type"], "message_stop");
+    let metrics = &events[16]["amazon-bedrock-invocationMetrics"];
+    assert!(metrics["firstByteLatency"].as_u64().unwrap() >= 300);
 }
