@@ -256,7 +256,8 @@ pub fn from_bedrock(
     GitlabError::detail(503, &detail)
 }
 
-fn is_credential_error(status: u16, kind: &str, message: &str) -> bool {
+/// True for Bedrock errors whose message must not be forwarded (see [`from_bedrock`]).
+pub fn is_credential_error(status: u16, kind: &str, message: &str) -> bool {
     if status == 401 || status == 403 || CREDENTIAL_KINDS.contains(&kind) {
         return true;
     }

@@ -15,10 +15,13 @@
 //!   #code-generations-v3-v4, #completion-prompt, #generation-prompt).
 //! * [`prompts`] — `/v1/prompts/{id}`, `/v2/prompts/{id}` (#named-prompts).
 //! * [`chat`] — `/v2/chat/agent` (#chat-agent) and `/v1/chat/{invokable}` (#legacy-chat).
+//! * [`docs_search`] — `/v1/search/gitlab-docs` (#documentation-search): a knowledge base
+//!   `Retrieve` instead of a model call, planned on its own ([`docs_search::plan`]).
 
 pub mod chat;
 pub mod code_suggestions;
 pub mod dispatch;
+pub mod docs_search;
 pub mod errors;
 pub mod model;
 pub mod prompts;
