@@ -17,7 +17,7 @@
 //! resolves the same way with [`Endpoint::resolve_agent_runtime`]: default
 //! `https://bedrock-agent-runtime.<region>.amazonaws.com`, override
 //! `AWS_BEDROCK_AGENT_RUNTIME_ENDPOINT` (same `http(s)://host[:port]` rules), region: the configured
-//! one, else the one a `bedrock-agent-runtime[-fips].<region>.` host names, else the runtime's.
+//! one, else the runtime endpoint's (an agent runtime VPC endpoint lives in the same region).
 
 /// URL scheme of the upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,11 +58,6 @@ pub struct Endpoint {
 
 const ENV_NAME: &str = "AWS_BEDROCK_RUNTIME_ENDPOINT";
 const AGENT_ENV_NAME: &str = "AWS_BEDROCK_AGENT_RUNTIME_ENDPOINT";
-/// Host prefixes of the runtime (`bedrock-runtime` endpoint prefix in the service model).
-const RUNTIME_SERVICES: [&str; 2] = ["bedrock-runtime", "bedrock-runtime-fips"];
-/// Host prefixes of the agent runtime (`bedrock-agent-runtime` endpoint prefix; botocore
-/// `bedrock-agent-runtime/2023-07-26/endpoint-rule-set-1.json` also has the `-fips` form).
-const AGENT_SERVICES: [&str; 2] = ["bedrock-agent-runtime", "bedrock-agent-runtime-fips"];
 
 impl Endpoint {
     /// Resolves the endpoint from the optional override URL and the optional configured region.
@@ -110,9 +105,10 @@ impl Endpoint {
     }
 
     /// The Agents for Amazon Bedrock Runtime endpoint (knowledge base `Retrieve`): the optional
-    /// `AWS_BEDROCK_AGENT_RUNTIME_ENDPOINT` override, `configured_region` (`AWS_REGION_NAME`,
-    /// when set), and `runtime_region`, the region the runtime endpoint resolved to, used when
-    /// neither the configuration nor the override's host names one.
+    /// `AWS_BEDROCK_AGENT_RUNTIME_ENDPOINT` override (default
+    /// `bedrock-agent-runtime.<region>.amazonaws.com`), signed for `configured_region`
+    /// (`AWS_REGION_NAME`, when set) or else `runtime_region`, the region the runtime endpoint
+    /// resolved to.
     pub fn resolve_agent_runtime(
         endpoint_url: Option<&str>,
         configured_region: Option<&str>,
@@ -137,9 +133,7 @@ impl Endpoint {
             });
         };
         let (scheme, host, port) = parse_override(AGENT_ENV_NAME, url)?;
-        let region = configured
-            .or_else(|| region_from_service_host(&host, &AGENT_SERVICES))
-            .unwrap_or_else(|| runtime_region.to_string());
+        let region = configured.unwrap_or_else(|| runtime_region.to_string());
         Ok(Endpoint {
             scheme,
             host,
@@ -291,11 +285,6 @@ fn is_hostname(h: &str) -> bool {
 /// Hand-written equivalent of
 /// `(?:^|\.)bedrock-runtime(?:-fips)?\.([a-z0-9-]+)\.(?:vpce\.amazonaws\.com|amazonaws\.com|api\.aws)$`.
 pub fn region_from_host(host: &str) -> Option<String> {
-    region_from_service_host(host, &RUNTIME_SERVICES)
-}
-
-/// [`region_from_host`] for the given service host prefixes.
-fn region_from_service_host(host: &str, services: &[&str]) -> Option<String> {
     const SUFFIXES: [&str; 3] = [".vpce.amazonaws.com", ".amazonaws.com", ".api.aws"];
     SUFFIXES.iter().find_map(|suffix| {
         let head = host.strip_suffix(suffix)?;
@@ -303,7 +292,7 @@ fn region_from_service_host(host: &str, services: &[&str]) -> Option<String> {
         if !is_region(region) {
             return None;
         }
-        let service_ok = services.iter().any(|s| {
+        let service_ok = ["bedrock-runtime", "bedrock-runtime-fips"].iter().any(|s| {
             prefix == *s
                 || prefix
                     .strip_suffix(s)
@@ -509,28 +498,18 @@ mod tests {
             e.authority(),
             "bedrock-agent-runtime.us-west-2.amazonaws.com"
         );
-        // A VPC endpoint names its region; the configured region still wins.
-        let vpce = "https://vpce-0a1-b.bedrock-agent-runtime.ap-south-1.vpce.amazonaws.com";
+        // An override (a VPC endpoint, the emulator) is signed for the configured region, else
+        // the runtime's.
+        let vpce = "https://vpce-0a1-b.bedrock-agent-runtime.eu-west-1.vpce.amazonaws.com";
         let e = Endpoint::resolve_agent_runtime(Some(vpce), None, "eu-west-1").unwrap();
-        assert_eq!(e.region, "ap-south-1");
+        assert_eq!(e.region, "eu-west-1");
+        assert_eq!(e.authority(), &vpce["https://".len()..]);
         let e =
             Endpoint::resolve_agent_runtime(Some(vpce), Some("us-east-2"), "eu-west-1").unwrap();
         assert_eq!(e.region, "us-east-2");
-        let e = Endpoint::resolve_agent_runtime(
-            Some("https://bedrock-agent-runtime-fips.us-gov-west-1.amazonaws.com"),
-            None,
-            "us-east-1",
-        )
-        .unwrap();
-        assert_eq!(e.region, "us-gov-west-1");
-        // A runtime host is not an agent-runtime host; an emulator names no region.
-        for url in [
-            "https://bedrock-runtime.ap-south-1.amazonaws.com",
-            "http://127.0.0.1:9000",
-        ] {
-            let e = Endpoint::resolve_agent_runtime(Some(url), None, "eu-west-1").unwrap();
-            assert_eq!(e.region, "eu-west-1", "{url}");
-        }
+        let e = Endpoint::resolve_agent_runtime(Some("http://127.0.0.1:9000"), None, "eu-west-1")
+            .unwrap();
+        assert_eq!(e.region, "eu-west-1");
         let e = Endpoint::resolve_agent_runtime(Some("http://127.0.0.1:9000/"), None, "us-east-1")
             .unwrap();
         assert_eq!(e.authority(), "127.0.0.1:9000");

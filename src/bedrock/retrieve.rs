@@ -13,11 +13,10 @@
 //! Only the members the filter uses are modelled; unknown members are ignored, so new AWS
 //! fields never break an answer.
 
-use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 use super::endpoint::Endpoint;
 use super::invoke::{post, UpstreamAuth, UpstreamRequest};
@@ -129,20 +128,17 @@ pub struct RetrieveResponse {
     pub retrieval_results: Vec<RetrievalResult>,
 }
 
-/// `KnowledgeBaseRetrievalResult`.
+/// `KnowledgeBaseRetrievalResult`. AWS's JSON protocols omit absent members (never `null`), so
+/// absent structures default to empty ones.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RetrievalResult {
     #[serde(default)]
-    pub content: Option<ResultContent>,
+    pub content: ResultContent,
     #[serde(default)]
-    pub location: Option<ResultLocation>,
-    /// `RetrievalResultMetadata`: attribute name → JSON document (the data source's attributes,
-    /// `x-amz-bedrock-kb-*` keys, an S3 document's `.metadata.json` attributes).
+    pub location: ResultLocation,
     #[serde(default)]
-    pub metadata: Option<BTreeMap<String, MetadataValue>>,
-    #[serde(default)]
-    pub score: Option<f64>,
+    pub metadata: ResultMetadata,
 }
 
 /// `RetrievalResultContent`: `text` for text chunks (`type` `TEXT`, or absent in older answers).
@@ -154,50 +150,51 @@ pub struct ResultContent {
     pub kind: Option<String>,
 }
 
-/// `RetrievalResultLocation`: `type` and one member per data source kind.
+/// `RetrievalResultLocation`: one member per data source kind; the filter reads the two a
+/// documentation knowledge base has (web crawler, S3). For the others (Confluence, SharePoint,
+/// ...) Bedrock's `x-amz-bedrock-kb-source-uri` attribute names the document.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ResultLocation {
-    #[serde(default, rename = "type")]
-    pub kind: Option<String>,
     #[serde(default)]
-    pub web_location: Option<UrlLocation>,
+    pub web_location: Place,
     #[serde(default)]
-    pub s3_location: Option<UriLocation>,
-    #[serde(default)]
-    pub confluence_location: Option<UrlLocation>,
-    #[serde(default)]
-    pub salesforce_location: Option<UrlLocation>,
-    #[serde(default)]
-    pub share_point_location: Option<UrlLocation>,
-    #[serde(default)]
-    pub kendra_document_location: Option<UriLocation>,
+    pub s3_location: Place,
 }
 
-/// A location with a `url` (web, Confluence, Salesforce, SharePoint).
+/// A location's address: `url` (`RetrievalResultWebLocation`) or `uri`
+/// (`RetrievalResultS3Location`, `s3://bucket/key`).
 #[derive(Debug, Clone, Default, Deserialize)]
-pub struct UrlLocation {
+pub struct Place {
     #[serde(default)]
     pub url: Option<String>,
-}
-
-/// A location with a `uri` (S3 `s3://bucket/key`, Kendra).
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct UriLocation {
     #[serde(default)]
     pub uri: Option<String>,
 }
 
-/// A metadata value: only strings are read; anything else is skipped.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum MetadataValue {
-    Text(String),
-    Other(IgnoredAny),
-}
+/// `RetrievalResultMetadata`: a map of attribute names to JSON documents (the data source's
+/// attributes, Bedrock's `x-amz-bedrock-kb-*` keys, an S3 document's `.metadata.json`
+/// attributes); its values are any JSON document in the service model, hence [`Value`]. The
+/// filter reads the string values of [`SOURCE_URI`], [`TITLE`] and [`SOURCE_URL`].
+pub type ResultMetadata = Map<String, Value>;
 
-/// Metadata key Bedrock sets to the source document's URI.
-pub const SOURCE_URI_KEY: &str = "x-amz-bedrock-kb-source-uri";
+/// Set by Bedrock to the source document's URI.
+pub const SOURCE_URI: &str = "x-amz-bedrock-kb-source-uri";
+/// An S3 document's own `title` attribute (`.metadata.json`).
+pub const TITLE: &str = "title";
+/// An S3 document's own `source_url` attribute (`.metadata.json`).
+pub const SOURCE_URL: &str = "source_url";
+
+impl RetrievalResult {
+    /// A non-blank string attribute.
+    pub fn attribute(&self, name: &str) -> Option<&str> {
+        self.metadata
+            .get(name)?
+            .as_str()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+    }
+}
 
 fn non_empty(s: &Option<String>) -> Option<&str> {
     s.as_deref().map(str::trim).filter(|s| !s.is_empty())
@@ -206,41 +203,28 @@ fn non_empty(s: &Option<String>) -> Option<&str> {
 impl RetrievalResult {
     /// The chunk's text, when it is a non-blank text chunk.
     pub fn text(&self) -> Option<&str> {
-        let c = self.content.as_ref()?;
-        if c.kind.as_deref().is_some_and(|k| k != "TEXT") {
+        if self.content.kind.as_deref().is_some_and(|k| k != "TEXT") {
             return None;
         }
-        c.text.as_deref().filter(|t| !t.trim().is_empty())
+        non_empty(&self.content.text).map(|_| self.content.text.as_deref().unwrap_or_default())
     }
 
-    /// A string metadata attribute (blank values count as absent).
-    pub fn metadata_text(&self, key: &str) -> Option<&str> {
-        match self.metadata.as_ref()?.get(key)? {
-            MetadataValue::Text(s) => Some(s.trim()).filter(|s| !s.is_empty()),
-            MetadataValue::Other(_) => None,
-        }
+    /// The document's own `title` attribute.
+    pub fn title(&self) -> Option<&str> {
+        self.attribute(TITLE)
     }
 
-    /// Where the chunk comes from: the location's URL or URI, else the `x-amz-bedrock-kb-source-uri`
-    /// attribute.
+    /// The document's own `source_url` attribute.
+    pub fn source_url_attribute(&self) -> Option<&str> {
+        self.attribute(SOURCE_URL)
+    }
+
+    /// Where the chunk comes from: the web location's URL or the S3 location's URI, else the
+    /// `x-amz-bedrock-kb-source-uri` attribute.
     pub fn source_uri(&self) -> Option<&str> {
-        let l = self.location.as_ref();
-        l.and_then(|l| {
-            [
-                &l.web_location,
-                &l.confluence_location,
-                &l.salesforce_location,
-                &l.share_point_location,
-            ]
-            .into_iter()
-            .find_map(|u| u.as_ref().and_then(|u| non_empty(&u.url)))
-            .or_else(|| {
-                [&l.s3_location, &l.kendra_document_location]
-                    .into_iter()
-                    .find_map(|u| u.as_ref().and_then(|u| non_empty(&u.uri)))
-            })
-        })
-        .or_else(|| self.metadata_text(SOURCE_URI_KEY))
+        non_empty(&self.location.web_location.url)
+            .or_else(|| non_empty(&self.location.s3_location.uri))
+            .or_else(|| self.attribute(SOURCE_URI))
     }
 }
 
@@ -382,7 +366,7 @@ mod tests {
             {"content": {"text": "Protect a branch: Settings > Repository.", "type": "TEXT"},
              "location": {"type": "WEB", "webLocation": {"url": "https://docs.gitlab.com/user/project/repository/branches/protected/"}},
              "metadata": {"x-amz-bedrock-kb-source-uri": "https://docs.gitlab.com/x", "x-amz-bedrock-kb-chunk-id": "1%3A0%3Aabc",
-                          "title": " Protected branches ", "year": 2024, "tags": ["a"], "empty": "  "},
+                          "title": " Protected branches ", "year": 2024, "tags": ["a"], "source_url": "  "},
              "score": 0.61},
             {"content": {"text": "CI/CD variables"},
              "location": {"type": "S3", "s3Location": {"uri": "s3://docs/doc/ci/variables/_index.md"}},
@@ -391,11 +375,14 @@ mod tests {
              "location": {"type": "S3", "s3Location": {"uri": "s3://docs/a.png"}}},
             {"content": {"text": "   "}, "location": {"type": "CONFLUENCE", "confluenceLocation": {"url": "https://wiki/x"}}},
             {"content": {"text": "only metadata"}, "metadata": {"x-amz-bedrock-kb-source-uri": "s3://b/k.md"}, "documentId": "d", "futureField": {}},
-            {"content": {"text": "nothing"}, "location": {"type": "CUSTOM", "customDocumentLocation": {"id": "c"}}, "metadata": null}
+            {"content": {"text": "nothing"}, "location": {"type": "CUSTOM", "customDocumentLocation": {"id": "c"}}},
+            {"content": {"text": "typed"}, "metadata": {"title": 7, "source_url": "https://x/y"}}
         ], "nextToken": "n", "guardrailAction": "NONE"});
         let r: RetrieveResponse = serde_json::from_value(doc).unwrap();
         let rs = &r.retrieval_results;
-        assert_eq!(rs.len(), 6);
+        assert_eq!(rs.len(), 7);
+        assert_eq!(rs[6].title(), None, "a non-string title is skipped");
+        assert_eq!(rs[6].source_url_attribute(), Some("https://x/y"));
         assert_eq!(
             rs[0].text(),
             Some("Protect a branch: Settings > Repository.")
@@ -404,10 +391,9 @@ mod tests {
             rs[0].source_uri(),
             Some("https://docs.gitlab.com/user/project/repository/branches/protected/")
         );
-        assert_eq!(rs[0].metadata_text("title"), Some("Protected branches"));
-        assert_eq!(rs[0].metadata_text("year"), None);
-        assert_eq!(rs[0].metadata_text("empty"), None);
-        assert_eq!(rs[0].score, Some(0.61));
+        assert_eq!(rs[0].title(), Some("Protected branches"));
+        assert_eq!(rs[0].source_url_attribute(), None);
+        assert_eq!(rs[1].title(), None);
         assert_eq!(
             rs[1].source_uri(),
             Some("s3://docs/doc/ci/variables/_index.md")
@@ -415,7 +401,11 @@ mod tests {
         assert_eq!(rs[1].text(), Some("CI/CD variables"));
         assert_eq!(rs[2].text(), None, "not a text chunk");
         assert_eq!(rs[3].text(), None, "blank");
-        assert_eq!(rs[3].source_uri(), Some("https://wiki/x"));
+        assert_eq!(
+            rs[3].source_uri(),
+            None,
+            "Confluence locations are not read"
+        );
         assert_eq!(rs[4].source_uri(), Some("s3://b/k.md"));
         assert_eq!(rs[5].source_uri(), None);
         let empty: RetrieveResponse = serde_json::from_str(r#"{"retrievalResults": []}"#).unwrap();

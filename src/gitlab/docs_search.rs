@@ -30,8 +30,7 @@
 //! Mapping of a Bedrock `Retrieve` result: `content` = the chunk's text (non-text chunks are
 //! skipped); `source_url` = the document's `source_url` attribute, else its location (an S3 key
 //! under a `doc/` folder of GitLab's repository becomes its `https://docs.gitlab.com/...` page);
-//! `title` = the `title` attribute (or Kendra's `x-amz-kendra-document-title`), else one derived
-//! from the URL's last path segment.
+//! `title` = the `title` attribute, else one derived from the URL's last path segment.
 //!
 //! Without a knowledge base (`AIGW_BEDROCK_KNOWLEDGE_BASE_ID` unset) the answer is the same shape
 //! with no results, like the self-hosted gateway whose documentation index is missing
@@ -62,7 +61,7 @@ pub const MAX_QUERY_CHARS: usize = 400_000;
 /// `SearchMetadata` fields and `type` max length.
 pub const MAX_FIELD_CHARS: usize = 100;
 /// The gateway's result budget for custom models, in estimated tokens.
-pub const MAX_RESULT_TOKENS: f64 = 8000.0;
+pub const MAX_RESULT_TOKENS: usize = 8000;
 /// `metadata.provider` of answers from a knowledge base, and without one.
 pub const PROVIDER: &str = "bedrock-knowledge-base";
 pub const PROVIDER_NONE: &str = "none";
@@ -241,18 +240,18 @@ pub struct SearchResponder {
 
 impl SearchResponder {
     /// The answer for Bedrock's 200 body; a 502 when it is not a `RetrieveResponse`.
-    pub fn complete(&self, body: &[u8]) -> Result<(GitlabResponse, usize), GitlabError> {
+    pub fn complete(&self, body: &[u8]) -> Result<GitlabResponse, GitlabError> {
         let parsed: RetrieveResponse =
             serde_json::from_slice(body).map_err(|_| unreadable_answer())?;
         let results = results(&parsed.retrieval_results);
-        Ok((answer(&results, PROVIDER, self.now_secs), results.len()))
+        Ok(answer(&results, PROVIDER, self.now_secs))
     }
 }
 
 /// GitLab results for Bedrock's, best first, within the token budget, duplicates dropped.
 pub fn results(retrieved: &[RetrievalResult]) -> Vec<SearchResult> {
     let mut out: Vec<SearchResult> = Vec::new();
-    let mut tokens = 0.0;
+    let mut tokens = 0;
     for r in retrieved {
         let Some(result) = result(r) else { continue };
         if out.iter().any(|o| o.id == result.id) {
@@ -268,9 +267,9 @@ pub fn results(retrieved: &[RetrievalResult]) -> Vec<SearchResult> {
     out
 }
 
-/// The gateway's estimate: 1.4 tokens per whitespace-separated word.
-pub fn estimate_tokens(text: &str) -> f64 {
-    (text.split_whitespace().count() as f64 * 1.4).floor()
+/// The gateway's estimate: 1.4 tokens per whitespace-separated word, rounded down.
+pub fn estimate_tokens(text: &str) -> usize {
+    text.split_whitespace().count().saturating_mul(14) / 10
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -287,13 +286,12 @@ pub fn result(r: &RetrievalResult) -> Option<SearchResult> {
     let content = r.text()?.to_string();
     let source = r.source_uri().unwrap_or_default().to_string();
     let source_url = r
-        .metadata_text("source_url")
+        .source_url_attribute()
         .map(str::to_string)
         .or_else(|| docs_url(&source))
         .unwrap_or_else(|| source.clone());
     let title = r
-        .metadata_text("title")
-        .or_else(|| r.metadata_text("x-amz-kendra-document-title"))
+        .title()
         .map(|t| errors::sanitize(t, 200))
         .filter(|t| !t.is_empty())
         .unwrap_or_else(|| title_from_url(&source_url));
@@ -320,58 +318,44 @@ pub fn result(r: &RetrievalResult) -> Option<SearchResult> {
 /// docs.gitlab.com (`_index.md` and `index.md` are their folder's page). `None` otherwise.
 pub fn docs_url(uri: &str) -> Option<String> {
     let key = uri.strip_prefix("s3://")?.split_once('/')?.1;
-    let page = if let Some(rest) = key.strip_prefix("doc/") {
-        rest
-    } else {
-        key.split_once("/doc/")?.1
+    let page = match key.strip_prefix("doc/") {
+        Some(rest) => rest,
+        None => key.split_once("/doc/")?.1,
     };
     let page = page.strip_suffix(".md")?;
-    let page = ["_index", "index"]
-        .iter()
-        .find_map(|i| {
-            if page == *i {
-                Some("")
-            } else {
-                page.strip_suffix(&format!("/{i}"))
-            }
-        })
-        .unwrap_or(page);
+    let page = page
+        .strip_suffix("_index")
+        .or_else(|| page.strip_suffix("index"))
+        .filter(|p| p.is_empty() || p.ends_with('/'))
+        .unwrap_or(page)
+        .trim_end_matches('/');
     let safe = |b: u8| b.is_ascii_alphanumeric() || b"-_./".contains(&b);
     if !page.bytes().all(safe) || page.split('/').any(|s| s == "." || s == "..") {
         return None;
     }
-    Some(if page.is_empty() {
-        format!("{DOCS_SITE}/")
-    } else {
-        format!("{DOCS_SITE}/{page}/")
-    })
+    let slash = if page.is_empty() { "" } else { "/" };
+    Some(format!("{DOCS_SITE}/{page}{slash}"))
 }
 
 /// A title from a URL's last path segment: `.../branches/protected_branches.html` →
 /// `Protected branches`; `GitLab documentation` when there is none.
 pub fn title_from_url(url: &str) -> String {
-    let without_query = url.split(['?', '#']).next().unwrap_or_default();
-    let path = match without_query.split_once("://") {
-        Some((_, rest)) => rest.split_once('/').map(|(_, p)| p).unwrap_or(""),
-        None => without_query,
-    };
+    let path = url.split(['?', '#']).next().unwrap_or_default();
+    let path = path.split_once("://").map_or(path, |(_, rest)| {
+        rest.split_once('/').map_or("", |(_, p)| p)
+    });
     let segment = path
-        .split('/')
-        .rev()
+        .rsplit('/')
         .map(|s| {
             let s = s.strip_suffix(".md").unwrap_or(s);
             s.strip_suffix(".html").unwrap_or(s)
         })
         .find(|s| !s.is_empty() && *s != "_index" && *s != "index")
         .unwrap_or_default();
-    let words: String = segment
-        .chars()
-        .map(|c| if c == '-' || c == '_' { ' ' } else { c })
-        .collect();
-    let words = errors::sanitize(&super::routes::percent_decode(&words).unwrap_or(words), 200);
+    let words = errors::sanitize(&segment.replace(['-', '_'], " "), 200);
     let mut chars = words.chars();
     match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars).collect(),
+        Some(first) => first.to_ascii_uppercase().to_string() + chars.as_str(),
         None => "GitLab documentation".to_string(),
     }
 }
@@ -421,12 +405,13 @@ pub fn upstream_timeout() -> GitlabError {
 
 /// 503 when Envoy could not reach Bedrock (`reason`: Envoy's short reason).
 pub fn upstream_unavailable(reason: &str) -> GitlabError {
-    let reason = errors::sanitize(reason, 120);
-    let mut detail = "Documentation search failed: Amazon Bedrock is unreachable".to_string();
-    if !reason.is_empty() {
-        detail.push_str(&format!(" ({reason})"));
-    }
-    GitlabError::detail(503, &detail)
+    GitlabError::detail(
+        503,
+        &format!(
+            "Documentation search failed: Amazon Bedrock is unreachable ({})",
+            errors::sanitize(reason, 120)
+        ),
+    )
 }
 
 /// 502 for a 200 answer that is not a `RetrieveResponse`.
@@ -649,16 +634,19 @@ mod tests {
             1,
             "cut at the first result over the budget, like the gateway"
         );
-        assert_eq!(estimate_tokens("a b  c\nd"), 5.0);
+        assert_eq!(estimate_tokens("a b  c\nd"), 5);
     }
 
     #[test]
     fn responder_parses_or_refuses() {
         let r = SearchResponder { now_secs: 9 };
-        let (ok, n) = r
+        let ok = r
             .complete(br#"{"retrievalResults":[{"content":{"text":"t"},"location":{"type":"WEB","webLocation":{"url":"https://docs.gitlab.com/a/b/"}},"score":1}]}"#)
             .unwrap();
-        assert_eq!(n, 1);
+        assert_eq!(
+            body(&ok)["response"]["results"].as_array().unwrap().len(),
+            1
+        );
         assert_eq!(
             body(&ok)["response"]["results"][0]["metadata"]["title"],
             "B"
@@ -707,7 +695,8 @@ mod tests {
             ),
             ("https://docs.gitlab.com/", "GitLab documentation"),
             ("", "GitLab documentation"),
-            ("https://x/%C3%A9t%C3%A9", "Été"),
+            ("https://x/%C3%A9t%C3%A9", "%C3%A9t%C3%A9"),
+            ("https://x/été", "été"),
         ] {
             assert_eq!(title_from_url(url), title, "{url}");
         }

@@ -389,33 +389,31 @@ impl Request {
     /// The credentials to sign with, for `region`; `Err(None)` while the request waits for the
     /// first refreshed AWS credentials, `Err(Some(action))` when it was answered instead.
     fn upstream_auth(&mut self, vm: &mut Vm, region: &str) -> Result<UpstreamAuth, Option<Action>> {
-        match &vm.config.upstream {
-            Upstream::Fixed(UpstreamAuth::SigV4 { creds, .. }) => Ok(UpstreamAuth::SigV4 {
-                creds: creds.clone(),
-                region: region.to_string(),
-            }),
-            Upstream::Fixed(auth) => Ok(auth.clone()),
+        let creds = match &vm.config.upstream {
+            Upstream::Fixed(UpstreamAuth::SigV4 { creds, .. }) => creds.clone(),
+            Upstream::Fixed(auth) => return Ok(auth.clone()),
             Upstream::Refreshing { source, .. } => {
                 match vm.aws.as_ref().filter(|c| !c.is_expired(now_secs())) {
-                    Some(current) => Ok(UpstreamAuth::SigV4 {
-                        creds: current.creds.clone(),
-                        region: region.to_string(),
-                    }),
+                    Some(current) => current.creds.clone(),
                     None if !self.creds_timed_out => {
                         self.creds_waiting = true;
                         self.wait(vm);
-                        Err(None)
+                        return Err(None);
                     }
                     None => {
                         log::warn!("no valid AWS credentials from the {} source", source.kind());
                         self.record.error_type = Some("no_credentials".into());
                         let e = GitlabError::detail(503, "No valid AWS credentials: the credential source did not answer (see the sidecar log)");
                         self.reply_error(&e);
-                        Err(Some(Action::Pause))
+                        return Err(Some(Action::Pause));
                     }
                 }
             }
-        }
+        };
+        Ok(UpstreamAuth::SigV4 {
+            creds,
+            region: region.to_string(),
+        })
     }
 
     /// Builds, signs and forwards the Bedrock request; or answers locally. Returns the action
@@ -758,109 +756,101 @@ impl Request {
         let Some(fwd) = self.forwarded.as_mut() else {
             return body.to_vec();
         };
-        let (status, mut headers, out): (u16, Vec<(String, String)>, Vec<u8>) = match (
-            &self.response,
-            fwd,
-        ) {
-            (ResponseMode::Success, Forwarded::Model { responder, .. }) => {
-                match serde_json::from_slice::<MessagesResponse>(body) {
-                    Ok(message) => {
-                        self.record.input_tokens = message.usage.input_tokens;
-                        self.record.output_tokens = message.usage.output_tokens;
-                        if self.record.verbose {
-                            log::info!(
-                                "verbose AI log {}: Bedrock answer {:?}",
-                                self.record.request_id,
-                                message.text()
-                            );
+        let (status, mut headers, out): (u16, Vec<(String, String)>, Vec<u8>) =
+            match (&self.response, fwd) {
+                (ResponseMode::Success, Forwarded::Model { responder, .. }) => {
+                    match serde_json::from_slice::<MessagesResponse>(body) {
+                        Ok(message) => {
+                            self.record.input_tokens = message.usage.input_tokens;
+                            self.record.output_tokens = message.usage.output_tokens;
+                            if self.record.verbose {
+                                log::info!(
+                                    "verbose AI log {}: Bedrock answer {:?}",
+                                    self.record.request_id,
+                                    message.text()
+                                );
+                            }
+                            let r = responder.complete(&message);
+                            (r.status, r.headers, r.body)
                         }
-                        let r = responder.complete(&message);
-                        (r.status, r.headers, r.body)
-                    }
-                    Err(_) => {
-                        self.record.error_type = Some("unreadable_answer".into());
-                        log::warn!("unreadable Bedrock answer ({} bytes)", body.len());
-                        let e = GitlabError::detail(
-                            502,
-                            "Inference failed: unreadable answer from Bedrock",
-                        );
-                        (e.status, e.headers, e.body.into_bytes())
+                        Err(_) => {
+                            self.record.error_type = Some("unreadable_answer".into());
+                            log::warn!("unreadable Bedrock answer ({} bytes)", body.len());
+                            let e = GitlabError::detail(
+                                502,
+                                "Inference failed: unreadable answer from Bedrock",
+                            );
+                            (e.status, e.headers, e.body.into_bytes())
+                        }
                     }
                 }
-            }
-            (ResponseMode::Success, Forwarded::Search(responder)) => {
-                match responder.complete(body) {
-                    Ok((r, results)) => {
-                        if self.record.verbose {
-                            log::info!(
-                                "verbose AI log {}: documentation search answered {results} results",
-                                self.record.request_id
-                            );
+                (ResponseMode::Success, Forwarded::Search(responder)) => {
+                    match responder.complete(body) {
+                        Ok(r) => (r.status, r.headers, r.body),
+                        Err(e) => {
+                            self.record.error_type = Some("unreadable_answer".into());
+                            log::warn!("unreadable Retrieve answer ({} bytes)", body.len());
+                            (e.status, e.headers, e.body.into_bytes())
                         }
-                        (r.status, r.headers, r.body)
-                    }
-                    Err(e) => {
-                        self.record.error_type = Some("unreadable_answer".into());
-                        log::warn!("unreadable Retrieve answer ({} bytes)", body.len());
-                        (e.status, e.headers, e.body.into_bytes())
                     }
                 }
-            }
-            (
-                ResponseMode::BedrockError {
-                    status,
-                    error_type,
-                    retry_after,
-                },
-                fwd,
-            ) => {
-                let b = parse_error(*status, error_type.as_deref(), body);
-                self.record.error_type = Some(b.kind.clone());
-                log::warn!(
-                    "Bedrock answered {} {}: {}",
-                    b.status,
-                    b.kind,
-                    errors::bounded_text(&b.message, 300)
-                );
-                let e = match fwd {
-                    Forwarded::Model { family, .. } => errors::from_bedrock(
-                        *family,
+                (
+                    ResponseMode::BedrockError {
+                        status,
+                        error_type,
+                        retry_after,
+                    },
+                    fwd,
+                ) => {
+                    let b = parse_error(*status, error_type.as_deref(), body);
+                    self.record.error_type = Some(b.kind.clone());
+                    log::warn!(
+                        "Bedrock answered {} {}: {}",
                         b.status,
-                        &b.kind,
-                        &b.message,
-                        retry_after.as_deref(),
-                    ),
-                    Forwarded::Search(_) => docs_search::bedrock_error(
-                        b.status,
-                        &b.kind,
-                        &b.message,
-                        retry_after.as_deref(),
-                    ),
-                };
-                (e.status, e.headers, e.body.into_bytes())
-            }
-            (ResponseMode::EnvoyError { details }, fwd) => {
-                log::warn!("no answer from Bedrock: {details}");
-                let timeout = details.contains("timeout");
-                self.record.error_type = Some(
-                    if timeout {
-                        "upstream_timeout"
-                    } else {
-                        "upstream_unavailable"
-                    }
-                    .into(),
-                );
-                let search = matches!(fwd, Forwarded::Search(_));
-                let e = match (timeout, search) {
-                    (true, false) => GitlabError::upstream_timeout(),
-                    (false, false) => GitlabError::upstream_unavailable(details),
-                    (true, true) => docs_search::upstream_timeout(),
-                    (false, true) => docs_search::upstream_unavailable(details),
-                };
-                (e.status, e.headers, e.body.into_bytes())
-            }
-            (ResponseMode::Undecided | ResponseMode::Streaming { .. }, _) => return body.to_vec(),
-        };
+                        b.kind,
+                        errors::bounded_text(&b.message, 300)
+                    );
+                    let e = match fwd {
+                        Forwarded::Model { family, .. } => errors::from_bedrock(
+                            *family,
+                            b.status,
+                            &b.kind,
+                            &b.message,
+                            retry_after.as_deref(),
+                        ),
+                        Forwarded::Search(_) => docs_search::bedrock_error(
+                            b.status,
+                            &b.kind,
+                            &b.message,
+                            retry_after.as_deref(),
+                        ),
+                    };
+                    (e.status, e.headers, e.body.into_bytes())
+                }
+                (ResponseMode::EnvoyError { details }, fwd) => {
+                    log::warn!("no answer from Bedrock: {details}");
+                    let timeout = details.contains("timeout");
+                    self.record.error_type = Some(
+                        if timeout {
+                            "upstream_timeout"
+                        } else {
+                            "upstream_unavailable"
+                        }
+                        .into(),
+                    );
+                    let search = matches!(fwd, Forwarded::Search(_));
+                    let e = match (timeout, search) {
+                        (true, false) => GitlabError::upstream_timeout(),
+                        (false, false) => GitlabError::upstream_unavailable(details),
+                        (true, true) => docs_search::upstream_timeout(),
+                        (false, true) => docs_search::upstream_unavailable(details),
+                    };
+                    (e.status, e.headers, e.body.into_bytes())
+                }
+                (ResponseMode::Undecided | ResponseMode::Streaming { .. }, _) => {
+                    return body.to_vec()
+                }
+            };
         if !headers
             .iter()
             .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
