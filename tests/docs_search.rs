@@ -461,3 +461,46 @@ fn a_bad_knowledge_base_id_refuses_to_start() {
         "the log names the variable:\n{err}"
     );
 }
+
+#[test]
+fn envoy_refuses_a_retrieve_the_filter_did_not_build() {
+    let emu = Emulator::start();
+    let mut env = with_knowledge_base(&emu, KB);
+    env.push(("DUO_BEDROCK_FAULT_INJECTION", "crash"));
+    let sidecar = Sidecar::start_with(&emu, &env);
+    let token = emu.token();
+    // Passed on unplanned and unmarked (a forgotten callback path, simulated): neither the
+    // bedrock nor the bedrock_agent route takes it; Envoy answers its own 401.
+    for (path, body) in [
+        (
+            format!("/knowledgebases/{KB}/retrieve"),
+            json!({"retrievalQuery": {"text": QUESTION}}),
+        ),
+        ("/v1/search/gitlab-docs".to_string(), search_body(QUESTION)),
+    ] {
+        let mut headers = gitlab_headers(&token);
+        headers.push(("x-duo-bedrock-crash", "pass".into()));
+        let r = sidecar.request(
+            "POST",
+            &path,
+            &as_refs(&headers),
+            Some(body.to_string().as_bytes()),
+        );
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (401, r#"{"error":"Forbidden by auth provider"}"#),
+            "{path}"
+        );
+    }
+    assert!(emu.requests().is_empty());
+    assert_eq!(emu.stats()["retrievals"], 0);
+    // What the filter built and marked still goes through.
+    let r = post(
+        &sidecar,
+        &token,
+        "/v1/search/gitlab-docs",
+        &search_body(QUESTION),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(retrievals(&emu).len(), 1);
+}
