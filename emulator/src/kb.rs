@@ -11,8 +11,8 @@
 //!
 //! Knowledge bases (the id is the path label, percent-decoded once):
 //! - an id starting with `EMU` (the demo uses `EMUDOCS001`) serves the corpus;
-//! - `FAULT<status>…` answers that error instead (`FAULT400`, `FAULT403`, `FAULT404`,
-//!   `FAULT429`, `FAULT500`, `FAULT503`), `FAULTHANG…` never answers;
+//! - `FAULT<status>…` answers that error instead (`FAULT400`, `FAULT403`, `FAULT429`,
+//!   `FAULT500`, `FAULT502`; `FAULT404` like any unknown id), `FAULTHANG…` never answers;
 //! - any other id is a 404 `ResourceNotFoundException`.
 //!
 //! Half the pages come from a web crawler data source (`WEB` locations on docs.gitlab.com), half
@@ -215,7 +215,7 @@ pub fn lookup(id: &str) -> Knowledge {
             Some("404") => None,
             Some("429") => Some((429, "ThrottlingException", "Your request rate is too high. Reduce the frequency of requests (emulator FAULT429).")),
             Some("500") => Some((500, "InternalServerException", "An internal server error occurred. Retry your request (emulator FAULT500).")),
-            Some("503") => Some((503, "ServiceQuotaExceededException", "The service is busy (emulator FAULT503).")),
+            Some("502") => Some((502, "BadGatewayException", "There was an issue with a dependency due to a server issue (emulator FAULT502).")),
             _ => None,
         };
         if let Some((status, kind, message)) = error {
