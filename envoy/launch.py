@@ -16,6 +16,7 @@ Standard library only.
 import ipaddress
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -36,6 +37,8 @@ DEMO_ACCESS_KEY = "AKIDEXAMPLE"
 DEMO_SECRET_KEY = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
 DEMO_REGION = "us-east-1"
 DEMO_MODEL = "anthropic.claude-3-5-sonnet-20240620-v1:0"
+# The emulator's demo knowledge base (a small corpus of docs-like pages, emulator/src/kb.rs).
+DEMO_KNOWLEDGE_BASE = "EMUDOCS001"
 
 
 class ConfigError(Exception):
@@ -186,6 +189,49 @@ def bedrock_endpoint():
     return f"https://bedrock-runtime.{region}.amazonaws.com", region
 
 
+def runtime_region(url):
+    """The region a bedrock-runtime[-fips].<region>.(amazonaws.com|vpce.amazonaws.com|api.aws)
+    host names (the filter's `region_from_host`), or None."""
+    host = (urllib.parse.urlsplit(url).hostname or "").lower()
+    match = re.search(r"(?:^|\.)bedrock-runtime(?:-fips)?\.([a-z0-9-]+)\.(?:vpce\.amazonaws\.com|amazonaws\.com|api\.aws)$", host)
+    return match.group(1) if match else None
+
+
+def knowledge_base():
+    """(knowledge base id, agent runtime endpoint URL, whether it was overridden), or None.
+
+    Documentation search (POST /v1/search/gitlab-docs) retrieves from this Amazon Bedrock knowledge
+    base through the `bedrock_agent` cluster. The filter validates the id and names the variable;
+    the endpoint follows its rule: AWS_BEDROCK_AGENT_RUNTIME_ENDPOINT, else
+    bedrock-agent-runtime.<region> with the configured region or the runtime endpoint's."""
+    kb_id = env("AIGW_BEDROCK_KNOWLEDGE_BASE_ID")
+    if not kb_id or not kb_id.strip():
+        return None
+    override = env("AWS_BEDROCK_AGENT_RUNTIME_ENDPOINT")
+    if override:
+        return kb_id.strip(), override.rstrip("/"), True
+    runtime, region = bedrock_endpoint()
+    region = region or runtime_region(runtime)
+    if not region:
+        raise ConfigError("AIGW_BEDROCK_KNOWLEDGE_BASE_ID: no region for the agent runtime endpoint: "
+                          "set AWS_REGION_NAME or AWS_BEDROCK_AGENT_RUNTIME_ENDPOINT")
+    return kb_id.strip(), f"https://bedrock-agent-runtime.{region}.amazonaws.com", False
+
+
+def agent_route(timeout_secs):
+    """The route for the filter's signed Retrieve calls (filter state "bedrock_agent"); like the
+    bedrock route, only requests the filter built and marked can take it."""
+    return f"""              - match:
+                  prefix: "/"
+                  filter_state:
+                  - key: wasm.duo_bedrock_upstream
+                    string_match: {{ exact: bedrock_agent }}
+                route:
+                  cluster: bedrock_agent
+                  timeout: {timeout_secs}s
+"""
+
+
 def credentials_endpoint():
     """(scheme, host, port) of the refreshing credential source the filter will use, or None.
 
@@ -228,6 +274,9 @@ def render(wasm_path=None):
     portal = env("AIGW_CUSTOMER_PORTAL_URL")
     if portal:
         clusters.append(cluster_block("customers", *parse_base_url("AIGW_CUSTOMER_PORTAL_URL", portal)))
+    kb = knowledge_base()
+    if kb:
+        clusters.append(cluster_block("bedrock_agent", *parse_base_url("AWS_BEDROCK_AGENT_RUNTIME_ENDPOINT", kb[1])))
 
     issuers = [("gitlab", gitlab_url, "gitlab")] + ([("customers", portal, "customers")] if portal else [])
     auth_bypass = bool_env("AIGW_AUTH__BYPASS_EXTERNAL")
@@ -241,6 +290,8 @@ def render(wasm_path=None):
         "bedrock_endpoint": endpoint,
         "region": region,
         "default_model": env("AIGW_DEFAULT_MODEL"),
+        "knowledge_base_id": kb[0] if kb else None,
+        "bedrock_agent_endpoint": kb[1] if kb and kb[2] else None,
         "auth_bypass": auth_bypass,
         "jwt_leeway_secs": int_env("AIGW_JWT_LEEWAY_SECONDS", 0, 0, 300),
         "upstream_timeout_secs": int_env("AIGW_MODEL_TIMEOUT_SECONDS", 60, 1, 600),
@@ -257,6 +308,7 @@ def render(wasm_path=None):
         "WASM_PATH": str(wasm_path or env("DUO_FILTER_WASM", str(DEFAULT_WASM))),
         "PLUGIN_CONFIG": plugin_json.replace("'", "''"),  # YAML single-quoted scalar
         "JWT_AUTHN_FILTER": jwt_authn_filter(issuers) if native_jwt else "",
+        "AGENT_ROUTE": agent_route(plugin["upstream_timeout_secs"]) if kb else "",
         "CLUSTERS": "\n".join(clusters),
     }
     return Template(TEMPLATE.read_text()).substitute(values)
@@ -295,6 +347,8 @@ def demo_banner(port, token):
                          "content_above_cursor": "def add(a, b):\n    ", "content_below_cursor": "\n"},
         "prompt_version": 2, "model_provider": "litellm",
         "model_identifier": f"bedrock/{DEMO_MODEL}", "stream": False})
+    docs_search = json.dumps({"type": "search-docs", "metadata": {"source": "GitLab EE", "version": "18.9.0"},
+                              "payload": {"query": "How do I protect a branch?"}})
     return f"""
 =====================================================================
  OFFLINE DEMO: no AWS credentials and no AWS_BEDROCK_RUNTIME_ENDPOINT.
@@ -308,6 +362,9 @@ Try (the token is a demo token, valid for one hour):
   curl -i {base}/            # 401 {{"error":"No authorization header presented"}}
   curl -i {base}/v2/code/completions {headers} \\
        -d '{completion}'
+  # Duo Chat's documentation search, from the emulator's demo knowledge base:
+  curl -i {base}/v1/search/gitlab-docs {headers} \\
+       -d '{docs_search}'
 
 """
 
@@ -352,7 +409,9 @@ def run():
             os.environ.update({
                 "AWS_ACCESS_KEY_ID": DEMO_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": DEMO_SECRET_KEY,
                 "AWS_REGION_NAME": DEMO_REGION, "AWS_BEDROCK_RUNTIME_ENDPOINT": url,
+                "AWS_BEDROCK_AGENT_RUNTIME_ENDPOINT": url,
             })
+            os.environ.setdefault("AIGW_BEDROCK_KNOWLEDGE_BASE_ID", DEMO_KNOWLEDGE_BASE)
             os.environ.pop("AWS_SESSION_TOKEN", None)
             os.environ.setdefault("AIGW_GITLAB_URL", url)
             os.environ.setdefault("AIGW_DEFAULT_MODEL", DEMO_MODEL)

@@ -7,6 +7,12 @@
 //!   `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_BEARER_TOKEN_BEDROCK`.
 //!
 //! Every error names the field (or variable) that is wrong.
+//!
+//! Documentation search (`POST /v1/search/gitlab-docs`, docs/gitlab-contract.md#documentation-search)
+//! is served from an Amazon Bedrock knowledge base when `knowledge_base_id`
+//! (`AIGW_BEDROCK_KNOWLEDGE_BASE_ID`) is set, through the agent runtime endpoint
+//! (`bedrock_agent_endpoint`, `AWS_BEDROCK_AGENT_RUNTIME_ENDPOINT`); without it the search answers
+//! an empty result list.
 
 use crate::auth::AuthConfig;
 use crate::bedrock::credentials::{source_from_env, Source};
@@ -28,6 +34,10 @@ struct Raw {
     audience: String,
     bedrock_endpoint: Option<String>,
     region: Option<String>,
+    /// `AIGW_BEDROCK_KNOWLEDGE_BASE_ID`: the knowledge base documentation search retrieves from.
+    knowledge_base_id: Option<String>,
+    /// `AWS_BEDROCK_AGENT_RUNTIME_ENDPOINT`: agent runtime endpoint override.
+    bedrock_agent_endpoint: Option<String>,
     default_model: Option<String>,
     #[serde(default)]
     auth_bypass: bool,
@@ -61,6 +71,9 @@ pub const JWT_AUTHN_PAYLOAD_KEY: &str = "duo_bedrock_verified";
 pub const UPSTREAM_MARKER_PROPERTY: &str = "duo_bedrock_upstream";
 /// The marker's value for the Bedrock runtime route.
 pub const UPSTREAM_BEDROCK: &str = "bedrock";
+/// The marker's value for the agent runtime route (knowledge base `Retrieve`, cluster
+/// `bedrock_agent`).
+pub const UPSTREAM_BEDROCK_AGENT: &str = "bedrock_agent";
 
 fn default_gitlab_cluster() -> String {
     "gitlab".into()
@@ -108,6 +121,24 @@ pub enum Upstream {
     Refreshing { source: Source, cluster: String },
 }
 
+/// The knowledge base documentation search retrieves from (docs/bedrock-contract.md#retrieve).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnowledgeBase {
+    /// The knowledge base id: 10 upper-case letters and digits.
+    pub id: String,
+    /// The agent runtime endpoint (`bedrock-agent-runtime.<region>` or the override).
+    pub endpoint: Endpoint,
+}
+
+/// A knowledge base id as the Bedrock console shows it: 10 upper-case letters and digits (the
+/// service model's `KnowledgeBaseIdentifier` pattern `[0-9a-zA-Z]{10}`, as AWS issues them).
+pub fn is_knowledge_base_id(id: &str) -> bool {
+    id.len() == 10
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+}
+
 /// Validated configuration shared by every request of a VM.
 #[derive(Debug)]
 pub struct Config {
@@ -118,6 +149,8 @@ pub struct Config {
     /// How requests to Bedrock are authenticated.
     pub upstream: Upstream,
     pub default_model: Option<String>,
+    /// Documentation search's knowledge base; `None`: the search answers no results.
+    pub knowledge_base: Option<KnowledgeBase>,
     pub upstream_timeout_secs: u64,
     /// How long a request may wait for a key set (first load or unknown-kid refresh).
     pub key_wait_ms: u64,
@@ -234,6 +267,13 @@ impl Config {
             };
             auth.check().map_err(|e| format!("{vars}: {e}"))?;
         }
+        let knowledge_base = knowledge_base(
+            raw.knowledge_base_id.as_deref(),
+            raw.bedrock_agent_endpoint.as_deref(),
+            raw.region.as_deref(),
+            &endpoint,
+            &upstream,
+        )?;
 
         let local_jwks = crate::auth::keys::self_signed_jwks(
             &raw.audience,
@@ -262,6 +302,7 @@ impl Config {
             endpoint,
             upstream,
             default_model,
+            knowledge_base,
             upstream_timeout_secs: raw.upstream_timeout_secs,
             key_wait_ms: raw.key_wait_ms,
             token_cache_size: raw.token_cache_size,
@@ -270,6 +311,45 @@ impl Config {
             crash_injection,
         })
     }
+}
+
+/// The validated knowledge base, `None` when `knowledge_base_id` is unset or blank. The agent
+/// endpoint override is validated even then, so a typo is reported at start.
+fn knowledge_base(
+    id: Option<&str>,
+    agent_endpoint: Option<&str>,
+    configured_region: Option<&str>,
+    runtime: &Endpoint,
+    upstream: &Upstream,
+) -> Result<Option<KnowledgeBase>, String> {
+    let endpoint =
+        Endpoint::resolve_agent_runtime(agent_endpoint, configured_region, &runtime.region)
+            .map_err(|e| format!("bedrock_agent_endpoint: {e}"))?;
+    let Some(id) = id.map(str::trim).filter(|id| !id.is_empty()) else {
+        return Ok(None);
+    };
+    if !is_knowledge_base_id(id) {
+        return Err(format!(
+            "knowledge_base_id (AIGW_BEDROCK_KNOWLEDGE_BASE_ID)={id:?}: expected the knowledge \
+             base's 10-character id (upper-case letters and digits, as the Bedrock console \
+             shows it, e.g. ABCDE12345)"
+        ));
+    }
+    // https://docs.aws.amazon.com/bedrock/latest/userguide/api-keys.html: API keys do not
+    // authorize Agents for Amazon Bedrock Runtime operations.
+    if let Upstream::Fixed(UpstreamAuth::Bearer(_)) = upstream {
+        return Err(
+            "knowledge_base_id (AIGW_BEDROCK_KNOWLEDGE_BASE_ID) needs SigV4 credentials: a \
+             Bedrock API key (AWS_BEARER_TOKEN_BEDROCK) cannot call the knowledge base Retrieve \
+             API; use AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a role, or unset \
+             AIGW_BEDROCK_KNOWLEDGE_BASE_ID"
+                .into(),
+        );
+    }
+    Ok(Some(KnowledgeBase {
+        id: id.to_string(),
+        endpoint,
+    }))
 }
 
 /// `field` within `min..=max`, or the error naming it ("at most max" when `min` is 0).
@@ -407,6 +487,79 @@ mod tests {
             KEYS
         )
         .contains("audience"));
+    }
+
+    #[test]
+    fn knowledge_base_is_optional_and_validated() {
+        let c = Config::load(
+            br#"{"gitlab_url":"https://g","region":"eu-west-1"}"#,
+            env_with(KEYS),
+        )
+        .unwrap();
+        assert_eq!(c.knowledge_base, None);
+        let c = Config::load(
+            br#"{"gitlab_url":"https://g","region":"eu-west-1","knowledge_base_id":" "}"#,
+            env_with(KEYS),
+        )
+        .unwrap();
+        assert_eq!(c.knowledge_base, None, "blank means unset");
+        let c = Config::load(
+            br#"{"gitlab_url":"https://g","region":"eu-west-1","knowledge_base_id":"ABCDE12345"}"#,
+            env_with(KEYS),
+        )
+        .unwrap();
+        let kb = c.knowledge_base.unwrap();
+        assert_eq!(kb.id, "ABCDE12345");
+        assert_eq!(
+            kb.endpoint.authority(),
+            "bedrock-agent-runtime.eu-west-1.amazonaws.com"
+        );
+        assert_eq!(kb.endpoint.region, "eu-west-1");
+        // Both endpoints overridden (the emulator), the region from the configuration.
+        let c = Config::load(
+            br#"{"gitlab_url":"https://g","bedrock_endpoint":"http://127.0.0.1:9000","bedrock_agent_endpoint":"http://127.0.0.1:9000","region":"us-east-1","knowledge_base_id":"EMUDOCS001"}"#,
+            env_with(KEYS),
+        )
+        .unwrap();
+        let kb = c.knowledge_base.unwrap();
+        assert_eq!(
+            (
+                kb.endpoint.authority().as_str(),
+                kb.endpoint.region.as_str()
+            ),
+            ("127.0.0.1:9000", "us-east-1")
+        );
+        for bad in [
+            "abcde12345",
+            "ABCDE1234",
+            "ABCDE123456",
+            "ABCDE-1234",
+            "ABCDE 1234",
+            "../../x/y",
+        ] {
+            let json = format!(
+                r#"{{"gitlab_url":"https://g","region":"us-east-1","knowledge_base_id":"{bad}"}}"#
+            );
+            let e = Config::load(json.as_bytes(), env_with(KEYS)).unwrap_err();
+            assert!(e.contains("AIGW_BEDROCK_KNOWLEDGE_BASE_ID"), "{bad}: {e}");
+        }
+        let e = Config::load(
+            br#"{"gitlab_url":"https://g","region":"us-east-1","bedrock_agent_endpoint":"ftp://x"}"#,
+            env_with(KEYS),
+        )
+        .unwrap_err();
+        assert!(e.contains("AWS_BEDROCK_AGENT_RUNTIME_ENDPOINT"), "{e}");
+        let e = Config::load(
+            br#"{"gitlab_url":"https://g","region":"us-east-1","knowledge_base_id":"ABCDE12345"}"#,
+            env_with(&[("AWS_BEARER_TOKEN_BEDROCK", "br-key")]),
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("AIGW_BEDROCK_KNOWLEDGE_BASE_ID") && e.contains("AWS_BEARER_TOKEN_BEDROCK"),
+            "{e}"
+        );
+        assert!(!e.contains("br-key"), "no secret in the message");
+        assert!(is_knowledge_base_id("ABCDE12345") && !is_knowledge_base_id("ABCDE1234é"));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `make run` with no AWS credentials: the offline demo through the whole path (JWT check,
-//! rewrite, SigV4, emulator, response rewrite), driven exactly as a newcomer would.
+//! rewrite, SigV4, emulator, response rewrite), driven exactly as a newcomer would: the printed
+//! completion and documentation-search commands both answer.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -46,7 +47,7 @@ fn make_run_without_credentials_is_an_honest_working_demo() {
     });
     let mut banner = String::new();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline && !banner.contains("-d '") {
+    while Instant::now() < deadline && banner.matches("-d '").count() < 2 {
         if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
             banner.push_str(&line);
             banner.push('\n');
@@ -62,12 +63,20 @@ fn make_run_without_credentials_is_an_honest_working_demo() {
         .and_then(|s| s.split('\'').next())
         .unwrap()
         .to_string();
-    let body = banner
-        .split("-d '")
-        .nth(1)
-        .and_then(|s| s.split('\'').next())
-        .unwrap()
-        .to_string();
+    let pasted = |n: usize| {
+        banner
+            .split("-d '")
+            .nth(n)
+            .and_then(|s| s.split('\'').next())
+            .unwrap()
+            .to_string()
+    };
+    let body = pasted(1);
+    let search = pasted(2);
+    assert!(
+        banner.contains("/v1/search/gitlab-docs"),
+        "the banner shows documentation search:\n{banner}"
+    );
 
     // Wait for Envoy, then paste the printed commands.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -103,4 +112,20 @@ fn make_run_without_credentials_is_an_honest_working_demo() {
         "{}",
         r.text()
     );
+    // Duo Chat's documentation search, answered from the emulator's demo knowledge base.
+    let r = request(
+        port,
+        "POST",
+        "/v1/search/gitlab-docs",
+        &as_refs(&headers),
+        Some(search.as_bytes()),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(
+        v["response"]["results"][0]["metadata"]["source_url"],
+        "https://docs.gitlab.com/user/project/repository/branches/protected/",
+        "{v}"
+    );
+    assert_eq!(v["metadata"]["provider"], "bedrock-knowledge-base");
 }

@@ -1117,12 +1117,13 @@ fn vpc_endpoint_recipe_sends_and_signs_over_the_endpoint_host() {
 }
 
 #[test]
-fn iam_policies_allow_exactly_the_two_invoke_actions() {
+fn iam_policies_allow_exactly_invoke_and_knowledge_base_retrieve() {
     for file in ["aws/iam-policy.json", "aws/vpc-endpoint-policy.json"] {
         let v: Value =
             serde_json::from_str(&std::fs::read_to_string(deploy_dir().join(file)).unwrap())
                 .unwrap();
         assert_eq!(v["Version"], "2012-10-17", "{file}");
+        let mut seen = BTreeSet::new();
         for st in v["Statement"].as_array().unwrap() {
             assert_eq!(st["Effect"], "Allow", "{file}");
             let actions: BTreeSet<&str> = st["Action"]
@@ -1131,15 +1132,39 @@ fn iam_policies_allow_exactly_the_two_invoke_actions() {
                 .iter()
                 .map(|a| a.as_str().unwrap())
                 .collect();
-            assert_eq!(
-                actions,
-                BTreeSet::from([
-                    "bedrock:InvokeModel",
-                    "bedrock:InvokeModelWithResponseStream"
-                ]),
-                "{file}"
-            );
+            let resources: Vec<&str> = match &st["Resource"] {
+                Value::String(r) => vec![r.as_str()],
+                v => v
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.as_str().unwrap())
+                    .collect(),
+            };
+            if actions.contains("bedrock:Retrieve") {
+                // Documentation search (deploy/aws/knowledge-base.md): Retrieve only, on one
+                // knowledge base.
+                assert_eq!(actions, BTreeSet::from(["bedrock:Retrieve"]), "{file}");
+                assert!(
+                    resources.iter().all(
+                        |r| r.starts_with("arn:aws:bedrock:") && r.contains(":knowledge-base/")
+                    ),
+                    "{file}: {resources:?}"
+                );
+                seen.insert("retrieve");
+            } else {
+                assert_eq!(
+                    actions,
+                    BTreeSet::from([
+                        "bedrock:InvokeModel",
+                        "bedrock:InvokeModelWithResponseStream"
+                    ]),
+                    "{file}"
+                );
+                seen.insert("invoke");
+            }
         }
+        assert_eq!(seen, BTreeSet::from(["invoke", "retrieve"]), "{file}");
     }
 }
 

@@ -39,6 +39,7 @@ pub const DEFAULT_SCOPES: &[&str] = &[
     "complete_code",
     "generate_code",
     "duo_chat",
+    "documentation_search",
     "explain_code",
     "write_tests",
     "refactor_code",

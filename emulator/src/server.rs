@@ -21,6 +21,7 @@ use crate::creds::{self, Issuer, KnobsUpdate};
 use crate::eventstream;
 use crate::faults::{self, Faults};
 use crate::ids;
+use crate::kb;
 use crate::oidc::{self, MintRequest};
 use crate::sigv4::{self, KeyLookup, SigErrorKind, SigningInput, Verifier};
 use bytes::Bytes;
@@ -132,6 +133,8 @@ struct Stats {
     jwks_fetches: AtomicU64,
     invocations: AtomicU64,
     signature_failures: AtomicU64,
+    /// Knowledge base `Retrieve` calls (any outcome).
+    retrievals: AtomicU64,
     container_fetches: AtomicU64,
     imds_token_fetches: AtomicU64,
     imds_role_fetches: AtomicU64,
@@ -348,6 +351,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Resp, BoxEr
     let path = req.uri().path().to_string();
     let resp = match (&method, path.as_str()) {
         (_, p) if p.starts_with("/model/") => return bedrock_call(state, req, started).await,
+        (_, p) if p.starts_with("/knowledgebases/") => return retrieve_call(state, req).await,
         (&Method::GET, "/healthz") => Ok(json_resp(200, &json!({"status": "ok"}))),
         (&Method::GET, "/_creds/container") => {
             state
@@ -420,6 +424,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Resp, BoxEr
                 &state.stats.jwks_fetches,
                 &state.stats.invocations,
                 &state.stats.signature_failures,
+                &state.stats.retrievals,
                 &state.stats.container_fetches,
                 &state.stats.imds_token_fetches,
                 &state.stats.imds_role_fetches,
@@ -469,6 +474,7 @@ fn stats_json(state: &State) -> Value {
         "jwks_fetches": s.jwks_fetches.load(Ordering::Relaxed),
         "invocations": s.invocations.load(Ordering::Relaxed),
         "signature_failures": s.signature_failures.load(Ordering::Relaxed),
+        "retrievals": s.retrievals.load(Ordering::Relaxed),
         "container_fetches": s.container_fetches.load(Ordering::Relaxed),
         "unknown_paths": s.unknown_paths.load(Ordering::Relaxed),
         "imds_token_fetches": s.imds_token_fetches.load(Ordering::Relaxed),
@@ -693,11 +699,21 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-async fn bedrock_call(
-    state: Arc<State>,
-    req: Request<Incoming>,
-    started: Instant,
-) -> Result<Resp, BoxError> {
+/// One request to an AWS-style endpoint, read whole.
+struct Received {
+    method: Method,
+    raw_path: String,
+    raw_query: String,
+    /// Lower-case names, in order, `host` added from the URI when absent.
+    headers: Vec<(String, String)>,
+    /// The same, repeats joined by ", " (for the recorder).
+    header_map: BTreeMap<String, String>,
+    body: Bytes,
+    request_id: String,
+}
+
+/// Reads `req` (the body up to [`MAX_BODY`]); `Err` is the answer to send instead.
+async fn receive(req: Request<Incoming>) -> Result<Received, Result<Resp, BoxError>> {
     let (parts, body) = req.into_parts();
     let request_id = ids::uuid_v4();
     let raw_path = parts.uri.path().to_string();
@@ -727,23 +743,164 @@ async fn bedrock_call(
             })
             .or_insert_with(|| v.clone());
     }
-
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(c) => c.to_bytes(),
         Err(e) => {
             if e.is::<http_body_util::LengthLimitError>() {
-                return Ok(aws_error(
+                return Err(Ok(aws_error(
                     413,
                     "ValidationException",
                     NS_BEDROCK,
                     "Request body too large",
                     &request_id,
-                ));
+                )));
             }
-            return Err(e);
+            return Err(Err(e));
         }
     };
+    Ok(Received {
+        method: parts.method,
+        raw_path,
+        raw_query,
+        headers,
+        header_map,
+        body,
+        request_id,
+    })
+}
 
+impl Received {
+    /// A record of this request for `model_id` (or knowledge base id) and `operation`.
+    fn record(&self, model_id: &str, operation: &str) -> Record {
+        Record {
+            method: self.method.as_str().to_string(),
+            path: self.raw_path.clone(),
+            query: self.raw_query.clone(),
+            headers: self.header_map.clone(),
+            body: String::from_utf8_lossy(&self.body[..self.body.len().min(RECORD_BODY_LIMIT)])
+                .into_owned(),
+            body_bytes: self.body.len(),
+            model_id: model_id.to_string(),
+            operation: operation.to_string(),
+            auth: "none",
+            signature_valid: false,
+            status: 200,
+            error: None,
+            canonical_request: None,
+            string_to_sign: None,
+            received_at_ms: now_ms(),
+        }
+    }
+
+    /// Verifies the request's authentication; on failure records it and returns the AWS answer.
+    fn authenticate(&self, state: &State, rec: &mut Record) -> Result<(), Box<Resp>> {
+        let input = SigningInput {
+            method: self.method.as_str(),
+            raw_path: &self.raw_path,
+            raw_query: &self.raw_query,
+            headers: &self.headers,
+            body: &self.body,
+        };
+        let auth = authenticate(state, &input);
+        rec.auth = auth.kind;
+        rec.canonical_request = auth.canonical_request;
+        rec.string_to_sign = auth.string_to_sign;
+        if let Some((kind, message)) = auth.error {
+            state
+                .stats
+                .signature_failures
+                .fetch_add(1, Ordering::Relaxed);
+            rec.status = kind.status();
+            rec.error = Some(format!("{}: {message}", kind.error_type()));
+            record(state, rec.clone());
+            return Err(Box::new(aws_error(
+                kind.status(),
+                kind.error_type(),
+                NS_CORAL,
+                &message,
+                &self.request_id,
+            )));
+        }
+        rec.signature_valid = true;
+        Ok(())
+    }
+}
+
+/// `POST /knowledgebases/{knowledgeBaseId}/retrieve` (Agents for Amazon Bedrock Runtime): the
+/// same SigV4 verification as the runtime (signing name `bedrock`), then [`kb`].
+async fn retrieve_call(state: Arc<State>, req: Request<Incoming>) -> Result<Resp, BoxError> {
+    let r = match receive(req).await {
+        Ok(r) => r,
+        Err(answer) => return answer,
+    };
+    let rest = &r.raw_path["/knowledgebases/".len()..];
+    let label = match rest.split_once('/') {
+        Some((l, "retrieve")) if !l.is_empty() => l,
+        _ => return Ok(not_found()),
+    };
+    let kb_id = String::from_utf8_lossy(&sigv4::percent_decode(label)).into_owned();
+    state.stats.retrievals.fetch_add(1, Ordering::Relaxed);
+    let mut rec = r.record(&kb_id, "retrieve");
+    if r.method != Method::POST {
+        rec.status = 404;
+        rec.error = Some("UnknownOperationException".into());
+        record(&state, rec);
+        return Ok(not_found());
+    }
+    if let Err(answer) = r.authenticate(&state, &mut rec) {
+        return Ok(*answer);
+    }
+    match kb::lookup(&kb_id) {
+        kb::Knowledge::Corpus => {}
+        kb::Knowledge::Hang => {
+            rec.status = 0;
+            rec.error = Some("FAULTHANG".into());
+            record(&state, rec);
+            tokio::time::sleep(Duration::from_secs(600)).await;
+            return Err("FAULTHANG: gave up".into());
+        }
+        kb::Knowledge::Error(status, kind, message) => {
+            rec.status = status;
+            rec.error = Some(format!("{kind}: {message}"));
+            record(&state, rec);
+            return Ok(aws_error(status, kind, NS_BEDROCK, message, &r.request_id));
+        }
+    }
+    let query = match kb::validate(&r.body) {
+        Ok(q) => q,
+        Err(message) => {
+            rec.status = 400;
+            rec.error = Some(format!("ValidationException: {message}"));
+            record(&state, rec);
+            return Ok(aws_error(
+                400,
+                "ValidationException",
+                NS_BEDROCK,
+                &message,
+                &r.request_id,
+            ));
+        }
+    };
+    if state.latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(state.latency_ms)).await;
+    }
+    record(&state, rec);
+    let mut resp = json_resp(200, &kb::answer(&kb::search(&query)));
+    set_header(&mut resp, "x-amzn-requestid", &r.request_id);
+    Ok(resp)
+}
+
+async fn bedrock_call(
+    state: Arc<State>,
+    req: Request<Incoming>,
+    started: Instant,
+) -> Result<Resp, BoxError> {
+    let r = match receive(req).await {
+        Ok(r) => r,
+        Err(answer) => return answer,
+    };
+    let raw_path = &r.raw_path;
+    let request_id = r.request_id.clone();
     // /model/{label}/{operation}
     let rest = &raw_path["/model/".len()..];
     let (label, operation) = match rest.split_once('/') {
@@ -758,59 +915,16 @@ async fn bedrock_call(
     let model_id = String::from_utf8_lossy(&sigv4::percent_decode(label)).into_owned();
     state.stats.invocations.fetch_add(1, Ordering::Relaxed);
 
-    let mut rec = Record {
-        method: parts.method.as_str().to_string(),
-        path: raw_path.clone(),
-        query: raw_query.clone(),
-        headers: header_map,
-        body: String::from_utf8_lossy(&body[..body.len().min(RECORD_BODY_LIMIT)]).into_owned(),
-        body_bytes: body.len(),
-        model_id: model_id.clone(),
-        operation: operation.to_string(),
-        auth: "none",
-        signature_valid: false,
-        status: 200,
-        error: None,
-        canonical_request: None,
-        string_to_sign: None,
-        received_at_ms: now_ms(),
-    };
-
-    if parts.method != Method::POST {
+    let mut rec = r.record(&model_id, operation);
+    if r.method != Method::POST {
         rec.status = 404;
         rec.error = Some("UnknownOperationException".into());
         record(&state, rec);
         return Ok(not_found());
     }
-
-    let input = SigningInput {
-        method: parts.method.as_str(),
-        raw_path: &raw_path,
-        raw_query: &raw_query,
-        headers: &headers,
-        body: &body,
-    };
-    let auth = authenticate(&state, &input);
-    rec.auth = auth.kind;
-    rec.canonical_request = auth.canonical_request;
-    rec.string_to_sign = auth.string_to_sign;
-    if let Some((kind, message)) = auth.error {
-        state
-            .stats
-            .signature_failures
-            .fetch_add(1, Ordering::Relaxed);
-        rec.status = kind.status();
-        rec.error = Some(format!("{}: {message}", kind.error_type()));
-        record(&state, rec);
-        return Ok(aws_error(
-            kind.status(),
-            kind.error_type(),
-            NS_CORAL,
-            &message,
-            &request_id,
-        ));
+    if let Err(answer) = r.authenticate(&state, &mut rec) {
+        return Ok(*answer);
     }
-    rec.signature_valid = true;
 
     let f: Faults = faults::parse(&model_id);
     if f.reset {
@@ -842,7 +956,7 @@ async fn bedrock_call(
             &request_id,
         ));
     }
-    let parsed: ParsedRequest = match bedrock::validate(&body) {
+    let parsed: ParsedRequest = match bedrock::validate(&r.body) {
         Ok(p) => p,
         Err(message) => {
             rec.status = 400;

@@ -465,8 +465,8 @@ fn signed_invoke_stream_records_and_oidc() {
     assert_eq!(
         stats,
         json!({"discovery_fetches": 2, "jwks_fetches": 4, "invocations": 2, "signature_failures": 0,
-               "container_fetches": 0, "imds_token_fetches": 0, "imds_role_fetches": 0,
-               "imds_credential_fetches": 0, "unknown_paths": 0})
+               "retrievals": 0, "container_fetches": 0, "imds_token_fetches": 0,
+               "imds_role_fetches": 0, "imds_credential_fetches": 0, "unknown_paths": 0})
     );
 
     let nf = get(a, "/nope");
@@ -1128,4 +1128,102 @@ fn long_stream_timing_and_delta_count() {
     assert_eq!(events[16]["type"], "message_stop");
     let metrics = &events[16]["amazon-bedrock-invocationMetrics"];
     assert!(metrics["firstByteLatency"].as_u64().unwrap() >= 300);
+}
+
+fn retrieve(addr: &str, kb: &str, body: &Value, secret: &str) -> Resp {
+    let path = format!("/knowledgebases/{kb}/retrieve");
+    let body = body.to_string().into_bytes();
+    let headers = signed_headers(addr, &path, &body, secret);
+    raw_request(addr, "POST", &path, &headers, &body).unwrap()
+}
+
+/// Knowledge base `Retrieve` (docs/bedrock-contract.md#retrieve): SigV4 for service `bedrock`
+/// like the runtime, the corpus ranked by keyword score, the documented answer shape, errors
+/// by knowledge base id, and the recorder.
+#[test]
+fn knowledge_base_retrieve() {
+    let emu = start(&[]);
+    let a = emu.addr.as_str();
+    let q = |text: &str, n: u64| {
+        json!({"retrievalQuery": {"text": text},
+               "retrievalConfiguration": {"vectorSearchConfiguration": {"numberOfResults": n}}})
+    };
+    let r = retrieve(a, "EMUDOCS001", &q("How do I protect a branch?", 3), SECRET);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.header("x-amzn-requestid").unwrap().len(), 36);
+    let v = r.json();
+    let results = v["retrievalResults"].as_array().unwrap();
+    assert!(!results.is_empty() && results.len() <= 3, "{v}");
+    let first = &results[0];
+    assert_eq!(first["location"]["type"], "WEB");
+    assert_eq!(
+        first["location"]["webLocation"]["url"],
+        "https://docs.gitlab.com/user/project/repository/branches/protected/"
+    );
+    assert!(first["content"]["text"]
+        .as_str()
+        .unwrap()
+        .contains("Protected branches"));
+    assert_eq!(
+        first["metadata"]["x-amz-bedrock-kb-source-uri"],
+        first["location"]["webLocation"]["url"]
+    );
+    let scores: Vec<f64> = results
+        .iter()
+        .map(|r| r["score"].as_f64().unwrap())
+        .collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+
+    // Recorded like a model call, with the knowledge base id and operation.
+    let recs = get(a, "/_emulator/requests").json();
+    let last = recs.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["operation"], "retrieve");
+    assert_eq!(last["model_id"], "EMUDOCS001");
+    assert_eq!(last["signature_valid"], true);
+    assert_eq!(last["path"], "/knowledgebases/EMUDOCS001/retrieve");
+    assert!(last["body"].as_str().unwrap().contains("protect a branch"));
+
+    // Wrong secret: the runtime's SigV4 errors.
+    let r = retrieve(a, "EMUDOCS001", &q("x", 1), "wrong");
+    assert_eq!(r.status, 403);
+    assert!(r
+        .header("x-amzn-errortype")
+        .unwrap()
+        .starts_with("InvalidSignatureException:"));
+    // Unsigned.
+    let r = raw_request(
+        a,
+        "POST",
+        "/knowledgebases/EMUDOCS001/retrieve",
+        &[("content-type".into(), "application/json".into())],
+        b"{}",
+    )
+    .unwrap();
+    assert_eq!(r.status, 403);
+
+    // Errors by knowledge base id; validation.
+    for (kb, status, kind) in [
+        ("ABCDE12345", 404, "ResourceNotFoundException"),
+        ("FAULT40300", 403, "AccessDeniedException"),
+        ("FAULT42900", 429, "ThrottlingException"),
+        ("FAULT50000", 500, "InternalServerException"),
+    ] {
+        let r = retrieve(a, kb, &q("protect", 1), SECRET);
+        assert_eq!(r.status, status, "{kb}");
+        assert!(
+            r.header("x-amzn-errortype").unwrap().starts_with(kind),
+            "{kb}"
+        );
+        assert!(r.json()["message"].is_string());
+    }
+    let r = retrieve(a, "EMUDOCS001", &json!({"retrievalQuery": {}}), SECRET);
+    assert_eq!(r.status, 400);
+    let r = retrieve(a, "EMUDOCS001", &q("protect", 0), SECRET);
+    assert_eq!(r.status, 400);
+    // Nothing matches: an empty list, not an error.
+    let r = retrieve(a, "EMUDOCS001", &q("zebra quantum", 5), SECRET);
+    assert_eq!(r.json()["retrievalResults"], json!([]));
+    assert_eq!(get(a, "/_emulator/stats").json()["retrievals"], 10);
+    assert_eq!(get(a, "/_emulator/stats").json()["unknown_paths"], 0);
 }

@@ -24,6 +24,9 @@ pub const CODE_GENERATIONS: &str = "Unauthorized to access code generations";
 pub const CODE_SUGGESTIONS: &str = "Unauthorized to access code suggestions";
 /// `/v2/chat/agent` detail.
 pub const DUO_CHAT: &str = "Unauthorized to access duo chat";
+/// `/v1/search/gitlab-docs` detail (unit primitive `documentation_search`; AIGW 18.5
+/// `ai_gateway/api/v1/search/docs.py`).
+pub const DOCUMENTATION_SEARCH: &str = "Unauthorized to search documentations";
 /// `/v1/code/user_access_token` detail.
 pub const USER_ACCESS_TOKEN: &str = "Unauthorized to create user access token";
 

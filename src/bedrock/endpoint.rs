@@ -12,6 +12,12 @@
 //!
 //! [`Endpoint::authority`] is the one value used both as `:authority`/`Host` on the wire and as
 //! the signed `host` header, so the two can never disagree (VPC endpoints, local test ports).
+//!
+//! The Agents for Amazon Bedrock Runtime (knowledge base `Retrieve`, docs/bedrock-contract.md#retrieve)
+//! resolves the same way with [`Endpoint::resolve_agent_runtime`]: default
+//! `https://bedrock-agent-runtime.<region>.amazonaws.com`, override
+//! `AWS_BEDROCK_AGENT_RUNTIME_ENDPOINT` (same `http(s)://host[:port]` rules), region: the configured
+//! one, else the runtime endpoint's (an agent runtime VPC endpoint lives in the same region).
 
 /// URL scheme of the upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +57,7 @@ pub struct Endpoint {
 }
 
 const ENV_NAME: &str = "AWS_BEDROCK_RUNTIME_ENDPOINT";
+const AGENT_ENV_NAME: &str = "AWS_BEDROCK_AGENT_RUNTIME_ENDPOINT";
 
 impl Endpoint {
     /// Resolves the endpoint from the optional override URL and the optional configured region.
@@ -78,7 +85,7 @@ impl Endpoint {
                 region,
             });
         };
-        let (scheme, host, port) = parse_override(url)?;
+        let (scheme, host, port) = parse_override(ENV_NAME, url)?;
         let region = match region {
             Some(r) => r,
             None => region_from_host(&host).ok_or_else(|| {
@@ -89,6 +96,44 @@ impl Endpoint {
                 )
             })?,
         };
+        Ok(Endpoint {
+            scheme,
+            host,
+            port,
+            region,
+        })
+    }
+
+    /// The Agents for Amazon Bedrock Runtime endpoint (knowledge base `Retrieve`): the optional
+    /// `AWS_BEDROCK_AGENT_RUNTIME_ENDPOINT` override (default
+    /// `bedrock-agent-runtime.<region>.amazonaws.com`), signed for `configured_region`
+    /// (`AWS_REGION_NAME`, when set) or else `runtime_region`, the region the runtime endpoint
+    /// resolved to.
+    pub fn resolve_agent_runtime(
+        endpoint_url: Option<&str>,
+        configured_region: Option<&str>,
+        runtime_region: &str,
+    ) -> Result<Endpoint, String> {
+        let configured = match configured_region.map(str::trim) {
+            Some("") | None => None,
+            Some(r) => {
+                validate_region(r)?;
+                Some(r.to_string())
+            }
+        };
+        validate_region(runtime_region)?;
+        let url = endpoint_url.map(str::trim).filter(|u| !u.is_empty());
+        let Some(url) = url else {
+            let region = configured.unwrap_or_else(|| runtime_region.to_string());
+            return Ok(Endpoint {
+                scheme: Scheme::Https,
+                host: format!("bedrock-agent-runtime.{region}.amazonaws.com"),
+                port: None,
+                region,
+            });
+        };
+        let (scheme, host, port) = parse_override(AGENT_ENV_NAME, url)?;
+        let region = configured.unwrap_or_else(|| runtime_region.to_string());
         Ok(Endpoint {
             scheme,
             host,
@@ -130,15 +175,15 @@ fn is_region(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
-fn bad_override(url: &str, why: &str) -> String {
+fn bad_override(name: &str, url: &str, why: &str) -> String {
     format!(
-        "invalid {ENV_NAME} '{}': {why}; expected http(s)://host[:port]",
+        "invalid {name} '{}': {why}; expected http(s)://host[:port]",
         url.escape_default()
     )
 }
 
-/// Parses `http(s)://host[:port][/]`.
-fn parse_override(url: &str) -> Result<(Scheme, String, Option<u16>), String> {
+/// Parses `http(s)://host[:port][/]`; errors name the variable `name`.
+fn parse_override(name: &str, url: &str) -> Result<(Scheme, String, Option<u16>), String> {
     let lower_prefix = |p: &str| {
         url.get(..p.len())
             .is_some_and(|head| head.eq_ignore_ascii_case(p))
@@ -148,11 +193,15 @@ fn parse_override(url: &str) -> Result<(Scheme, String, Option<u16>), String> {
     } else if lower_prefix("http://") {
         (Scheme::Http, url.get("http://".len()..).unwrap_or(""))
     } else {
-        return Err(bad_override(url, "the scheme must be http:// or https://"));
+        return Err(bad_override(
+            name,
+            url,
+            "the scheme must be http:// or https://",
+        ));
     };
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     if rest.is_empty() {
-        return Err(bad_override(url, "the host is missing"));
+        return Err(bad_override(name, url, "the host is missing"));
     }
     if let Some(c) = rest
         .chars()
@@ -165,12 +214,12 @@ fn parse_override(url: &str) -> Result<(Scheme, String, Option<u16>), String> {
             '@' => "userinfo is not allowed",
             _ => "whitespace or control characters are not allowed",
         };
-        return Err(bad_override(url, why));
+        return Err(bad_override(name, url, why));
     }
     let (host, port) = if let Some(after_bracket) = rest.strip_prefix('[') {
         // [IPv6]:port
         let Some(close) = after_bracket.find(']') else {
-            return Err(bad_override(url, "unterminated IPv6 address"));
+            return Err(bad_override(name, url, "unterminated IPv6 address"));
         };
         let inner = after_bracket.get(..close).unwrap_or("");
         let tail = after_bracket.get(close + 1..).unwrap_or("");
@@ -179,23 +228,24 @@ fn parse_override(url: &str) -> Result<(Scheme, String, Option<u16>), String> {
                 .bytes()
                 .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
         {
-            return Err(bad_override(url, "invalid IPv6 address"));
+            return Err(bad_override(name, url, "invalid IPv6 address"));
         }
         let port = match tail {
             "" => None,
             t => match t.strip_prefix(':') {
-                Some(p) => Some(parse_port(url, p)?),
-                None => return Err(bad_override(url, "junk after the IPv6 address")),
+                Some(p) => Some(parse_port(name, url, p)?),
+                None => return Err(bad_override(name, url, "junk after the IPv6 address")),
             },
         };
         (format!("[{}]", inner.to_ascii_lowercase()), port)
     } else {
         let (host, port) = match rest.split_once(':') {
-            Some((h, p)) => (h, Some(parse_port(url, p)?)),
+            Some((h, p)) => (h, Some(parse_port(name, url, p)?)),
             None => (rest, None),
         };
         if !is_hostname(host) {
             return Err(bad_override(
+                name,
                 url,
                 "the host may only contain letters, digits, '-' and '.'",
             ));
@@ -205,15 +255,17 @@ fn parse_override(url: &str) -> Result<(Scheme, String, Option<u16>), String> {
     Ok((scheme, host, port))
 }
 
-fn parse_port(url: &str, p: &str) -> Result<u16, String> {
+fn parse_port(name: &str, url: &str, p: &str) -> Result<u16, String> {
     if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad_override(
+            name,
             url,
             "the port must be a number from 1 to 65535",
         ));
     }
     match p.parse::<u16>() {
         Ok(0) | Err(_) => Err(bad_override(
+            name,
             url,
             "the port must be a number from 1 to 65535",
         )),
@@ -431,6 +483,45 @@ mod tests {
             let e = err(Some(url), r);
             assert!(e.contains("AWS_BEDROCK_RUNTIME_ENDPOINT"), "{url}: {e}");
         }
+    }
+
+    #[test]
+    fn agent_runtime_endpoint() {
+        let e = Endpoint::resolve_agent_runtime(None, None, "eu-west-1").unwrap();
+        assert_eq!(
+            e.authority(),
+            "bedrock-agent-runtime.eu-west-1.amazonaws.com"
+        );
+        assert_eq!((e.scheme, e.region.as_str()), (Scheme::Https, "eu-west-1"));
+        let e = Endpoint::resolve_agent_runtime(Some(" "), Some("us-west-2"), "eu-west-1").unwrap();
+        assert_eq!(
+            e.authority(),
+            "bedrock-agent-runtime.us-west-2.amazonaws.com"
+        );
+        // An override (a VPC endpoint, the emulator) is signed for the configured region, else
+        // the runtime's.
+        let vpce = "https://vpce-0a1-b.bedrock-agent-runtime.eu-west-1.vpce.amazonaws.com";
+        let e = Endpoint::resolve_agent_runtime(Some(vpce), None, "eu-west-1").unwrap();
+        assert_eq!(e.region, "eu-west-1");
+        assert_eq!(e.authority(), &vpce["https://".len()..]);
+        let e =
+            Endpoint::resolve_agent_runtime(Some(vpce), Some("us-east-2"), "eu-west-1").unwrap();
+        assert_eq!(e.region, "us-east-2");
+        let e = Endpoint::resolve_agent_runtime(Some("http://127.0.0.1:9000"), None, "eu-west-1")
+            .unwrap();
+        assert_eq!(e.region, "eu-west-1");
+        let e = Endpoint::resolve_agent_runtime(Some("http://127.0.0.1:9000/"), None, "us-east-1")
+            .unwrap();
+        assert_eq!(e.authority(), "127.0.0.1:9000");
+        for url in ["https://host/path", "ftp://h", "https://u@h", "https://h:0"] {
+            let e = Endpoint::resolve_agent_runtime(Some(url), None, "us-east-1").unwrap_err();
+            assert!(
+                e.contains("AWS_BEDROCK_AGENT_RUNTIME_ENDPOINT"),
+                "{url}: {e}"
+            );
+        }
+        let e = Endpoint::resolve_agent_runtime(None, Some("US"), "us-east-1").unwrap_err();
+        assert!(e.contains("invalid AWS region"), "{e}");
     }
 
     #[test]

@@ -142,6 +142,20 @@ pub fn build_raw(
         ("content-type", "application/json"),
         (accept_header, "application/json"),
     ];
+    post(path, authority, &base, body, auth, time)
+}
+
+/// A `POST` of `body` to `path` at `authority` with the `base` headers, authenticated with `auth`
+/// (SigV4 over exactly these headers, or the API key): the one place requests to Bedrock get
+/// their credentials (InvokeModel here, knowledge base Retrieve in [`super::retrieve`]).
+pub(crate) fn post(
+    path: String,
+    authority: String,
+    base: &[(&str, &str)],
+    body: Vec<u8>,
+    auth: &UpstreamAuth,
+    time: SystemTime,
+) -> Result<UpstreamRequest, SignError> {
     let mut headers: Vec<(String, String)> = base
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -152,7 +166,7 @@ pub fn build_raw(
                 method: "POST",
                 authority: &authority,
                 path: &path,
-                headers: &base,
+                headers: base,
                 body: &body,
             };
             headers.extend(sigv4::sign(&input, creds, region, time)?);

@@ -15,6 +15,9 @@
 //!   from the environment → [`credentials::Fetch`] state machine (the host dispatches its
 //!   [`credentials::HttpCall`]s) → [`credentials::Fetched`], shared across VMs and refreshed
 //!   at [`credentials::refresh_at`].
+//! * Knowledge base search (Agents for Amazon Bedrock Runtime): [`retrieve::RetrieveRequest`] +
+//!   the agent runtime's [`endpoint::Endpoint`] → [`retrieve::build`] (SigV4 only) → the same
+//!   [`invoke::UpstreamRequest`]; the 200 body → [`retrieve::RetrieveResponse`].
 //! * Errors: non-2xx status + `x-amzn-errortype` + body → [`errors::parse_error`] →
 //!   [`errors::BedrockError`]; in-stream exceptions map through
 //!   [`errors::BedrockError::from_stream_exception`].
@@ -27,6 +30,7 @@ pub mod errors;
 pub mod eventstream;
 pub mod invoke;
 pub mod messages;
+pub mod retrieve;
 pub mod sigv4;
 pub mod stream;
 pub mod uri;

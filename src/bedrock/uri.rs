@@ -1,4 +1,5 @@
-//! The InvokeModel / InvokeModelWithResponseStream wire path.
+//! The InvokeModel / InvokeModelWithResponseStream wire path (and the knowledge base
+//! `Retrieve` path, [`retrieve_path`]).
 //!
 //! Contract: `docs/bedrock-contract.md#invoke-model` / `#invoke-with-response-stream` (paths) and
 //! `#model-ids` (model id forms and encoding). Like botocore (`percent_encode`, safe chars `-._~`),
@@ -29,6 +30,23 @@ pub fn invoke_path(model_id: &str, stream: bool) -> String {
     }
     out.push('/');
     out.push_str(op);
+    out
+}
+
+/// `/knowledgebases/{knowledge_base_id percent-encoded}/retrieve`: the Agents for Amazon Bedrock
+/// Runtime `Retrieve` path (docs/bedrock-contract.md#retrieve). The id is a URI label like a
+/// model id, encoded the same way, so it can never add a segment, a query or a dot segment.
+pub fn retrieve_path(knowledge_base_id: &str) -> String {
+    let mut out = String::with_capacity(knowledge_base_id.len() * 3 + 26);
+    out.push_str("/knowledgebases/");
+    if knowledge_base_id == "." || knowledge_base_id == ".." {
+        for _ in 0..knowledge_base_id.len() {
+            out.push_str("%2E");
+        }
+    } else {
+        percent_encode_into(knowledge_base_id, &mut out);
+    }
+    out.push_str("/retrieve");
     out
 }
 
@@ -145,6 +163,23 @@ mod tests {
         );
         assert_eq!(invoke_path("...", false), "/model/.../invoke");
         assert_eq!(invoke_path("", false), "/model//invoke");
+    }
+
+    #[test]
+    fn retrieve_paths() {
+        assert_eq!(
+            retrieve_path("ABCDEFGHIJ"),
+            "/knowledgebases/ABCDEFGHIJ/retrieve"
+        );
+        assert_eq!(
+            retrieve_path("arn:aws:bedrock:us-east-1:123456789012:knowledge-base/ABCDEFGHIJ"),
+            "/knowledgebases/arn%3Aaws%3Abedrock%3Aus-east-1%3A123456789012%3Aknowledge-base%2FABCDEFGHIJ/retrieve"
+        );
+        assert_eq!(
+            retrieve_path("../x?y"),
+            "/knowledgebases/..%2Fx%3Fy/retrieve"
+        );
+        assert_eq!(retrieve_path(".."), "/knowledgebases/%2E%2E/retrieve");
     }
 
     #[test]

@@ -46,7 +46,8 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    /// The endpoint of a route; `None` for monitoring and unknown routes.
+    /// The endpoint of a route; `None` for monitoring, documentation search (planned by
+    /// [`super::docs_search::plan`]) and unknown routes.
     pub fn from_route(route: &Route) -> Option<Endpoint> {
         Some(match route {
             Route::V2CodeCompletions => Endpoint::Code(CodeEndpoint::V2Completions),
@@ -61,7 +62,9 @@ impl Endpoint {
             Route::LegacyChat { invokable } => Endpoint::LegacyChat {
                 invokable: invokable.clone(),
             },
-            Route::Healthz
+            // Documentation search calls the knowledge base, not a model: `docs_search::plan`.
+            Route::DocsSearch
+            | Route::Healthz
             | Route::Ready
             | Route::Docs
             | Route::UserAccessToken

@@ -319,8 +319,8 @@ pub const CREDENTIALS_HINT: &str = "the request was not authorized (check the ga
 ///
 /// Named prompts answer like the gateway does for LiteLLM's own failures (see
 /// [`prompt_failure`]): a timeout is `Timeout` (408), an unreachable endpoint
-/// `APIConnectionError` (500). Other families: 504 [`GitlabError::upstream_timeout`] or 503
-/// [`GitlabError::upstream_unavailable`].
+/// `APIConnectionError` (500). Other families: 504 [`GitlabError::upstream_timeout`] or
+/// a 503 naming the endpoint and the cause ([`EnvoyFailure`]).
 pub fn from_envoy(family: Family, failure: &EnvoyFailure, endpoint: &str) -> GitlabError {
     match (family, failure) {
         (Family::Prompts, EnvoyFailure::Timeout) => {
@@ -459,7 +459,8 @@ impl EnvoyFailure {
     }
 }
 
-fn is_credential_error(status: u16, kind: &str, message: &str) -> bool {
+/// True for Bedrock errors whose message must not be forwarded (see [`from_bedrock`]).
+pub fn is_credential_error(status: u16, kind: &str, message: &str) -> bool {
     if status == 401 || status == 403 || CREDENTIAL_KINDS.contains(&kind) {
         return true;
     }

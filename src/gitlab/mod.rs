@@ -17,10 +17,13 @@
 //! * [`chat`] — `/v2/chat/agent` (#chat-agent) and `/v1/chat/{invokable}` (#legacy-chat).
 //! * [`service_page`] — the public answers: monitoring probes and the `/docs` page.
 //! * [`user_access_token`] — `/v1/code/user_access_token`, answered without Bedrock.
+//! * [`docs_search`] — `/v1/search/gitlab-docs` (#documentation-search): a knowledge base
+//!   `Retrieve` instead of a model call, planned on its own ([`docs_search::plan`]).
 
 pub mod chat;
 pub mod code_suggestions;
 pub mod dispatch;
+pub mod docs_search;
 pub mod errors;
 pub mod model;
 pub mod prompts;

@@ -30,6 +30,8 @@ pub enum Route {
     ChatAgent,
     /// `POST /v1/chat/{invokable}`.
     LegacyChat { invokable: String },
+    /// `POST /v1/search/gitlab-docs`: documentation search (`gitlab::docs_search`).
+    DocsSearch,
     /// Anything else: 401 without a token, 404 (or 405) with one.
     Unknown,
 }
@@ -55,6 +57,7 @@ impl Route {
             Route::Prompt { .. } => "v2_prompts",
             Route::ChatAgent => "v2_chat_agent",
             Route::LegacyChat { .. } => "v1_chat",
+            Route::DocsSearch => "v1_search_gitlab_docs",
             Route::Unknown => "unknown",
         }
     }
@@ -86,6 +89,7 @@ pub fn classify(method: &str, path: &str) -> Route {
         "/v4/code/suggestions" => Route::V4CodeSuggestions,
         "/v2/chat/agent" => Route::ChatAgent,
         "/v1/code/user_access_token" => Route::UserAccessToken,
+        "/v1/search/gitlab-docs" => Route::DocsSearch,
         _ => classify_parametrised(path),
     }
 }
@@ -232,5 +236,20 @@ mod tests {
             }
         );
         assert_eq!(classify("POST", "/v1/chat/a/b"), Route::Unknown);
+    }
+
+    #[test]
+    fn docs_search_path() {
+        assert_eq!(
+            classify("POST", "/v1/search/gitlab-docs"),
+            Route::DocsSearch
+        );
+        assert_eq!(
+            classify("POST", "/v1/search/gitlab-docs/?x=1"),
+            Route::DocsSearch
+        );
+        assert_eq!(Route::DocsSearch.name(), "v1_search_gitlab_docs");
+        assert_eq!(classify("GET", "/v1/search/gitlab-docs"), Route::Unknown);
+        assert_eq!(classify("POST", "/v1/search/other"), Route::Unknown);
     }
 }

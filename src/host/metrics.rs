@@ -14,7 +14,8 @@ use proxy_wasm::types::MetricType;
 use std::collections::HashMap;
 
 // Label keys must be among those the Envoy template extracts: endpoint, status, reason, model,
-// feature, direction, error_type, provider, result, source.
+// feature, direction, error_type, provider, result, source. Metrics without labels (such as
+// `docs_search_unconfigured_total`) need no rule.
 
 #[derive(Default)]
 pub struct Metrics {

@@ -16,14 +16,19 @@ use crate::auth::rules::{
 use crate::auth::scopes::{authorize, Requirement};
 use crate::bedrock::errors::parse_error;
 use crate::bedrock::eventstream::{EventStreamDecoder, StreamFrame};
-use crate::bedrock::invoke::{build, UpstreamAuth};
+use crate::bedrock::invoke::{build, UpstreamAuth, UpstreamRequest};
 use crate::bedrock::messages::MessagesResponse;
+use crate::bedrock::retrieve;
 use crate::bedrock::stream::StreamEvent;
-use crate::config::{Upstream, JWT_AUTHN_PAYLOAD_KEY, UPSTREAM_BEDROCK, UPSTREAM_MARKER_PROPERTY};
+use crate::config::{
+    Upstream, JWT_AUTHN_PAYLOAD_KEY, UPSTREAM_BEDROCK, UPSTREAM_BEDROCK_AGENT,
+    UPSTREAM_MARKER_PROPERTY,
+};
+use crate::gitlab::docs_search::{self, SearchAction, SearchContext, SearchResponder};
 use crate::gitlab::errors::{self, EnvoyFailure, Family, GitlabError};
 use crate::gitlab::routes::{classify, Route};
 use crate::gitlab::service_page::public_answer;
-use crate::gitlab::{plan, unplanned, Endpoint, RequestContext, Responder};
+use crate::gitlab::{plan, unplanned, Endpoint, RequestContext, Responder, ScopeCheck};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
 use std::cell::RefCell;
@@ -82,10 +87,16 @@ enum ResponseMode {
     },
 }
 
-struct Forwarded {
-    responder: Box<dyn Responder>,
-    stream: bool,
-    family: Family,
+/// The upstream call in flight, and what turns its answer into GitLab's.
+enum Forwarded {
+    /// A model call (InvokeModel or its stream): the endpoint family's responder.
+    Model {
+        responder: Box<dyn Responder>,
+        stream: bool,
+        family: Family,
+    },
+    /// A knowledge base `Retrieve` (documentation search): always a JSON answer.
+    Search(SearchResponder),
 }
 
 pub struct Request {
@@ -287,7 +298,7 @@ impl Request {
         if !matches!(self.auth, Auth::Done(_)) {
             return None;
         }
-        if Endpoint::from_route(&self.route).is_none() {
+        if Endpoint::from_route(&self.route).is_none() && self.route != Route::DocsSearch {
             let header = |name: &str| abi::header(MapType::HttpRequestHeaders, name);
             let claims = match &self.auth {
                 Auth::Done(c) => c.as_ref(),
@@ -396,40 +407,50 @@ impl Request {
         Action::Pause
     }
 
-    /// Builds, signs and forwards the Bedrock request; or answers locally. Returns the action
-    /// for the current callback (`Continue` = the rewritten request goes upstream), `None`
-    /// while it waits for the first refreshed AWS credentials.
-    fn forward(&mut self, vm: &mut Vm) -> Option<Action> {
-        let Some(endpoint) = Endpoint::from_route(&self.route) else {
-            return Some(Action::Pause);
-        };
-        let refreshed;
-        let auth = match &vm.config.upstream {
-            Upstream::Fixed(auth) => auth,
+    /// The credentials to sign with, for `region`; `Err(None)` while the request waits for the
+    /// first refreshed AWS credentials, `Err(Some(action))` when it was answered instead.
+    fn upstream_auth(&mut self, vm: &mut Vm, region: &str) -> Result<UpstreamAuth, Option<Action>> {
+        let creds = match &vm.config.upstream {
+            Upstream::Fixed(UpstreamAuth::SigV4 { creds, .. }) => creds.clone(),
+            Upstream::Fixed(auth) => return Ok(auth.clone()),
             Upstream::Refreshing { source, .. } => {
                 match vm.aws.as_ref().filter(|c| !c.is_expired(now_secs())) {
-                    Some(current) => {
-                        let region = vm.config.endpoint.region.clone();
-                        refreshed = UpstreamAuth::SigV4 {
-                            creds: current.creds.clone(),
-                            region,
-                        };
-                        &refreshed
-                    }
+                    Some(current) => current.creds.clone(),
                     None if !self.creds_timed_out => {
                         self.creds_waiting = true;
                         self.wait(vm);
-                        return None;
+                        return Err(None);
                     }
                     None => {
                         log::warn!("no valid AWS credentials from the {} source", source.kind());
                         self.record.error_type = Some("no_credentials".into());
                         let e = GitlabError::detail(503, "No valid AWS credentials: the credential source did not answer (see the sidecar log)");
                         self.reply_error(&e);
-                        return Some(Action::Pause);
+                        return Err(Some(Action::Pause));
                     }
                 }
             }
+        };
+        Ok(UpstreamAuth::SigV4 {
+            creds,
+            region: region.to_string(),
+        })
+    }
+
+    /// Builds, signs and forwards the Bedrock request; or answers locally. Returns the action
+    /// for the current callback (`Continue` = the rewritten request goes upstream), `None`
+    /// while it waits for the first refreshed AWS credentials.
+    fn forward(&mut self, vm: &mut Vm) -> Option<Action> {
+        if self.route == Route::DocsSearch {
+            return self.forward_search(vm);
+        }
+        let Some(endpoint) = Endpoint::from_route(&self.route) else {
+            return Some(Action::Pause);
+        };
+        let region = vm.config.endpoint.region.clone();
+        let auth = match self.upstream_auth(vm, &region) {
+            Ok(auth) => auth,
+            Err(action) => return action,
         };
         let body = abi::buffer(BufferType::HttpRequestBody, 0, self.body_size).unwrap_or_default();
         let flags = abi::header(
@@ -455,23 +476,13 @@ impl Request {
                 return Some(Action::Pause);
             }
         };
-        let claims = match &self.auth {
-            Auth::Done(c) => c.as_ref(),
-            _ => return Some(Action::Pause),
-        };
         for check in &planned.scopes {
-            let requirement = Requirement {
-                unit_primitive: &check.unit_primitive,
-                reject_gateway_issuer: check.reject_gateway_issuer,
-                denied_detail: check.denied_detail.clone(),
-            };
-            if let Err((status, body)) = authorize(claims, &requirement) {
-                self.reply(status, body.as_bytes(), &[]);
+            if !self.authorized(check) {
                 return Some(Action::Pause);
             }
         }
         let time = UNIX_EPOCH + Duration::from_millis(now_ms());
-        let upstream = match build(&planned.invoke, &vm.config.endpoint, auth, time) {
+        let upstream = match build(&planned.invoke, &vm.config.endpoint, &auth, time) {
             Ok(u) => u,
             Err(e) => {
                 log::error!("could not sign the Bedrock request: {e}");
@@ -482,6 +493,132 @@ impl Request {
                 return Some(Action::Pause);
             }
         };
+        // A prompt's own, shorter model timeout (e.g. chat/react: 30 s) through Envoy's
+        // per-request route timeout; the router consumes the header, Bedrock never sees it.
+        let timeout_ms = planned
+            .timeout_secs
+            .map(u64::from)
+            .filter(|t| *t < vm.config.upstream_timeout_secs)
+            .map(|t| (t * 1000).to_string());
+        let scheme = vm.config.endpoint.scheme.as_str();
+        if !self.send_upstream(UPSTREAM_BEDROCK, &upstream, scheme, timeout_ms.as_deref()) {
+            return Some(Action::Pause);
+        }
+        self.record.model.clone_from(&planned.invoke.model_id);
+        self.record.feature = planned.feature;
+        if self.record.verbose {
+            log::info!(
+                "verbose AI log {}: Bedrock request {}",
+                self.record.request_id,
+                String::from_utf8_lossy(&upstream.body)
+            );
+        }
+        self.forwarded = Some(Forwarded::Model {
+            responder: planned.responder,
+            stream: planned.invoke.stream,
+            family: planned.family,
+        });
+        Some(Action::Continue)
+    }
+
+    /// The token must grant `check`'s unit primitive; false once the 403 was sent.
+    fn authorized(&mut self, check: &ScopeCheck) -> bool {
+        let claims = match &self.auth {
+            Auth::Done(c) => c.as_ref(),
+            _ => return false,
+        };
+        let requirement = Requirement {
+            unit_primitive: &check.unit_primitive,
+            reject_gateway_issuer: check.reject_gateway_issuer,
+            denied_detail: check.denied_detail.clone(),
+        };
+        match authorize(claims, &requirement) {
+            Ok(()) => true,
+            Err((status, body)) => {
+                self.reply(status, body.as_bytes(), &[]);
+                false
+            }
+        }
+    }
+
+    /// `POST /v1/search/gitlab-docs`: validation, scope, then the knowledge base's `Retrieve`
+    /// through the `bedrock_agent` route, or the empty answer when no knowledge base is
+    /// configured (docs/gitlab-contract.md#documentation-search).
+    fn forward_search(&mut self, vm: &mut Vm) -> Option<Action> {
+        self.record.feature = "documentation_search";
+        let body = abi::buffer(BufferType::HttpRequestBody, 0, self.body_size).unwrap_or_default();
+        let kb = vm.config.knowledge_base.clone();
+        let ctx = SearchContext {
+            now_secs: now_secs(),
+            knowledge_base_id: kb.as_ref().map(|kb| kb.id.as_str()),
+        };
+        let planned = match docs_search::plan(&body, &ctx) {
+            Ok(p) => p,
+            Err(e) => {
+                self.reply_error(&e);
+                return Some(Action::Pause);
+            }
+        };
+        if !self.authorized(&planned.scope) {
+            return Some(Action::Pause);
+        }
+        let (request, responder) = match planned.action {
+            SearchAction::Local {
+                response,
+                unconfigured,
+            } => {
+                if unconfigured {
+                    vm.metrics.inc("docs_search_unconfigured_total", &[]);
+                }
+                self.reply(response.status, &response.body, &response.headers);
+                return Some(Action::Pause);
+            }
+            SearchAction::Retrieve { request, responder } => (request, responder),
+        };
+        let Some(kb) = kb else {
+            return Some(Action::Pause);
+        };
+        let auth = match self.upstream_auth(vm, &kb.endpoint.region) {
+            Ok(auth) => auth,
+            Err(action) => return action,
+        };
+        let time = UNIX_EPOCH + Duration::from_millis(now_ms());
+        let upstream = match retrieve::build(&request, &kb.endpoint, &auth, time) {
+            Ok(u) => u,
+            Err(e) => {
+                log::error!("could not sign the Retrieve request: {e}");
+                self.reply_error(&GitlabError::detail(
+                    500,
+                    "Could not sign the Bedrock request",
+                ));
+                return Some(Action::Pause);
+            }
+        };
+        let scheme = kb.endpoint.scheme.as_str();
+        if !self.send_upstream(UPSTREAM_BEDROCK_AGENT, &upstream, scheme, None) {
+            return Some(Action::Pause);
+        }
+        self.record.model = format!("knowledge-base/{}", kb.id);
+        if self.record.verbose {
+            log::info!(
+                "verbose AI log {}: documentation search query {:?}",
+                self.record.request_id,
+                request.query
+            );
+        }
+        self.forwarded = Some(Forwarded::Search(responder));
+        Some(Action::Continue)
+    }
+
+    /// Replaces the request with the filter-built, signed `upstream` and marks it for the route
+    /// of `marker` (config::UPSTREAM_MARKER_PROPERTY). False once a 500 was sent instead.
+    fn send_upstream(
+        &mut self,
+        marker: &str,
+        upstream: &UpstreamRequest,
+        upstream_scheme: &str,
+        timeout_ms: Option<&str>,
+    ) -> bool {
         // Only the filter-built, signed request leaves: every client header is dropped (one
         // hostcall replaces the whole map), except the correlation id; x-forwarded-proto is
         // rewritten (Envoy's route lookup needs the header).
@@ -491,21 +628,14 @@ impl Request {
             (":path", upstream.path.as_str()),
             (":authority", upstream.authority.as_str()),
             (":scheme", self.scheme.as_str()),
-            ("x-forwarded-proto", vm.config.endpoint.scheme.as_str()),
+            ("x-forwarded-proto", upstream_scheme),
             ("content-length", length.as_str()),
         ];
         if let Some(id) = &self.request_id_header {
             set.push(("x-request-id", id.as_str()));
         }
-        // A prompt's own, shorter model timeout (e.g. chat/react: 30 s) through Envoy's
-        // per-request route timeout; the router consumes the header, Bedrock never sees it.
-        let timeout_ms = planned
-            .timeout_secs
-            .map(u64::from)
-            .filter(|t| *t < vm.config.upstream_timeout_secs)
-            .map(|t| (t * 1000).to_string());
-        if let Some(ms) = &timeout_ms {
-            set.push(("x-envoy-upstream-rq-timeout-ms", ms.as_str()));
+        if let Some(ms) = timeout_ms {
+            set.push(("x-envoy-upstream-rq-timeout-ms", ms));
         }
         set.extend(
             upstream
@@ -515,7 +645,7 @@ impl Request {
         );
         // The marker first: replacing the header map clears Envoy's route cache, so the route
         // is chosen again with the marker set (config::UPSTREAM_MARKER_PROPERTY).
-        let ok = abi::set_property(&[UPSTREAM_MARKER_PROPERTY], UPSTREAM_BEDROCK.as_bytes())
+        let ok = abi::set_property(&[UPSTREAM_MARKER_PROPERTY], marker.as_bytes())
             && abi::set_header_map(MapType::HttpRequestHeaders, &set)
             && abi::set_buffer(
                 BufferType::HttpRequestBody,
@@ -525,24 +655,10 @@ impl Request {
             );
         if !ok {
             self.reply_error(&GitlabError::detail(500, "Could not forward the request"));
-            return Some(Action::Pause);
+            return false;
         }
-        self.record.model.clone_from(&planned.invoke.model_id);
-        self.record.feature = planned.feature;
         self.record.forwarded_ms = now_ms();
-        if self.record.verbose {
-            log::info!(
-                "verbose AI log {}: Bedrock request {}",
-                self.record.request_id,
-                String::from_utf8_lossy(&upstream.body)
-            );
-        }
-        self.forwarded = Some(Forwarded {
-            responder: planned.responder,
-            stream: planned.invoke.stream,
-            family: planned.family,
-        });
-        Some(Action::Continue)
+        true
     }
 
     fn on_response_headers(&mut self, end_of_stream: bool) -> Action {
@@ -571,9 +687,17 @@ impl Request {
             .unwrap_or_default();
         self.response = if details != "via_upstream" {
             ResponseMode::EnvoyError { details }
-        } else if status == 200 && fwd.stream {
+        } else if let (
+            200,
+            Forwarded::Model {
+                responder,
+                stream: true,
+                ..
+            },
+        ) = (status, &*fwd)
+        {
             let mut out: Vec<(String, String)> = vec![(":status".into(), "200".into())];
-            out.extend(fwd.responder.stream_headers());
+            out.extend(responder.stream_headers());
             out.push(("x-process-time".into(), self.process_time()));
             self.record.status = 200;
             let out: Vec<(&str, &str)> =
@@ -655,67 +779,111 @@ impl Request {
         let Some(fwd) = self.forwarded.as_mut() else {
             return body.to_vec();
         };
-        let (status, mut headers, out): (u16, Vec<(String, String)>, Vec<u8>) = match &self.response
-        {
-            ResponseMode::Success => match serde_json::from_slice::<MessagesResponse>(body) {
-                Ok(message) => {
-                    self.record.input_tokens = message.usage.input_tokens;
-                    self.record.output_tokens = message.usage.output_tokens;
-                    if self.record.verbose {
-                        log::info!(
-                            "verbose AI log {}: Bedrock answer {:?}",
-                            self.record.request_id,
-                            message.text()
-                        );
+        let (status, mut headers, out): (u16, Vec<(String, String)>, Vec<u8>) =
+            match (&self.response, fwd) {
+                (ResponseMode::Success, Forwarded::Model { responder, .. }) => {
+                    match serde_json::from_slice::<MessagesResponse>(body) {
+                        Ok(message) => {
+                            self.record.input_tokens = message.usage.input_tokens;
+                            self.record.output_tokens = message.usage.output_tokens;
+                            if self.record.verbose {
+                                log::info!(
+                                    "verbose AI log {}: Bedrock answer {:?}",
+                                    self.record.request_id,
+                                    message.text()
+                                );
+                            }
+                            let r = responder.complete(&message);
+                            (r.status, r.headers, r.body)
+                        }
+                        Err(_) => {
+                            self.record.error_type = Some("unreadable_answer".into());
+                            log::warn!("unreadable Bedrock answer ({} bytes)", body.len());
+                            let e = GitlabError::detail(
+                                502,
+                                "Inference failed: unreadable answer from Bedrock",
+                            );
+                            (e.status, e.headers, e.body.into_bytes())
+                        }
                     }
-                    let r = fwd.responder.complete(&message);
-                    (r.status, r.headers, r.body)
                 }
-                Err(_) => {
-                    self.record.error_type = Some("unreadable_answer".into());
-                    log::warn!("unreadable Bedrock answer ({} bytes)", body.len());
-                    let e = GitlabError::detail(
-                        502,
-                        "Inference failed: unreadable answer from Bedrock",
+                (ResponseMode::Success, Forwarded::Search(responder)) => {
+                    match responder.complete(body) {
+                        Ok(r) => (r.status, r.headers, r.body),
+                        Err(e) => {
+                            self.record.error_type = Some("unreadable_answer".into());
+                            log::warn!("unreadable Retrieve answer ({} bytes)", body.len());
+                            (e.status, e.headers, e.body.into_bytes())
+                        }
+                    }
+                }
+                (
+                    ResponseMode::BedrockError {
+                        status,
+                        error_type,
+                        retry_after,
+                    },
+                    fwd,
+                ) => {
+                    let b = parse_error(*status, error_type.as_deref(), body);
+                    self.record.error_type = Some(b.kind.clone());
+                    log::warn!(
+                        "Bedrock answered {} {}: {}",
+                        b.status,
+                        b.kind,
+                        errors::log_text(&b.message)
                     );
+                    let e = match fwd {
+                        Forwarded::Model { family, .. } => errors::from_bedrock(
+                            *family,
+                            b.status,
+                            &b.kind,
+                            &b.message,
+                            retry_after.as_deref(),
+                        ),
+                        Forwarded::Search(_) => docs_search::bedrock_error(
+                            b.status,
+                            &b.kind,
+                            &b.message,
+                            retry_after.as_deref(),
+                        ),
+                    };
                     (e.status, e.headers, e.body.into_bytes())
                 }
-            },
-            ResponseMode::BedrockError {
-                status,
-                error_type,
-                retry_after,
-            } => {
-                let b = parse_error(*status, error_type.as_deref(), body);
-                self.record.error_type = Some(b.kind.clone());
-                log::warn!(
-                    "Bedrock answered {} {}: {}",
-                    b.status,
-                    b.kind,
-                    errors::log_text(&b.message)
-                );
-                let e = errors::from_bedrock(
-                    fwd.family,
-                    b.status,
-                    &b.kind,
-                    &b.message,
-                    retry_after.as_deref(),
-                );
-                (e.status, e.headers, e.body.into_bytes())
-            }
-            ResponseMode::EnvoyError { details } => {
-                let failure = EnvoyFailure::classify(details);
-                let endpoint = self.vm.borrow().config.endpoint.authority();
-                log::warn!(
-                    "no answer from Bedrock ({endpoint}): {} ({details})",
-                    failure.error_type()
-                );
-                self.record.error_type = Some(failure.error_type().into());
-                let e = errors::from_envoy(fwd.family, &failure, &endpoint);
-                (e.status, e.headers, e.body.into_bytes())
-            }
-            ResponseMode::Undecided | ResponseMode::Streaming { .. } => return body.to_vec(),
-        };
+                (ResponseMode::EnvoyError { details }, fwd) => {
+                    let failure = EnvoyFailure::classify(details);
+                    let endpoint = {
+                        let vm = self.vm.borrow();
+                        match fwd {
+                            Forwarded::Search(_) => vm
+                                .config
+                                .knowledge_base
+                                .as_ref()
+                                .map(|kb| kb.endpoint.authority())
+                                .unwrap_or_default(),
+                            Forwarded::Model { .. } => vm.config.endpoint.authority(),
+                        }
+                    };
+                    log::warn!(
+                        "no answer from Bedrock ({endpoint}): {} ({details})",
+                        failure.error_type()
+                    );
+                    self.record.error_type = Some(failure.error_type().into());
+                    let e = match (fwd, &failure) {
+                        (Forwarded::Model { family, .. }, _) => {
+                            errors::from_envoy(*family, &failure, &endpoint)
+                        }
+                        (Forwarded::Search(_), EnvoyFailure::Timeout) => {
+                            docs_search::upstream_timeout()
+                        }
+                        (Forwarded::Search(_), _) => docs_search::upstream_unavailable(details),
+                    };
+                    (e.status, e.headers, e.body.into_bytes())
+                }
+                (ResponseMode::Undecided | ResponseMode::Streaming { .. }, _) => {
+                    return body.to_vec()
+                }
+            };
         if !headers
             .iter()
             .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
@@ -735,7 +903,7 @@ impl Request {
     /// One chunk of an event stream in, GitLab's stream bytes out.
     fn translate_chunk(&mut self, chunk: &[u8], end_of_stream: bool) -> Vec<u8> {
         let (
-            Some(fwd),
+            Some(Forwarded::Model { responder, .. }),
             ResponseMode::Streaming {
                 decoder,
                 started,
@@ -751,7 +919,7 @@ impl Request {
         }
         if !*started {
             *started = true;
-            out.extend(fwd.responder.stream_start());
+            out.extend(responder.stream_start());
         }
         for frame in decoder.push(chunk) {
             match frame {
@@ -762,20 +930,20 @@ impl Request {
                     if self.record.verbose && self.record.answer.len() < 65_536 {
                         self.record.answer.push_str(&text);
                     }
-                    out.extend(fwd.responder.stream_text(&text))
+                    out.extend(responder.stream_text(&text))
                 }
                 StreamFrame::Event(StreamEvent::MessageStart { input_tokens, .. }) => {
                     self.record.input_tokens = input_tokens;
-                    fwd.responder.record_usage(Some(input_tokens), None)
+                    responder.record_usage(Some(input_tokens), None)
                 }
                 StreamFrame::Event(StreamEvent::MessageDelta {
                     output_tokens,
                     stop_reason,
                 }) => {
                     self.record.output_tokens = output_tokens;
-                    fwd.responder.record_usage(None, Some(output_tokens));
+                    responder.record_usage(None, Some(output_tokens));
                     if let Some(reason) = stop_reason.as_deref() {
-                        fwd.responder.record_stop_reason(reason);
+                        responder.record_stop_reason(reason);
                     }
                 }
                 StreamFrame::Event(StreamEvent::Error { kind, message })
@@ -786,7 +954,7 @@ impl Request {
                     );
                     self.record.error_type = Some(kind);
                     self.record.stream_exception = true;
-                    out.extend(fwd.responder.stream_error(&message));
+                    out.extend(responder.stream_error(&message));
                     *finished = true;
                     return out;
                 }
@@ -794,7 +962,7 @@ impl Request {
                     log::warn!("Bedrock stream unreadable: {why}");
                     self.record.error_type = Some("malformed_stream".into());
                     self.record.stream_exception = true;
-                    out.extend(fwd.responder.stream_error("unreadable stream from Bedrock"));
+                    out.extend(responder.stream_error("unreadable stream from Bedrock"));
                     *finished = true;
                     return out;
                 }
@@ -802,7 +970,7 @@ impl Request {
                 // the upstream then ends the body or sends trailers (see on_response_trailers).
                 StreamFrame::Event(StreamEvent::MessageStop { .. }) => {
                     *finished = true;
-                    out.extend(fwd.responder.stream_end());
+                    out.extend(responder.stream_end());
                     return out;
                 }
                 StreamFrame::Event(_) => {}
@@ -814,10 +982,10 @@ impl Request {
                 log::warn!("Bedrock stream cut off: {why}");
                 self.record.error_type = Some("truncated_stream".into());
                 self.record.stream_exception = true;
-                out.extend(fwd.responder.stream_error("stream from Bedrock cut off"));
+                out.extend(responder.stream_error("stream from Bedrock cut off"));
                 return out;
             }
-            out.extend(fwd.responder.stream_end());
+            out.extend(responder.stream_end());
         }
         out
     }

@@ -103,6 +103,23 @@ impl RootContext for Root {
                          without a token. Use only for development."
                     );
                 }
+                match &config.knowledge_base {
+                    Some(kb) => log::info!(
+                        "documentation search: knowledge base {} at {} (region {})",
+                        kb.id,
+                        kb.endpoint.authority(),
+                        kb.endpoint.region
+                    ),
+                    // Once per Envoy process, not once per VM (docs/gitlab-contract.md#documentation-search).
+                    None if super::shared::claim_once("duo_bedrock.kb_unconfigured_warned") => {
+                        log::warn!(
+                            "AIGW_BEDROCK_KNOWLEDGE_BASE_ID is not set: documentation search \
+                             (POST /v1/search/gitlab-docs) answers no results, so Duo Chat answers \
+                             documentation questions from the model alone (deploy/aws/knowledge-base.md)"
+                        )
+                    }
+                    None => {}
+                }
                 log::info!(
                     "duo-bedrock filter configured: Bedrock {} (region {}), GitLab {}, audience {}",
                     config.endpoint.authority(),

@@ -31,6 +31,17 @@ pub struct Record {
     pub failures: u32,
 }
 
+/// True for the first VM of the Envoy process that asks for `key`: for one-time notices (a start
+/// warning) that every VM would otherwise repeat. Envoy configures the main thread's VMs before
+/// the workers start theirs (measured on 1.40: two configures on the main thread, then one per
+/// worker), so the first claim is not raced in practice; a VM reloaded later finds the key.
+pub fn claim_once(key: &str) -> bool {
+    match hostcalls::get_shared_data(key) {
+        Ok((Some(_), _)) => false,
+        Ok((None, _)) | Err(_) => hostcalls::set_shared_data(key, Some(b"1"), None).is_ok(),
+    }
+}
+
 /// A shared value's name: `duo_bedrock.<what>`.
 #[derive(Debug, Clone)]
 pub struct Shared {

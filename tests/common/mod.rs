@@ -199,6 +199,8 @@ pub fn render_config(env: &[(&str, String)], out: &Path) -> Result<(), String> {
         "AWS_REGION",
         "AWS_DEFAULT_REGION",
         "AWS_BEDROCK_RUNTIME_ENDPOINT",
+        "AWS_BEDROCK_AGENT_RUNTIME_ENDPOINT",
+        "AIGW_BEDROCK_KNOWLEDGE_BASE_ID",
         "AWS_BEARER_TOKEN_BEDROCK",
         "AIGW_GITLAB_URL",
         "AIGW_CUSTOMER_PORTAL_URL",
