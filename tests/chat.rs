@@ -76,7 +76,7 @@ fn test_connection_succeeds_fast_and_reports_bedrock_refusals_as_421() {
         ("fault-424", "424: Failed Dependency - ModelErrorException: Received server error (500) from model."),
         ("fault-500", "500: Internal Server Error - InternalServerException: The system encountered an unexpected error"),
         ("fault-503", "503: Service Unavailable - ServiceUnavailableException: Bedrock is unable to process your request."),
-        ("fault-reset", "500: Internal Server Error - Amazon Bedrock is unreachable ("),
+        ("fault-reset", "500: Internal Server Error - Amazon Bedrock (127.0.0.1:"),
     ] {
         let body = json!({"inputs": {}, "stream": false, "model_metadata": metadata(&format!("anthropic.claude-{fault}-v1:0"))});
         let r = post(
