@@ -361,7 +361,10 @@ fn knowledge_base_errors_map_like_model_errors() {
         if status == 429 {
             assert_eq!(r.header("retry-after"), Some("1"));
         }
-        let line = format!(r#"duo_bedrock_upstream_errors_total{{error_type="{error_type}"}} 1"#);
+        let model = format!("knowledge_base_{}", kb_id.to_ascii_lowercase());
+        let line = format!(
+            r#"duo_bedrock_upstream_errors_total{{model="{model}",error_type="{error_type}"}} 1"#
+        );
         assert!(
             prometheus_has(&sidecar, &line),
             "{kb_id}: {}",

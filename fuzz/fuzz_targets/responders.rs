@@ -30,7 +30,9 @@ use duo_bedrock_filter::bedrock::errors::{parse_error, BedrockError, MAX_MESSAGE
 use duo_bedrock_filter::bedrock::messages::MessagesResponse;
 use duo_bedrock_filter::bedrock::stream::{parse_event, StreamEvent};
 use duo_bedrock_filter::gitlab::code_suggestions::CodeEndpoint;
-use duo_bedrock_filter::gitlab::errors::{from_bedrock, from_envoy, EnvoyFailure};
+use duo_bedrock_filter::gitlab::errors::{
+    from_bedrock, from_envoy, EnvoyFailure, ACCESS_DENIED_HINT,
+};
 use duo_bedrock_filter::gitlab::{plan, Endpoint, Family, GitlabError, Plan, RequestContext};
 use duo_bedrock_filter_fuzz::{assert_gitlab_error, field, fields, hex, number, text};
 use libfuzzer_sys::fuzz_target;
@@ -441,7 +443,12 @@ fn error(fam: Fam, status: u16, answer: &[u8]) {
         .iter()
         .any(|m| lower.contains(m));
     if credential {
-        assert!(detail.ends_with("bedrock:InvokeModel)"), "{detail}");
+        // Bedrock's message withheld: the credentials hint, or the model-access hint for
+        // AccessDeniedException.
+        assert!(
+            detail.ends_with("bedrock:InvokeModel)") || detail.ends_with(ACCESS_DENIED_HINT),
+            "{detail}"
+        );
     }
     // Envoy's own failures, whatever its code details say: GitLab's JSON for every family.
     let failure = EnvoyFailure::classify(&text(body));

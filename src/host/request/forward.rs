@@ -122,16 +122,9 @@ impl Request {
             }
         }
         let time = UNIX_EPOCH + Duration::from_millis(now_ms());
-        let upstream = match build(&planned.invoke, &vm.config.endpoint, &auth, time) {
-            Ok(u) => u,
-            Err(e) => {
-                log::error!("could not sign the Bedrock request: {e}");
-                self.reply_error(&GitlabError::detail(
-                    500,
-                    "Could not sign the Bedrock request",
-                ));
-                return Some(Action::Pause);
-            }
+        let built = build(&planned.invoke, &vm.config.endpoint, &auth, time);
+        let Some(upstream) = self.signed(built, "Bedrock") else {
+            return Some(Action::Pause);
         };
         // A prompt's own, shorter model timeout (e.g. chat/react: 30 s) through Envoy's
         // per-request route timeout; the router consumes the header, Bedrock never sees it.
@@ -223,16 +216,9 @@ impl Request {
             Err(action) => return action,
         };
         let time = UNIX_EPOCH + Duration::from_millis(now_ms());
-        let upstream = match retrieve::build(&request, &kb.endpoint, &auth, time) {
-            Ok(u) => u,
-            Err(e) => {
-                log::error!("could not sign the Retrieve request: {e}");
-                self.reply_error(&GitlabError::detail(
-                    500,
-                    "Could not sign the Bedrock request",
-                ));
-                return Some(Action::Pause);
-            }
+        let built = retrieve::build(&request, &kb.endpoint, &auth, time);
+        let Some(upstream) = self.signed(built, "Retrieve") else {
+            return Some(Action::Pause);
         };
         let scheme = kb.endpoint.scheme.as_str();
         if !self.send_upstream(UPSTREAM_BEDROCK_AGENT, &upstream, scheme, None) {
@@ -248,6 +234,26 @@ impl Request {
         }
         self.forwarded = Some(Forwarded::Search(responder));
         Some(Action::Continue)
+    }
+
+    /// The built and signed upstream request, or `None` once GitLab got a 500 (what failed is
+    /// logged, never the credentials).
+    pub(super) fn signed<E: std::fmt::Display>(
+        &mut self,
+        built: Result<UpstreamRequest, E>,
+        what: &str,
+    ) -> Option<UpstreamRequest> {
+        match built {
+            Ok(u) => Some(u),
+            Err(e) => {
+                log::error!("could not sign the {what} request: {e}");
+                self.reply_error(&GitlabError::detail(
+                    500,
+                    "Could not sign the Bedrock request",
+                ));
+                None
+            }
+        }
     }
 
     /// Replaces the request with the filter-built, signed `upstream` and marks it for the route
