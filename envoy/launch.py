@@ -425,7 +425,10 @@ def run():
         envoy = env("ENVOY_BIN", str(DEFAULT_ENVOY))
         if not Path(envoy).exists() and not shutil.which(envoy):
             raise ConfigError(f"{envoy} is missing: run `make envoy` first")
-        args = [envoy, "-c", path, "--log-level", env("ENVOY_LOG_LEVEL", "info")]
+        # --disable-hot-restart: a sidecar is replaced, never hot-restarted, and without it every
+        # Envoy on a host uses the same shared-memory base id (0): a second instance would fail
+        # to start ("unable to bind domain socket with base_id=0").
+        args = [envoy, "-c", path, "--log-level", env("ENVOY_LOG_LEVEL", "info"), "--disable-hot-restart"]
         if env("ENVOY_CONCURRENCY"):
             args += ["--concurrency", env("ENVOY_CONCURRENCY")]
         proc = subprocess.Popen(args)

@@ -129,3 +129,70 @@ fn make_run_without_credentials_is_an_honest_working_demo() {
     );
     assert_eq!(v["metadata"]["provider"], "bedrock-knowledge-base");
 }
+
+/// Two sidecars started the way `make run` starts them, on one host: both serve (Envoy's
+/// shared-memory base id would otherwise collide).
+#[test]
+fn two_sidecars_on_one_host_do_not_collide() {
+    let emu = Emulator::start();
+    let launch = |port: u16| {
+        Command::new("python3")
+            .arg(root().join("envoy/launch.py"))
+            .arg("run")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("AIGW_GITLAB_URL", &emu.url)
+            .env("AWS_BEDROCK_RUNTIME_ENDPOINT", &emu.url)
+            .env("AWS_REGION_NAME", REGION)
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+            .env("AIGW_FASTAPI__API_HOST", "127.0.0.1")
+            .env("AIGW_FASTAPI__API_PORT", port.to_string())
+            .env("ENVOY_ADMIN_PORT", free_port().to_string())
+            .env("ENVOY_CONCURRENCY", "1")
+            .env("DUO_FILTER_WASM", wasm_path())
+            .env("ENVOY_BIN", envoy_bin())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    struct Stop(Vec<std::process::Child>);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            for c in &mut self.0 {
+                let _ = Command::new("kill").arg(c.id().to_string()).status();
+                let _ = c.wait();
+            }
+        }
+    }
+    let ports = [free_port(), free_port()];
+    let _running = Stop(ports.iter().map(|p| launch(*p)).collect());
+    let token = emu.token();
+    for port in ports {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while try_request(port, "GET", "/monitoring/healthz", &[], None)
+            .map_or(true, |r| r.status != 200)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the sidecar on {port} did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let r = wait_ready(port, Duration::from_secs(10));
+        assert_eq!(r.status, 200, "{port}: {}", r.text());
+        let body = serde_json::json!({"current_file": {"file_name": "a.py", "content_above_cursor": "def f():\n    ", "content_below_cursor": ""},
+                                      "prompt_version": 2, "model_identifier": format!("bedrock/{MODEL}")})
+        .to_string();
+        let headers = gitlab_headers(&token);
+        let r = request(
+            port,
+            "POST",
+            "/v2/code/completions",
+            &as_refs(&headers),
+            Some(body.as_bytes()),
+        );
+        assert_eq!(r.status, 200, "{port}: {}", r.text());
+    }
+}
