@@ -98,6 +98,45 @@ def tls_block(scheme, host):
 DEFAULT_MAX_CONCURRENT_REQUESTS = 10000
 
 
+def metrics_listener(host, port, admin_port):
+    """Prometheus on its own port, as the gateway serves it (`GET /metrics` on
+    AIGW_FASTAPI__METRICS_HOST:AIGW_FASTAPI__METRICS_PORT, default 0.0.0.0:8082): only that path,
+    only GET, proxied to the admin's /stats/prometheus on loopback; the admin interface itself
+    stays on 127.0.0.1. Port 0 (or an admin on port 0) renders no metrics listener."""
+    if not port or not admin_port:
+        return "", ""
+    listener = f"""  - name: metrics
+    address: {{ socket_address: {{ address: "{host}", port_value: {port} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: metrics
+          route_config:
+            virtual_hosts:
+            - name: metrics
+              domains: ["*"]
+              routes:
+              - match: {{ path: "/metrics", headers: [{{ name: ":method", string_match: {{ exact: GET }} }}] }}
+                route: {{ cluster: envoy_admin, prefix_rewrite: "/stats/prometheus" }}
+              - match: {{ prefix: "/" }}
+                direct_response: {{ status: 404 }}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+"""
+    cluster = f"""  - name: envoy_admin
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: envoy_admin
+      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin_port} }} }} }} }}] }}]
+"""
+    return listener, cluster
+
+
 def cluster_block(name, scheme, host, port, max_requests=None):
     """One upstream cluster. `max_requests`: its circuit breakers, sized for long LLM streams
     (Envoy's default of 1,024 connections / pending / active requests would refuse the rest);
@@ -300,8 +339,15 @@ def render(wasm_path=None):
     }
     plugin_json = json.dumps({k: v for k, v in plugin.items() if v is not None}, separators=(",", ":"))
 
+    admin_port = int_env("ENVOY_ADMIN_PORT", 9901, 0, 65535)
+    metrics, admin_cluster = metrics_listener(
+        env("AIGW_FASTAPI__METRICS_HOST", "0.0.0.0"), int_env("AIGW_FASTAPI__METRICS_PORT", 8082, 0, 65535), admin_port
+    )
+    if admin_cluster:
+        clusters.append(admin_cluster)
     values = {
-        "ADMIN_PORT": int_env("ENVOY_ADMIN_PORT", 9901, 0, 65535),
+        "METRICS_LISTENER": metrics,
+        "ADMIN_PORT": admin_port,
         "LISTEN_HOST": env("AIGW_FASTAPI__API_HOST", "0.0.0.0"),
         "LISTEN_PORT": int_env("AIGW_FASTAPI__API_PORT", 5052, 0, 65535),
         "UPSTREAM_TIMEOUT": f"{plugin['upstream_timeout_secs']}s",

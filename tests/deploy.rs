@@ -500,7 +500,23 @@ fn kubernetes_deployment_lines_up_with_its_config() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(clusters, ["bedrock", "gitlab"]);
+    assert_eq!(clusters, ["bedrock", "gitlab", "envoy_admin"]);
+    // Prometheus: the pod's metrics port and annotations are the metrics listener's, which
+    // proxies only GET /metrics to the admin's port.
+    let metrics = &envoy["static_resources"]["listeners"][1];
+    assert_eq!(metrics["name"], "metrics");
+    assert_eq!(metrics["address"]["socket_address"]["port_value"], 8082);
+    assert_eq!(c["ports"][1]["containerPort"], 8082);
+    let meta = &dep["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(meta["prometheus.io/port"], "8082");
+    assert_eq!(meta["prometheus.io/path"], "/metrics");
+    let admin = &envoy["static_resources"]["clusters"][2]["load_assignment"]["endpoints"][0]
+        ["lb_endpoints"][0]["endpoint"]["address"]["socket_address"];
+    assert_eq!(admin["address"], "127.0.0.1");
+    assert_eq!(
+        admin["port_value"],
+        envoy["admin"]["address"]["socket_address"]["port_value"]
+    );
     let bedrock = &envoy["static_resources"]["clusters"][0];
     assert_eq!(
         bedrock["transport_socket"]["typed_config"]["sni"],
@@ -1700,8 +1716,11 @@ impl EnvoyProc {
     fn boot_in(cfg: &Value, _port: u16, dir: TempDir) -> EnvoyProc {
         let mut cfg = cfg.clone();
         cfg["admin"]["address"]["socket_address"]["port_value"] = json!(0);
-        cfg["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] =
-            json!(0);
+        if let Some(listeners) = cfg["static_resources"]["listeners"].as_array_mut() {
+            for l in listeners {
+                l["address"]["socket_address"]["port_value"] = json!(0);
+            }
+        }
         let path = write_config(&dir.0, &cfg);
         let log = dir.0.join("envoy.log");
         let admin_file = dir.0.join("admin.address");

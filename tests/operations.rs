@@ -443,3 +443,53 @@ fn header_mismatch_names_the_header() {
         .prometheus()
         .contains(r#"duo_bedrock_auth_failures_total{reason="header_mismatch"} 1"#));
 }
+
+/// Prometheus scrapes its own port, as with the gateway (`GET /metrics` on
+/// AIGW_FASTAPI__METRICS_PORT): the labelled metrics, and nothing else of the admin interface.
+#[test]
+fn metrics_have_their_own_port_and_nothing_else_of_the_admin() {
+    let emu = Emulator::start();
+    let (admin, metrics) = (free_port(), free_port());
+    let sidecar = Sidecar::start_with(
+        &emu,
+        &[
+            ("ENVOY_ADMIN_PORT", admin.to_string().as_str()),
+            ("AIGW_FASTAPI__METRICS_HOST", "127.0.0.1"),
+            ("AIGW_FASTAPI__METRICS_PORT", metrics.to_string().as_str()),
+        ],
+    );
+    let token = emu.token();
+    let r = sidecar.request(
+        "POST",
+        "/v2/code/completions",
+        &as_refs(&gitlab_headers(&token)),
+        Some(b"{}"),
+    );
+    assert_eq!(r.status, 422, "{}", r.text());
+    let r = request(metrics, "GET", "/metrics", &[], None);
+    assert_eq!(r.status, 200);
+    let text = r.text();
+    assert!(
+        text.contains(
+            r#"duo_bedrock_requests_total{endpoint="v2_code_completions",status="422"} 1"#
+        ),
+        "{}",
+        grep(&text)
+    );
+    for (method, path) in [
+        ("GET", "/stats"),
+        ("GET", "/config_dump"),
+        ("POST", "/quitquitquit"),
+        ("POST", "/metrics"),
+        ("GET", "/stats/prometheus"),
+    ] {
+        let r = request(metrics, method, path, &[], None);
+        assert_eq!(r.status, 404, "{method} {path}");
+    }
+    assert_eq!(
+        sidecar
+            .request("GET", "/monitoring/healthz", &[], None)
+            .status,
+        200
+    );
+}

@@ -55,8 +55,12 @@ pub fn envoy_bound_ports(admin_address_file: &Path) -> Option<(u16, u16)> {
     let admin_port: u16 = admin.trim().rsplit(':').next()?.parse().ok()?;
     let r = try_request(admin_port, "GET", "/listeners?format=json", &[], None).ok()?;
     let v: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
-    let port =
-        v["listener_statuses"][0]["local_address"]["socket_address"]["port_value"].as_u64()?;
+    // The serving listener (the metrics listener, when there is one, is not it).
+    let port = v["listener_statuses"]
+        .as_array()?
+        .iter()
+        .find(|l| l["name"] != "metrics")?["local_address"]["socket_address"]["port_value"]
+        .as_u64()?;
     Some((u16::try_from(port).ok()?, admin_port))
 }
 
@@ -213,6 +217,8 @@ pub fn render_config(env: &[(&str, String)], out: &Path) -> Result<(), String> {
         "AIGW_AUTH__BYPASS_EXTERNAL",
         "AIGW_DEFAULT_MODEL",
         "DUO_BEDROCK_ENVOY_JWT_AUTHN",
+        "AIGW_FASTAPI__METRICS_HOST",
+        "AIGW_FASTAPI__METRICS_PORT",
     ] {
         cmd.env_remove(var);
     }
@@ -273,7 +279,11 @@ impl Sidecar {
         // Port 0 for both: Envoy binds free ports itself and reports them (no port race).
         env.push(("AIGW_FASTAPI__API_HOST", "127.0.0.1".into()));
         env.push(("AIGW_FASTAPI__API_PORT", "0".into()));
-        env.push(("ENVOY_ADMIN_PORT", "0".into()));
+        // The admin on port 0 too, unless the test needs it fixed (the metrics listener proxies
+        // to the admin and is rendered only when the admin port is known).
+        if !env.iter().any(|(k, _)| *k == "ENVOY_ADMIN_PORT") {
+            env.push(("ENVOY_ADMIN_PORT", "0".into()));
+        }
         let admin_file = dir.0.join("admin.address");
         let config = dir.0.join("envoy.yaml");
         render_config(&env, &config)?;
