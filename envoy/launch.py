@@ -22,7 +22,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.parse
+import urllib.request
 from pathlib import Path
 from string import Template
 
@@ -427,13 +429,76 @@ def stop_processes(children):
             child.kill()
 
 
+def admin_stat(admin_port, name):
+    """One counter or gauge from Envoy's admin (`/stats?filter=^name$`), None when unreadable."""
+    url = f"http://127.0.0.1:{admin_port}/stats?filter=^{re.escape(name)}$"
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(": ")
+        if key == name and value.strip().isdigit():
+            return int(value)
+    return None
+
+
+def drain(envoy, admin_port, bound_s):
+    """Graceful shutdown: Envoy stops taking new connections and asks open ones to close
+    (`/drain_listeners?graceful`, with --drain-strategy immediate), the requests in flight (long
+    streams included) finish, up to `bound_s` seconds; then Envoy stops. Without an admin port
+    it just stops."""
+    if envoy.poll() is not None:
+        return
+    started = time.monotonic()
+    if admin_port:
+        try:
+            req = urllib.request.Request(f"http://127.0.0.1:{admin_port}/drain_listeners?graceful&inboundonly", method="POST")
+            urllib.request.urlopen(req, timeout=2).close()
+            print(f"duo-bedrock sidecar: draining (at most {bound_s} s)", flush=True)
+            while time.monotonic() - started < bound_s and envoy.poll() is None:
+                active = admin_stat(admin_port, "http.ai_gateway.downstream_rq_active")
+                if active is None or active == 0:
+                    break
+                time.sleep(0.1)
+        except OSError:
+            pass
+    if envoy.poll() is None and admin_port:
+        # The admin's own exit is immediate; SIGTERM would wait for Envoy's shutdown sequence.
+        try:
+            req = urllib.request.Request(f"http://127.0.0.1:{admin_port}/quitquitquit", method="POST")
+            urllib.request.urlopen(req, timeout=2).close()
+        except OSError:
+            pass
+    for stop_it in (lambda: None, envoy.terminate, envoy.kill):
+        if envoy.poll() is None:
+            stop_it()
+        try:
+            envoy.wait(timeout=5)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    print(f"duo-bedrock sidecar: stopped after draining {time.monotonic() - started:.1f} s", flush=True)
+
+
+class Terminate(Exception):
+    """SIGTERM arrived. Raised from the signal handler so that the work happens in the main
+    flow: a handler that waits for a child itself deadlocks on the `Popen.wait` the main flow
+    is in (its lock is not reentrant), which used to stall every stop by 5 s."""
+
+
+def on_sigterm(*_):
+    raise Terminate()
+
+
 def run():
     children = []
 
     def stop(*_):
         stop_processes(children)
 
-    signal.signal(signal.SIGTERM, lambda *_: (stop(), sys.exit(0)))
+    signal.signal(signal.SIGTERM, on_sigterm)
     # No credentials of any kind, no endpoint and no region: nothing real to talk to.
     demo = not first_env("AWS_ACCESS_KEY_ID", "AWS_BEARER_TOKEN_BEDROCK", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
                          "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_BEDROCK_RUNTIME_ENDPOINT",
@@ -474,9 +539,15 @@ def run():
         # --disable-hot-restart: a sidecar is replaced, never hot-restarted, and without it every
         # Envoy on a host uses the same shared-memory base id (0): a second instance would fail
         # to start ("unable to bind domain socket with base_id=0").
-        args = [envoy, "-c", path, "--log-level", env("ENVOY_LOG_LEVEL", "info"), "--disable-hot-restart"]
+        args = [envoy, "-c", path, "--log-level", env("ENVOY_LOG_LEVEL", "info"), "--disable-hot-restart",
+                "--drain-strategy", "immediate", "--drain-time-s", "1"]
         if env("ENVOY_CONCURRENCY"):
             args += ["--concurrency", env("ENVOY_CONCURRENCY")]
+        # Kubernetes sends SIGTERM when it stops the pod: the requests in flight drain first
+        # (DUO_BEDROCK_DRAIN_SECONDS, default the model timeout + 5 s; the pod's
+        # terminationGracePeriodSeconds must be above it).
+        drain_seconds = int_env("DUO_BEDROCK_DRAIN_SECONDS", int_env("AIGW_MODEL_TIMEOUT_SECONDS", 60, 1, 600) + 5, 0, 3600)
+        admin_port = int_env("ENVOY_ADMIN_PORT", 9901, 0, 65535)
         proc = subprocess.Popen(args)
         children.append(proc)
         print(f"duo-bedrock sidecar: Envoy on {env('AIGW_FASTAPI__API_HOST', '0.0.0.0')}:"
@@ -484,11 +555,15 @@ def run():
               f"Bedrock {env('AWS_BEDROCK_RUNTIME_ENDPOINT') or 'regional endpoint'}", flush=True)
         if banner:
             print(banner, flush=True)
-        return proc.wait()
+        try:
+            return proc.wait()
+        except Terminate:
+            drain(proc, admin_port, drain_seconds)
+            return 0
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminate):
         return 0
     finally:
         stop()

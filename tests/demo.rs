@@ -196,3 +196,102 @@ fn two_sidecars_on_one_host_do_not_collide() {
         assert_eq!(r.status, 200, "{port}: {}", r.text());
     }
 }
+
+/// SIGTERM (Kubernetes stopping the pod) drains: a stream in flight finishes whole, new
+/// connections are no longer served, and the launcher exits once the stream is done.
+#[test]
+fn sigterm_drains_streams_in_flight_then_stops() {
+    let emu = Emulator::start();
+    let (port, admin) = (free_port(), free_port());
+    let mut launcher = Command::new("python3")
+        .arg(root().join("envoy/launch.py"))
+        .arg("run")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AIGW_GITLAB_URL", &emu.url)
+        .env("AWS_BEDROCK_RUNTIME_ENDPOINT", &emu.url)
+        .env("AWS_REGION_NAME", REGION)
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AIGW_FASTAPI__API_HOST", "127.0.0.1")
+        .env("AIGW_FASTAPI__API_PORT", port.to_string())
+        .env("AIGW_FASTAPI__METRICS_PORT", "0")
+        .env("ENVOY_ADMIN_PORT", admin.to_string())
+        .env("ENVOY_CONCURRENCY", "1")
+        .env("DUO_FILTER_WASM", wasm_path())
+        .env("ENVOY_BIN", envoy_bin())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = launcher.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while try_request(port, "GET", "/monitoring/healthz", &[], None).is_err() {
+        assert!(Instant::now() < deadline, "the sidecar did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let r = wait_ready(port, Duration::from_secs(10));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let token = emu.token();
+    // A stream of about 2 s (20 frames, 100 ms apart).
+    let body = serde_json::json!({"current_file": {"file_name": "a.py", "content_above_cursor": "def f():\n    ", "content_below_cursor": ""},
+                                  "prompt_version": 2, "stream": true,
+                                  "model_identifier": "bedrock/anthropic.claude-fault-drip-100-fault-deltas-20-v1:0"})
+    .to_string();
+    let stream = std::thread::spawn(move || {
+        let headers = gitlab_headers(&token);
+        try_request(
+            port,
+            "POST",
+            "/v2/code/completions",
+            &as_refs(&headers),
+            Some(body.as_bytes()),
+        )
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let t0 = Instant::now();
+    let _ = Command::new("kill").arg(launcher.id().to_string()).status();
+    // The stream in flight completes.
+    let r = stream
+        .join()
+        .unwrap()
+        .expect("the stream in flight was cut");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.chunk_times.len() >= 10,
+        "{} chunks: {:?}",
+        r.chunk_times.len(),
+        r.text()
+    );
+    let finished = t0.elapsed();
+    // New requests are not served any more once Envoy stopped; the launcher exits.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = launcher.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the launcher did not exit after the drain"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stopped = t0.elapsed();
+    assert!(status.success(), "{status}");
+    assert!(try_request(port, "GET", "/monitoring/healthz", &[], None).is_err());
+    let said: Vec<String> = rx.try_iter().collect();
+    assert!(said.iter().any(|l| l.contains("draining")), "{said:?}");
+    eprintln!(
+        "drain: stream finished {finished:?} after SIGTERM, launcher exited after {stopped:?}"
+    );
+    assert!(
+        stopped < finished + Duration::from_secs(3),
+        "{stopped:?} vs {finished:?}"
+    );
+}

@@ -197,7 +197,7 @@ fn spec_fields(api: &str, kind: &str) -> Option<&'static [&'static str]> {
     let any: &[&str] = &[];
     Some(match (api, kind) {
         ("v1", "Namespace" | "ServiceAccount" | "ConfigMap" | "Service" | "Secret") => any,
-        ("apps/v1", "Deployment") => any,
+        ("apps/v1", "Deployment") | ("policy/v1", "PodDisruptionBudget") => any,
         ("extensions.istio.io/v1alpha1", "WasmPlugin") => &[
             "selector",
             "targetRef",
@@ -482,6 +482,20 @@ fn kubernetes_deployment_lines_up_with_its_config() {
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/monitoring/ready");
     assert_eq!(c["readinessProbe"]["httpGet"]["port"], 5052);
     assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/monitoring/healthz");
+    // Graceful stop matched to the model timeout: the preStop sleep outlasts the longest
+    // request, the grace period outlasts the sleep; a PodDisruptionBudget keeps one replica.
+    let timeout: u64 = 60;
+    let sleep = c["lifecycle"]["preStop"]["sleep"]["seconds"]
+        .as_u64()
+        .unwrap();
+    let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
+    assert!(sleep > timeout && grace > sleep, "{sleep} {grace}");
+    let pdb = one(&d, "policy/v1", "PodDisruptionBudget");
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+    assert_eq!(
+        pdb["spec"]["selector"]["matchLabels"],
+        dep["spec"]["selector"]["matchLabels"]
+    );
     let listener = &envoy["static_resources"]["listeners"][0];
     assert_eq!(listener["address"]["socket_address"]["port_value"], 5052);
     assert_eq!(listener["per_connection_buffer_limit_bytes"], 16777216);
