@@ -21,6 +21,7 @@ fn make_run_without_credentials_is_an_honest_working_demo() {
         .env("AIGW_FASTAPI__API_HOST", "127.0.0.1")
         .env("AIGW_FASTAPI__API_PORT", port.to_string())
         .env("ENVOY_ADMIN_PORT", free_port().to_string())
+        .env("AIGW_FASTAPI__METRICS_PORT", free_port().to_string())
         .env("ENVOY_CONCURRENCY", "1")
         .env("DUO_FILTER_WASM", wasm_path())
         .env("DUO_EMULATOR_BIN", emulator_bin())
@@ -130,33 +131,38 @@ fn make_run_without_credentials_is_an_honest_working_demo() {
     assert_eq!(v["metadata"]["provider"], "bedrock-knowledge-base");
 }
 
+/// `make run`'s launcher against the emulator (as Bedrock and GitLab) on `port`, its admin on
+/// `admin`, without the metrics listener (several of them run on one host).
+fn make_run(emu: &Emulator, port: u16, admin: u16, stdout: Stdio) -> std::process::Child {
+    Command::new("python3")
+        .arg(root().join("envoy/launch.py"))
+        .arg("run")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AIGW_GITLAB_URL", &emu.url)
+        .env("AWS_BEDROCK_RUNTIME_ENDPOINT", &emu.url)
+        .env("AWS_REGION_NAME", REGION)
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AIGW_FASTAPI__API_HOST", "127.0.0.1")
+        .env("AIGW_FASTAPI__API_PORT", port.to_string())
+        .env("AIGW_FASTAPI__METRICS_PORT", "0")
+        .env("ENVOY_ADMIN_PORT", admin.to_string())
+        .env("ENVOY_CONCURRENCY", "1")
+        .env("DUO_FILTER_WASM", wasm_path())
+        .env("ENVOY_BIN", envoy_bin())
+        .stdout(stdout)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 /// Two sidecars started the way `make run` starts them, on one host: both serve (Envoy's
 /// shared-memory base id would otherwise collide).
 #[test]
 fn two_sidecars_on_one_host_do_not_collide() {
     let emu = Emulator::start();
-    let launch = |port: u16| {
-        Command::new("python3")
-            .arg(root().join("envoy/launch.py"))
-            .arg("run")
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("AIGW_GITLAB_URL", &emu.url)
-            .env("AWS_BEDROCK_RUNTIME_ENDPOINT", &emu.url)
-            .env("AWS_REGION_NAME", REGION)
-            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-            .env("AIGW_FASTAPI__API_HOST", "127.0.0.1")
-            .env("AIGW_FASTAPI__API_PORT", port.to_string())
-            .env("ENVOY_ADMIN_PORT", free_port().to_string())
-            .env("ENVOY_CONCURRENCY", "1")
-            .env("DUO_FILTER_WASM", wasm_path())
-            .env("ENVOY_BIN", envoy_bin())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    };
+    let launch = |port: u16| make_run(&emu, port, free_port(), Stdio::null());
     struct Stop(Vec<std::process::Child>);
     impl Drop for Stop {
         fn drop(&mut self) {
@@ -203,27 +209,7 @@ fn two_sidecars_on_one_host_do_not_collide() {
 fn sigterm_drains_streams_in_flight_then_stops() {
     let emu = Emulator::start();
     let (port, admin) = (free_port(), free_port());
-    let mut launcher = Command::new("python3")
-        .arg(root().join("envoy/launch.py"))
-        .arg("run")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("AIGW_GITLAB_URL", &emu.url)
-        .env("AWS_BEDROCK_RUNTIME_ENDPOINT", &emu.url)
-        .env("AWS_REGION_NAME", REGION)
-        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-        .env("AIGW_FASTAPI__API_HOST", "127.0.0.1")
-        .env("AIGW_FASTAPI__API_PORT", port.to_string())
-        .env("AIGW_FASTAPI__METRICS_PORT", "0")
-        .env("ENVOY_ADMIN_PORT", admin.to_string())
-        .env("ENVOY_CONCURRENCY", "1")
-        .env("DUO_FILTER_WASM", wasm_path())
-        .env("ENVOY_BIN", envoy_bin())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut launcher = make_run(&emu, port, admin, Stdio::piped());
     let stdout = launcher.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
