@@ -13,26 +13,6 @@ fn metadata(model: &str) -> Value {
            "api_key": null, "identifier": format!("bedrock/{model}")})
 }
 
-fn post(sidecar: &Sidecar, token: &str, path: &str, body: &Value) -> Response {
-    sidecar.request(
-        "POST",
-        path,
-        &as_refs(&gitlab_headers(token)),
-        Some(body.to_string().as_bytes()),
-    )
-}
-
-fn set_reply(emu: &Emulator, reply: &str) {
-    let r = request(
-        emu.port,
-        "POST",
-        "/_emulator/reply",
-        &[("content-type", "application/json")],
-        Some(json!({"reply": reply}).to_string().as_bytes()),
-    );
-    assert_eq!(r.status, 200);
-}
-
 #[test]
 fn test_connection_succeeds_fast_and_reports_bedrock_refusals_as_421() {
     let emu = Emulator::start();
@@ -40,19 +20,9 @@ fn test_connection_succeeds_fast_and_reports_bedrock_refusals_as_421() {
     // Rails' "Test connection": a token for complete_code, 3-second timeout.
     let token = emu.mint(json!({"scopes": ["complete_code"]}));
     let body = json!({"inputs": {}, "stream": false, "model_metadata": metadata(MODEL)});
-    let _ = post(
-        &sidecar,
-        &token,
-        "/v1/prompts/model_configuration%2Fcheck",
-        &body,
-    ); // keys warm
+    let _ = sidecar.post_json(&token, "/v1/prompts/model_configuration%2Fcheck", &body); // keys warm
     let start = Instant::now();
-    let r = post(
-        &sidecar,
-        &token,
-        "/v1/prompts/model_configuration%2Fcheck",
-        &body,
-    );
+    let r = sidecar.post_json(&token, "/v1/prompts/model_configuration%2Fcheck", &body);
     assert!(start.elapsed() < Duration::from_secs(3));
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(
@@ -79,9 +49,7 @@ fn test_connection_succeeds_fast_and_reports_bedrock_refusals_as_421() {
         ("fault-reset", "500: Internal Server Error - Amazon Bedrock (127.0.0.1:"),
     ] {
         let body = json!({"inputs": {}, "stream": false, "model_metadata": metadata(&format!("anthropic.claude-{fault}-v1:0"))});
-        let r = post(
-            &sidecar,
-            &token,
+        let r = sidecar.post_json(&token,
             "/v1/prompts/model_configuration%2Fcheck",
             &body,
         );
@@ -99,9 +67,7 @@ fn test_connection_succeeds_fast_and_reports_bedrock_refusals_as_421() {
         "AccessDenied message logged"
     );
     // Other named prompts answer model failures the same way (the gateway's invoke.py).
-    let r = post(
-        &sidecar,
-        &emu.token(),
+    let r = sidecar.post_json(&emu.token(),
         "/v2/prompts/generate_commit_message",
         &json!({"inputs": {"diff": "+x"}, "model_metadata": metadata("anthropic.claude-fault-throttle-v1:0")}),
     );
@@ -118,12 +84,7 @@ fn test_connection_succeeds_fast_and_reports_bedrock_refusals_as_421() {
         "cohere.command-r-plus-v1:0",
     ] {
         let body = json!({"inputs": {}, "stream": false, "model_metadata": metadata(model)});
-        let r = post(
-            &sidecar,
-            &token,
-            "/v1/prompts/model_configuration%2Fcheck",
-            &body,
-        );
+        let r = sidecar.post_json(&token, "/v1/prompts/model_configuration%2Fcheck", &body);
         assert_eq!(r.status, 400, "{model}: {}", r.text());
         let msg = r.json()["detail"][0]["msg"].as_str().unwrap().to_string();
         assert!(
@@ -134,8 +95,7 @@ fn test_connection_succeeds_fast_and_reports_bedrock_refusals_as_421() {
         );
     }
     assert_eq!(emu.requests().len(), sent_before);
-    let r = post(
-        &sidecar,
+    let r = sidecar.post_json(
         &emu.mint(json!({"scopes": ["duo_chat"]})),
         "/v1/prompts/model_configuration%2Fcheck",
         &json!({"inputs": {}, "model_metadata": metadata(MODEL)}),
@@ -154,7 +114,7 @@ fn named_prompts_v1_v2_stream_and_errors() {
     let inputs = json!({"code": "def f(): pass", "file_path": "a.py", "language": "python", "selected_text": "def f(): pass",
                         "file_content": "def f(): pass", "input": "explain", "content_above_cursor": "", "content_below_cursor": ""});
     let body = json!({"inputs": inputs, "prompt_version": "^1.0.0", "stream": false, "model_metadata": metadata(MODEL)});
-    let r = post(&sidecar, &token, "/v2/prompts/chat%2Fexplain_code", &body);
+    let r = sidecar.post_json(&token, "/v2/prompts/chat%2Fexplain_code", &body);
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
     assert!(v["content"].as_str().is_some_and(|c| !c.is_empty()), "{v}");
@@ -165,14 +125,14 @@ fn named_prompts_v1_v2_stream_and_errors() {
 
     let mut stream = body.clone();
     stream["stream"] = json!(true);
-    let r = post(&sidecar, &token, "/v1/prompts/chat/explain_code", &stream);
+    let r = sidecar.post_json(&token, "/v1/prompts/chat/explain_code", &stream);
     assert_eq!(r.status, 200);
     assert!(r
         .header("content-type")
         .unwrap()
         .starts_with("text/event-stream"));
     assert!(!r.text().is_empty());
-    let r = post(&sidecar, &token, "/v2/prompts/chat%2Fexplain_code", &stream);
+    let r = sidecar.post_json(&token, "/v2/prompts/chat%2Fexplain_code", &stream);
     assert_eq!(r.status, 200);
     let lines: Vec<Value> = r
         .text()
@@ -185,7 +145,7 @@ fn named_prompts_v1_v2_stream_and_errors() {
         r.text()
     );
 
-    let r = post(&sidecar, &token, "/v1/prompts/no%2Fsuch_prompt", &body);
+    let r = sidecar.post_json(&token, "/v1/prompts/no%2Fsuch_prompt", &body);
     assert_eq!(
         (r.status, r.json()["detail"].as_str().unwrap()),
         (404, "Prompt 'no/such_prompt' not found")
@@ -193,16 +153,19 @@ fn named_prompts_v1_v2_stream_and_errors() {
     let mut v2 = body.clone();
     v2["prompt_version"] = json!("^2.0.0");
     assert_eq!(
-        post(&sidecar, &token, "/v1/prompts/chat%2Fexplain_code", &v2).status,
+        sidecar
+            .post_json(&token, "/v1/prompts/chat%2Fexplain_code", &v2)
+            .status,
         400
     );
     v2["prompt_version"] = json!("not a constraint!");
     assert_eq!(
-        post(&sidecar, &token, "/v1/prompts/chat%2Fexplain_code", &v2).status,
+        sidecar
+            .post_json(&token, "/v1/prompts/chat%2Fexplain_code", &v2)
+            .status,
         422
     );
-    let r = post(
-        &sidecar,
+    let r = sidecar.post_json(
         &emu.mint(json!({"scopes": ["complete_code"]})),
         "/v1/prompts/chat%2Fexplain_code",
         &body,
@@ -223,11 +186,10 @@ fn chat_agent_streams_ndjson_events() {
         "messages": [{"role": "user", "content": "How do I revert a commit?", "context": null, "current_file": null, "additional_context": []}],
         "model_metadata": metadata(MODEL), "unavailable_resources": ["Pipelines", "Vulnerabilities"]
     });
-    set_reply(
-        &emu,
+    emu.set_reply(
         "Thought: I know this.\nFinal Answer: Use `git revert <sha>` to undo a commit safely.",
     );
-    let r = post(&sidecar, &token, "/v2/chat/agent", &body);
+    let r = sidecar.post_json(&token, "/v2/chat/agent", &body);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(
         r.header("content-type"),
@@ -271,8 +233,8 @@ fn chat_agent_streams_ndjson_events() {
         .unwrap()
         .ends_with("/invoke-with-response-stream"));
 
-    set_reply(&emu, "Thought: I should search the docs.\nAction: gitlab_documentation\nAction Input: revert commit\n");
-    let r = post(&sidecar, &token, "/v2/chat/agent", &body);
+    emu.set_reply("Thought: I should search the docs.\nAction: gitlab_documentation\nAction Input: revert commit\n");
+    let r = sidecar.post_json(&token, "/v2/chat/agent", &body);
     let events: Vec<Value> = r
         .text()
         .lines()
@@ -286,7 +248,7 @@ fn chat_agent_streams_ndjson_events() {
     // A mid-stream failure becomes an NDJSON error event.
     let mut faulty = body.clone();
     faulty["model_metadata"] = metadata("anthropic.claude-fault-midstream-v1:0");
-    let r = post(&sidecar, &token, "/v2/chat/agent", &faulty);
+    let r = sidecar.post_json(&token, "/v2/chat/agent", &faulty);
     assert_eq!(r.status, 200);
     assert!(
         r.text()
@@ -297,10 +259,10 @@ fn chat_agent_streams_ndjson_events() {
     );
 
     // Only the tools the token's unit primitives allow are offered to the model (as the gateway does).
-    set_reply(&emu, "Thought: done.\nFinal Answer: ok");
+    emu.set_reply("Thought: done.\nFinal Answer: ok");
     let limited = emu.mint(json!({"scopes": ["duo_chat", "ask_issue"]}));
     assert_eq!(
-        post(&sidecar, &limited, "/v2/chat/agent", &body).status,
+        sidecar.post_json(&limited, "/v2/chat/agent", &body).status,
         200
     );
     let sent: Value =
@@ -315,7 +277,7 @@ fn chat_agent_streams_ndjson_events() {
     // Duo Classic Chat (ai-gateway main): duo_classic_chat when the token has it; a Duo Core
     // token (duo_chat only) from GitLab 18.9 on only for @GitLabDuo mentions; older GitLab
     // (no duo_classic_chat in its tokens) keeps chatting on duo_chat.
-    set_reply(&emu, "Thought: done.\nFinal Answer: ok");
+    emu.set_reply("Thought: done.\nFinal Answer: ok");
     let duo_core = emu.mint(json!({"scopes": ["duo_chat"]}));
     let with_version = |token: &str, version: &str, body: &Value| {
         let mut h = gitlab_headers(token);
@@ -342,13 +304,12 @@ fn chat_agent_streams_ndjson_events() {
     assert_eq!(with_version(&classic, "18.10.0", &body).status, 200);
     assert_eq!(with_version(&duo_core, "18.5.1", &body).status, 200);
     assert_eq!(
-        post(&sidecar, &duo_core, "/v2/chat/agent", &body).status,
+        sidecar.post_json(&duo_core, "/v2/chat/agent", &body).status,
         200
     );
 
     // Scopes: duo_chat, then include_<category>_context.
-    let r = post(
-        &sidecar,
+    let r = sidecar.post_json(
         &emu.mint(json!({"scopes": ["complete_code"]})),
         "/v2/chat/agent",
         &body,
@@ -360,8 +321,7 @@ fn chat_agent_streams_ndjson_events() {
     let mut with_file = body.clone();
     with_file["messages"][0]["additional_context"] =
         json!([{"category": "file", "id": "a.py", "content": "x = 1", "metadata": {}}]);
-    let r = post(
-        &sidecar,
+    let r = sidecar.post_json(
         &emu.mint(json!({"scopes": ["duo_chat"]})),
         "/v2/chat/agent",
         &with_file,
@@ -382,7 +342,7 @@ fn legacy_chat_passthrough() {
                     "model_endpoint": "https://x", "model_api_key": null, "model_identifier": format!("bedrock/{MODEL}"),
                     "params": {"stop_sequences": ["\n\nHuman", "Observation:"], "temperature": 0.1, "max_tokens_to_sample": 4096}}}],
         "stream": false});
-    let r = post(&sidecar, &token, "/v1/chat/explain_code", &body);
+    let r = sidecar.post_json(&token, "/v1/chat/explain_code", &body);
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
     assert!(v["response"].as_str().is_some_and(|t| !t.is_empty()));
@@ -390,10 +350,10 @@ fn legacy_chat_passthrough() {
     assert_eq!(v["metadata"]["model"], "claude_3");
     let mut stream = body.clone();
     stream["stream"] = json!(true);
-    let r = post(&sidecar, &token, "/v1/chat/agent", &stream);
+    let r = sidecar.post_json(&token, "/v1/chat/agent", &stream);
     assert_eq!(r.status, 200);
     assert!(!r.text().is_empty() && !r.text().starts_with('{'));
-    let r = post(&sidecar, &token, "/v1/chat/unknown_thing", &body);
+    let r = sidecar.post_json(&token, "/v1/chat/unknown_thing", &body);
     assert_eq!(
         (r.status, r.json()["detail"].as_str().unwrap()),
         (404, "Not found")
@@ -408,12 +368,7 @@ fn a_prompts_own_timeout_bounds_the_model_call() {
     // model_configuration/check declares `timeout_secs: 10`; the model takes 20 s.
     let body = json!({"inputs": {}, "stream": false, "model_metadata": metadata("anthropic.claude-fault-slow-20000-v1:0")});
     let start = Instant::now();
-    let r = post(
-        &sidecar,
-        &token,
-        "/v1/prompts/model_configuration%2Fcheck",
-        &body,
-    );
+    let r = sidecar.post_json(&token, "/v1/prompts/model_configuration%2Fcheck", &body);
     let took = start.elapsed();
     // LiteLLM's Timeout (408) through the gateway's 421
     assert_eq!(

@@ -26,26 +26,6 @@ fn search_body(query: &str) -> Value {
            "payload": {"query": query}})
 }
 
-fn post(sidecar: &Sidecar, token: &str, path: &str, body: &Value) -> Response {
-    sidecar.request(
-        "POST",
-        path,
-        &as_refs(&gitlab_headers(token)),
-        Some(body.to_string().as_bytes()),
-    )
-}
-
-fn set_reply(emu: &Emulator, reply: &str) {
-    let r = request(
-        emu.port,
-        "POST",
-        "/_emulator/reply",
-        &[("content-type", "application/json")],
-        Some(json!({"reply": reply}).to_string().as_bytes()),
-    );
-    assert_eq!(r.status, 200);
-}
-
 fn with_knowledge_base<'a>(emu: &'a Emulator, kb: &'a str) -> Vec<(&'a str, &'a str)> {
     vec![
         ("AIGW_BEDROCK_KNOWLEDGE_BASE_ID", kb),
@@ -82,15 +62,13 @@ fn a_documentation_question_end_to_end() {
     let token = emu.token();
 
     // 1. The ReAct step: the model picks the documentation tool.
-    set_reply(
-        &emu,
-        &format!("Thought: This is about GitLab itself.\nAction: gitlab_documentation\nAction Input: {QUESTION}\n"),
+    emu.set_reply(&format!("Thought: This is about GitLab itself.\nAction: gitlab_documentation\nAction Input: {QUESTION}\n"),
     );
     let step = json!({
         "messages": [{"role": "user", "content": QUESTION, "context": null, "current_file": null, "additional_context": []}],
         "model_metadata": metadata(MODEL), "unavailable_resources": ["Pipelines", "Vulnerabilities"]
     });
-    let r = post(&sidecar, &token, "/v2/chat/agent", &step);
+    let r = sidecar.post_json(&token, "/v2/chat/agent", &step);
     assert_eq!(r.status, 200, "{}", r.text());
     let events: Vec<Value> = r
         .text()
@@ -107,12 +85,7 @@ fn a_documentation_question_end_to_end() {
 
     // 2. Rails' DocsClient: the search, answered from the knowledge base.
     emu.clear_requests();
-    let r = post(
-        &sidecar,
-        &token,
-        "/v1/search/gitlab-docs",
-        &search_body(&tool_input),
-    );
+    let r = sidecar.post_json(&token, "/v1/search/gitlab-docs", &search_body(&tool_input));
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("content-type"), Some("application/json"));
     assert!(r.header("x-process-time").is_some());
@@ -183,18 +156,11 @@ fn a_documentation_question_end_to_end() {
     // 3. EmbeddingsCompletion: the documentation_search prompt with the results, as Rails
     // posts it (Gitlab::Llm::Chain::Requests::AiGateway#request_body_agent, stream: true).
     let id = best["id"].as_str().unwrap();
-    set_reply(
-        &emu,
-        &format!("Go to Settings > Repository > Protected branches and select Add protected branch.\n\nATTRS:\nCNT-IDX-{id}"),
+    emu.set_reply(&format!("Go to Settings > Repository > Protected branches and select Add protected branch.\n\nATTRS:\nCNT-IDX-{id}"),
     );
     let prompt = json!({"stream": true, "inputs": {"question": QUESTION, "content_id": "ATTRS", "documents": results},
                         "model_metadata": metadata(MODEL), "prompt_version": "^1.0.0"});
-    let r = post(
-        &sidecar,
-        &token,
-        "/v1/prompts/chat/documentation_search",
-        &prompt,
-    );
+    let r = sidecar.post_json(&token, "/v1/prompts/chat/documentation_search", &prompt);
     assert_eq!(r.status, 200, "{}", r.text());
     let text = r.text();
     assert!(
@@ -248,12 +214,7 @@ fn refusals_come_before_the_knowledge_base() {
     );
     // A Duo Chat token without documentation_search: the gateway's 403.
     let chat_only = emu.mint(json!({"scopes": ["duo_chat"]}));
-    let r = post(
-        &sidecar,
-        &chat_only,
-        "/v1/search/gitlab-docs",
-        &search_body(QUESTION),
-    );
+    let r = sidecar.post_json(&chat_only, "/v1/search/gitlab-docs", &search_body(QUESTION));
     assert_eq!(
         (r.status, r.json()),
         (
@@ -264,8 +225,7 @@ fn refusals_come_before_the_knowledge_base() {
 
     // FastAPI's 422s, with pydantic's issues (and never the input).
     let token = emu.token();
-    let r = post(
-        &sidecar,
+    let r = sidecar.post_json(
         &token,
         "/v1/search/gitlab-docs",
         &json!({"type": "search-docs", "payload": {"query": 7, "page_size": 50}}),
@@ -293,15 +253,10 @@ fn refusals_come_before_the_knowledge_base() {
     assert_eq!(r.status, 422);
     assert_eq!(r.json()["detail"][0]["type"], "json_invalid");
     // 422 comes before 403, as in the gateway (validation runs before the handler).
-    let r = post(&sidecar, &chat_only, "/v1/search/gitlab-docs", &json!({}));
+    let r = sidecar.post_json(&chat_only, "/v1/search/gitlab-docs", &json!({}));
     assert_eq!(r.status, 422);
     // A blank query is answered without Bedrock.
-    let r = post(
-        &sidecar,
-        &token,
-        "/v1/search/gitlab-docs",
-        &search_body("   "),
-    );
+    let r = sidecar.post_json(&token, "/v1/search/gitlab-docs", &search_body("   "));
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["response"]["results"], json!([]));
     // GET is not the endpoint.
@@ -347,12 +302,7 @@ fn knowledge_base_errors_map_like_model_errors() {
     for (kb_id, status, detail, error_type) in cases {
         let kb = with_knowledge_base(&emu, kb_id);
         let sidecar = Sidecar::start_with(&emu, &kb);
-        let r = post(
-            &sidecar,
-            &token,
-            "/v1/search/gitlab-docs",
-            &search_body(QUESTION),
-        );
+        let r = sidecar.post_json(&token, "/v1/search/gitlab-docs", &search_body(QUESTION));
         assert_eq!(
             (r.status, r.json()["detail"].as_str().unwrap()),
             (status, detail),
@@ -385,12 +335,7 @@ fn knowledge_base_errors_map_like_model_errors() {
     let mut kb = with_knowledge_base(&emu, "FAULTHANG0");
     kb.push(("AIGW_MODEL_TIMEOUT_SECONDS", "1"));
     let sidecar = Sidecar::start_with(&emu, &kb);
-    let r = post(
-        &sidecar,
-        &token,
-        "/v1/search/gitlab-docs",
-        &search_body(QUESTION),
-    );
+    let r = sidecar.post_json(&token, "/v1/search/gitlab-docs", &search_body(QUESTION));
     assert_eq!(
         (r.status, r.json()["detail"].as_str().unwrap()),
         (
@@ -406,12 +351,7 @@ fn without_a_knowledge_base_the_search_finds_nothing() {
     let sidecar = Sidecar::start(&emu);
     let token = emu.token();
     for _ in 0..2 {
-        let r = post(
-            &sidecar,
-            &token,
-            "/v1/search/gitlab-docs",
-            &search_body(QUESTION),
-        );
+        let r = sidecar.post_json(&token, "/v1/search/gitlab-docs", &search_body(QUESTION));
         assert_eq!(r.status, 200, "{}", r.text());
         let v = r.json();
         assert_eq!(v["response"], json!({"results": []}));
@@ -419,8 +359,7 @@ fn without_a_knowledge_base_the_search_finds_nothing() {
         assert!(v["metadata"]["timestamp"].is_u64());
     }
     // The scope still applies.
-    let r = post(
-        &sidecar,
+    let r = sidecar.post_json(
         &emu.mint(json!({"scopes": ["duo_chat"]})),
         "/v1/search/gitlab-docs",
         &search_body(QUESTION),
@@ -498,12 +437,7 @@ fn envoy_refuses_a_retrieve_the_filter_did_not_build() {
     assert!(emu.requests().is_empty());
     assert_eq!(emu.stats()["retrievals"], 0);
     // What the filter built and marked still goes through.
-    let r = post(
-        &sidecar,
-        &token,
-        "/v1/search/gitlab-docs",
-        &search_body(QUESTION),
-    );
+    let r = sidecar.post_json(&token, "/v1/search/gitlab-docs", &search_body(QUESTION));
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(retrievals(&emu).len(), 1);
 }

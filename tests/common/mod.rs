@@ -159,6 +159,13 @@ impl Emulator {
         self.call("GET", "/_emulator/stats", None).json()
     }
 
+    /// The text the emulator's model answers with from now on (`POST /_emulator/reply`).
+    pub fn set_reply(&self, reply: &str) {
+        let body = serde_json::json!({ "reply": reply }).to_string();
+        let r = self.call("POST", "/_emulator/reply", Some(&body));
+        assert_eq!(r.status, 200, "reply: {}", r.text());
+    }
+
     /// Bedrock requests the emulator received, oldest first.
     pub fn requests(&self) -> Vec<serde_json::Value> {
         self.call("GET", "/_emulator/requests", None)
@@ -387,6 +394,16 @@ impl Sidecar {
         body: Option<&[u8]>,
     ) -> Response {
         request(self.port, method, path, headers, body)
+    }
+
+    /// `POST path` with GitLab's headers for `token` and a JSON body.
+    pub fn post_json(&self, token: &str, path: &str, body: &serde_json::Value) -> Response {
+        self.request(
+            "POST",
+            path,
+            &as_refs(&gitlab_headers(token)),
+            Some(body.to_string().as_bytes()),
+        )
     }
 }
 
