@@ -7,13 +7,15 @@ impl Request {
     pub(super) fn on_request_headers(&mut self, end_of_stream: bool) -> Action {
         self.started_ms = now_ms();
         let headers = abi::header_map(MapType::HttpRequestHeaders);
-        let header = |name: &str| {
+        let find = |name: &str| {
             headers
                 .iter()
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.as_str())
-                .unwrap_or("")
         };
+        let header = |name: &str| find(name).unwrap_or("");
+        self.feature_flags = find("x-gitlab-enabled-feature-flags").map(str::to_string);
+        self.gitlab_version = find("x-gitlab-version").map(str::to_string);
         self.route = classify(header(":method"), header(":path"));
         self.record.request_id = header("x-request-id").chars().take(128).collect();
         // Forwarded to Bedrock only when it is plain visible ASCII (GitLab's ids are).
@@ -31,7 +33,7 @@ impl Request {
             self.reply(page.status, &page.body, &page.headers);
             return Action::Pause;
         }
-        if self.vm.borrow().config.crash_injection {
+        if vm.borrow().config.crash_injection {
             match header("x-duo-bedrock-crash") {
                 "now" => {
                     log::warn!("fault injection: crashing this VM on request (DUO_BEDROCK_FAULT_INJECTION=crash)");
@@ -48,7 +50,6 @@ impl Request {
                 _ => {}
             }
         }
-        let vm = self.vm.clone();
         let mut vm = vm.borrow_mut();
         if vm.config.auth_bypass {
             self.auth = Auth::Done(None);

@@ -93,21 +93,16 @@ impl Request {
             Err(action) => return action,
         };
         let body = abi::buffer(BufferType::HttpRequestBody, 0, self.body_size).unwrap_or_default();
-        let flags = abi::header(
-            MapType::HttpRequestHeaders,
-            "x-gitlab-enabled-feature-flags",
-        );
         let scopes = match &self.auth {
             Auth::Done(Some(claims)) => Some(claims.scopes.as_slice()),
             _ => None,
         };
-        let gitlab_version = abi::header(MapType::HttpRequestHeaders, "x-gitlab-version");
         let ctx = RequestContext {
             now_secs: now_secs(),
-            enabled_feature_flags: flags.as_deref(),
+            enabled_feature_flags: self.feature_flags.as_deref(),
             default_model: vm.config.default_model.as_deref(),
             scopes,
-            gitlab_version: gitlab_version.as_deref(),
+            gitlab_version: self.gitlab_version.as_deref(),
         };
         let planned = match plan(&endpoint, &body, &ctx) {
             Ok(p) => p,

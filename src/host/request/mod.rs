@@ -132,6 +132,10 @@ pub struct Request {
     /// forwarded request, whose header map is replaced as a whole.
     scheme: String,
     request_id_header: Option<String>,
+    /// `x-gitlab-enabled-feature-flags` and `x-gitlab-version`, for the plan; taken from the
+    /// header map read once in the headers phase (no second hostcall when forwarding).
+    feature_flags: Option<String>,
+    gitlab_version: Option<String>,
 }
 
 impl Record {
@@ -185,6 +189,8 @@ impl Request {
             record: Record::default(),
             scheme: String::new(),
             request_id_header: None,
+            feature_flags: None,
+            gitlab_version: None,
         }
     }
 
