@@ -338,6 +338,20 @@ fn aws_error(
     r
 }
 
+/// Records `rec` as refused with Bedrock's error `status` / `kind` and answers that error.
+fn refuse(
+    state: &State,
+    mut rec: Record,
+    (status, kind, namespace): (u16, &str, &str),
+    message: &str,
+    request_id: &str,
+) -> Resp {
+    rec.status = status;
+    rec.error = Some(format!("{kind}: {message}"));
+    record(state, rec);
+    aws_error(status, kind, namespace, message, request_id)
+}
+
 const NS_CORAL: &str = "com.amazon.coral.service";
 const NS_BEDROCK: &str = "com.amazon.bedrock";
 
@@ -810,13 +824,10 @@ impl Received {
                 .stats
                 .signature_failures
                 .fetch_add(1, Ordering::Relaxed);
-            rec.status = kind.status();
-            rec.error = Some(format!("{}: {message}", kind.error_type()));
-            record(state, rec.clone());
-            return Err(Box::new(aws_error(
-                kind.status(),
-                kind.error_type(),
-                NS_CORAL,
+            return Err(Box::new(refuse(
+                state,
+                rec.clone(),
+                (kind.status(), kind.error_type(), NS_CORAL),
                 &message,
                 &self.request_id,
             )));
@@ -860,25 +871,20 @@ async fn retrieve_call(state: Arc<State>, req: Request<Incoming>) -> Result<Resp
             return Err("FAULTHANG: gave up".into());
         }
         kb::Knowledge::Error(status, kind, message) => {
-            rec.status = status;
-            rec.error = Some(format!("{kind}: {message}"));
-            record(&state, rec);
-            return Ok(aws_error(status, kind, NS_BEDROCK, message, &r.request_id));
+            return Ok(refuse(
+                &state,
+                rec,
+                (status, kind, NS_BEDROCK),
+                message,
+                &r.request_id,
+            ));
         }
     }
     let query = match kb::validate(&r.body) {
         Ok(q) => q,
         Err(message) => {
-            rec.status = 400;
-            rec.error = Some(format!("ValidationException: {message}"));
-            record(&state, rec);
-            return Ok(aws_error(
-                400,
-                "ValidationException",
-                NS_BEDROCK,
-                &message,
-                &r.request_id,
-            ));
+            let kind = (400, "ValidationException", NS_BEDROCK);
+            return Ok(refuse(&state, rec, kind, &message, &r.request_id));
         }
     };
     if state.latency_ms > 0 {
@@ -945,30 +951,14 @@ async fn bedrock_call(
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
     if let Some(s) = f.status {
-        rec.status = s.status;
-        rec.error = Some(format!("{}: {}", s.error_type, s.message));
-        record(&state, rec);
-        return Ok(aws_error(
-            s.status,
-            s.error_type,
-            NS_BEDROCK,
-            s.message,
-            &request_id,
-        ));
+        let kind = (s.status, s.error_type, NS_BEDROCK);
+        return Ok(refuse(&state, rec, kind, s.message, &request_id));
     }
     let parsed: ParsedRequest = match bedrock::validate(&r.body) {
         Ok(p) => p,
         Err(message) => {
-            rec.status = 400;
-            rec.error = Some(format!("ValidationException: {message}"));
-            record(&state, rec);
-            return Ok(aws_error(
-                400,
-                "ValidationException",
-                NS_BEDROCK,
-                &message,
-                &request_id,
-            ));
+            let kind = (400, "ValidationException", NS_BEDROCK);
+            return Ok(refuse(&state, rec, kind, &message, &request_id));
         }
     };
     let reply = state
