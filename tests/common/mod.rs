@@ -64,16 +64,17 @@ pub fn envoy_bound_ports(admin_address_file: &Path) -> Option<(u16, u16)> {
     Some((u16::try_from(port).ok()?, admin_port))
 }
 
-/// Polls `/monitoring/ready` until it answers 200 (keys loaded, credentials usable) or
-/// `timeout` passes; the last answer either way.
+/// Polls `/monitoring/ready` until it answers 200 (Envoy listening, keys loaded, credentials
+/// usable) or `timeout` passes; the last answer either way (a panic if nothing ever answered).
 pub fn wait_ready(port: u16, timeout: Duration) -> Response {
     let deadline = Instant::now() + timeout;
     loop {
-        let r = request(port, "GET", "/monitoring/ready", &[], None);
-        if r.status == 200 || Instant::now() >= deadline {
-            return r;
+        let r = try_request(port, "GET", "/monitoring/ready", &[], None);
+        match r {
+            Ok(r) if r.status == 200 || Instant::now() >= deadline => return r,
+            Err(e) if Instant::now() >= deadline => panic!("nothing answers on {port}: {e}"),
+            _ => std::thread::sleep(Duration::from_millis(50)),
         }
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
