@@ -2,7 +2,7 @@
 //!
 //! Pure: everything comes from an [`Env`] snapshot, nothing is written anywhere. Every error
 //! names the variable that is wrong. The output for a given environment is byte-for-byte what the
-//! former `envoy/launch.py render` printed (tests/launcher_golden/ keeps that evidence).
+//! former `envoy/launch.py render` printed (launcher/tests/golden/ keeps that evidence).
 
 use crate::pyish::{is_ip, py_int, py_repr, split_url, to_json_ascii};
 use std::collections::BTreeMap;

@@ -285,12 +285,19 @@ fn stop_child(child: &mut Child, signals: &[i32]) {
     }
 }
 
-/// Spawns `cmd` so that it gets SIGTERM when the launcher dies.
+/// Spawns `cmd` with no signal blocked (the launcher's mask is inherited through fork and exec)
+/// and so that it gets SIGTERM when the launcher dies.
 fn spawn_supervised(cmd: &mut Command) -> std::io::Result<Child> {
     let parent = std::process::id() as libc::pid_t;
-    // SAFETY: prctl, getppid and _exit are async-signal-safe; nothing is allocated.
+    // SAFETY: sigemptyset, pthread_sigmask, prctl, getppid and _exit are async-signal-safe;
+    // nothing is allocated.
     unsafe {
         cmd.pre_exec(move || {
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            if libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -391,9 +398,12 @@ fn start_emulator(env: &Env) -> Result<(Child, String), ConfigError> {
 
 fn mint_demo_token(env: &Env, issuer: &str) -> Result<String, ConfigError> {
     let binary = emulator_path(env);
-    let out = Command::new(&binary)
-        .args(["mint", "--issuer", issuer])
-        .output()
+    let mut cmd = Command::new(&binary);
+    cmd.args(["mint", "--issuer", issuer])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = spawn_supervised(&mut cmd)
+        .and_then(Child::wait_with_output)
         .map_err(|e| ConfigError(format!("{}: {e}", binary.display())))?;
     if !out.status.success() {
         return Err(ConfigError(format!(
@@ -440,7 +450,7 @@ Try (the token is a demo token, valid for one hour):
 }
 
 /// SIGTERM, SIGINT and SIGCHLD, blocked in this thread and every thread it starts later (the
-/// children get an empty mask: std resets it before exec).
+/// children get an empty mask: [`spawn_supervised`] resets it before exec).
 pub struct Signals {
     all: libc::sigset_t,
     stop: libc::sigset_t,
