@@ -1,5 +1,5 @@
 //! The few Python semantics the rendered config and its messages depend on, kept exact so that
-//! the launcher renders what `envoy/launch.py` rendered: `urllib.parse.urlsplit` (host, port),
+//! the launcher renders what the former `envoy/launch.py` rendered: `urllib.parse.urlsplit` (host, port),
 //! `int()`, `repr()` of a string, `json.dumps` (ASCII escapes) and `ipaddress.ip_address`.
 
 use std::net::IpAddr;

@@ -503,7 +503,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_demo_banner_is_what_launch_py_printed() {
+    fn the_demo_banner_has_the_commands_to_paste() {
         let b = demo_banner("5052", "TOKEN");
         assert!(b.contains("curl -i http://127.0.0.1:5052/            # 401 {\"error\":\"No authorization header presented\"}"));
         assert!(b.contains(r#"-d '{"current_file": {"file_name": "add.py", "language_identifier": "python", "content_above_cursor": "def add(a, b):\n    ", "content_below_cursor": "\n"}, "prompt_version": 2, "model_provider": "litellm", "model_identifier": "bedrock/anthropic.claude-3-5-sonnet-20240620-v1:0", "stream": false}'"#));

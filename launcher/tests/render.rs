@@ -93,36 +93,6 @@ fn renders_the_golden_config_for_each_environment() {
     }
 }
 
-/// While envoy/launch.py exists: it renders exactly what the launcher renders, errors included.
-#[test]
-fn renders_what_launch_py_rendered() {
-    let launch_py = Path::new(env!("CARGO_MANIFEST_DIR")).join("../envoy/launch.py");
-    let launch_py = launch_py.to_str().unwrap();
-    let mut envs: Vec<Vec<(String, String)>> = cases()
-        .iter()
-        .map(|c| read_env(c))
-        .filter(|e| !e.iter().any(|(k, _)| k.ends_with("_TOKEN_FILE")))
-        .collect();
-    envs.extend(error_cases().into_iter().map(|(env, _)| env));
-    for env in envs {
-        let py = run_with("python3", &[launch_py, "render"], &env);
-        let rs = render(&env);
-        assert_eq!(
-            (
-                py.status.code(),
-                String::from_utf8_lossy(&py.stdout),
-                String::from_utf8_lossy(&py.stderr)
-            ),
-            (
-                rs.status.code(),
-                String::from_utf8_lossy(&rs.stdout),
-                String::from_utf8_lossy(&rs.stderr)
-            ),
-            "{env:?}"
-        );
-    }
-}
-
 fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
     p.iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
