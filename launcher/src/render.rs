@@ -453,10 +453,8 @@ pub fn credentials_endpoint(env: &Env) -> Result<Option<Base>, ConfigError> {
     if env.get("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI").is_some() {
         return fixed("169.254.170.2");
     }
-    for name in ["AWS_CONTAINER_CREDENTIALS_FULL_URI"] {
-        if let Some(url) = env.get(name) {
-            return parse_base_url(name, &url).map(Some);
-        }
+    if let Some(url) = env.get("AWS_CONTAINER_CREDENTIALS_FULL_URI") {
+        return parse_base_url("AWS_CONTAINER_CREDENTIALS_FULL_URI", &url).map(Some);
     }
     if env
         .get_or("AWS_EC2_METADATA_DISABLED", "false")
@@ -466,10 +464,8 @@ pub fn credentials_endpoint(env: &Env) -> Result<Option<Base>, ConfigError> {
     {
         return Ok(None);
     }
-    for name in ["AWS_EC2_METADATA_SERVICE_ENDPOINT"] {
-        if let Some(url) = env.get(name) {
-            return parse_base_url(name, &url).map(Some);
-        }
+    if let Some(url) = env.get("AWS_EC2_METADATA_SERVICE_ENDPOINT") {
+        return parse_base_url("AWS_EC2_METADATA_SERVICE_ENDPOINT", &url).map(Some);
     }
     if env
         .get_or("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE", "IPv4")

@@ -25,13 +25,7 @@ pub fn run() -> i32 {
     let signals = Signals::block();
     let mut children = Children::default();
     let code = match start(&mut children) {
-        Ok(mut envoy) => supervise(
-            &signals,
-            &mut envoy.child,
-            envoy.admin_port,
-            envoy.drain_s,
-            &envoy.admin_file,
-        ),
+        Ok(mut envoy) => supervise(&signals, &mut envoy),
         Err(e) => config_error(&e),
     };
     children.stop();
@@ -188,24 +182,18 @@ fn start(children: &mut Children) -> Result<Envoy, ConfigError> {
 }
 
 /// Waits for Envoy to exit or for SIGTERM / SIGINT; the exit status.
-fn supervise(
-    signals: &Signals,
-    envoy: &mut Child,
-    admin_port: u16,
-    drain_s: u64,
-    admin_file: &Option<PathBuf>,
-) -> i32 {
+fn supervise(signals: &Signals, envoy: &mut Envoy) -> i32 {
     loop {
         match signals.wait() {
             sig @ (libc::SIGTERM | libc::SIGINT) => {
-                let admin = match admin_file {
+                let admin = match &envoy.admin_file {
                     Some(file) => read_admin_port(file),
-                    None => Some(admin_port),
+                    None => Some(envoy.admin_port),
                 };
-                drain(signals, envoy, admin, drain_s, sig);
+                drain(signals, &mut envoy.child, admin, envoy.drain_s, sig);
                 return 0;
             }
-            _ => match envoy.try_wait() {
+            _ => match envoy.child.try_wait() {
                 Ok(Some(status)) => return exit_code(status),
                 Ok(None) => {}
                 Err(_) => return 1,
