@@ -131,6 +131,7 @@ struct Record {
 struct Stats {
     discovery_fetches: AtomicU64,
     jwks_fetches: AtomicU64,
+    filter_jwks_fetches: AtomicU64,
     invocations: AtomicU64,
     signature_failures: AtomicU64,
     /// Knowledge base `Retrieve` calls (any outcome).
@@ -425,6 +426,18 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Resp, BoxEr
         }
         (&Method::GET, "/oauth/discovery/keys") => {
             state.stats.jwks_fetches.fetch_add(1, Ordering::Relaxed);
+            // The filter's own fetches (its user-agent), apart from Envoy's jwt_authn, which
+            // fetches once per worker on its own schedule.
+            if req
+                .headers()
+                .get("user-agent")
+                .is_some_and(|v| v.as_bytes() == b"duo-bedrock-filter")
+            {
+                state
+                    .stats
+                    .filter_jwks_fetches
+                    .fetch_add(1, Ordering::Relaxed);
+            }
             Ok(oidc_answer(&state, true).await)
         }
         (&Method::GET, "/_emulator/oidc") => Ok(json_resp(200, &oidc_state_json(&state))),
@@ -436,6 +449,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Resp, BoxEr
             for c in [
                 &state.stats.discovery_fetches,
                 &state.stats.jwks_fetches,
+                &state.stats.filter_jwks_fetches,
                 &state.stats.invocations,
                 &state.stats.signature_failures,
                 &state.stats.retrievals,
@@ -486,6 +500,7 @@ fn stats_json(state: &State) -> Value {
     json!({
         "discovery_fetches": s.discovery_fetches.load(Ordering::Relaxed),
         "jwks_fetches": s.jwks_fetches.load(Ordering::Relaxed),
+        "filter_jwks_fetches": s.filter_jwks_fetches.load(Ordering::Relaxed),
         "invocations": s.invocations.load(Ordering::Relaxed),
         "signature_failures": s.signature_failures.load(Ordering::Relaxed),
         "retrievals": s.retrievals.load(Ordering::Relaxed),
