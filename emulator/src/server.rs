@@ -125,6 +125,7 @@ struct Record {
     canonical_request: Option<String>,
     string_to_sign: Option<String>,
     received_at_ms: u64,
+    http_version: String,
 }
 
 #[derive(Default)]
@@ -739,6 +740,8 @@ struct Received {
     header_map: BTreeMap<String, String>,
     body: Bytes,
     request_id: String,
+    /// `HTTP/1.1` or `HTTP/2.0` (the sidecar's `DUO_BEDROCK_UPSTREAM_HTTP2`).
+    http_version: String,
 }
 
 /// Reads `req` (the body up to [`MAX_BODY`]); `Err` is the answer to send instead.
@@ -788,6 +791,7 @@ async fn receive(req: Request<Incoming>) -> Result<Received, Result<Resp, BoxErr
         }
     };
     Ok(Received {
+        http_version: format!("{:?}", parts.version),
         method: parts.method,
         raw_path,
         raw_query,
@@ -818,6 +822,7 @@ impl Received {
             canonical_request: None,
             string_to_sign: None,
             received_at_ms: now_ms(),
+            http_version: self.http_version.clone(),
         }
     }
 
