@@ -67,6 +67,9 @@ struct Raw {
     /// set. Not read yet.
     #[allow(dead_code)]
     sts_cluster: Option<String>,
+    /// `AIGW_LOGGING__FORMAT_JSON`: `"json"` or `"text"` (default); any other value is refused
+    /// with the variable's name (hence not typed `String` here).
+    log_format: Option<serde_json::Value>,
 }
 
 /// The `payload_in_metadata` name the launcher gives jwt_authn's providers: the verified
@@ -179,6 +182,21 @@ pub struct Config {
     /// planned or signed. Test-only (they prove the reload policy and that Envoy's routes refuse
     /// what the filter did not build); never set it in production.
     pub crash_injection: bool,
+    /// How the filter writes its log messages (`AIGW_LOGGING__FORMAT_JSON`).
+    pub log_format: LogFormat,
+}
+
+/// The filter's log messages: the gateway's `AIGW_LOGGING__FORMAT_JSON` (`ConfigLogging.format_json`
+/// in ai_gateway/config.py). Envoy writes the line around each message (its `--log-format`);
+/// see [`crate::logline`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Plain text messages; the request record as `request {json}`.
+    #[default]
+    Text,
+    /// Every message a JSON object: `{"message":..,"request_id":..}`, the request record with
+    /// its fields beside `"message":"request"`.
+    Json,
 }
 
 impl Config {
@@ -300,6 +318,15 @@ impl Config {
                 ))
             }
         };
+        let log_format = match raw.log_format.as_ref().map(|v| (v.as_str(), v)) {
+            None | Some((Some("text"), _)) => LogFormat::Text,
+            Some((Some("json"), _)) => LogFormat::Json,
+            Some((_, other)) => {
+                return Err(format!(
+                    "log_format (AIGW_LOGGING__FORMAT_JSON)={other}: expected \"json\" or \"text\""
+                ))
+            }
+        };
         let default_model = raw.default_model.filter(|m| !m.trim().is_empty());
         Ok(Config {
             providers,
@@ -319,6 +346,7 @@ impl Config {
             local_jwks,
             envoy_jwt_authn: raw.envoy_jwt_authn && !raw.auth_bypass,
             crash_injection,
+            log_format,
         })
     }
 }
@@ -440,6 +468,25 @@ mod tests {
         ("AWS_ACCESS_KEY_ID", "AKID"),
         ("AWS_SECRET_ACCESS_KEY", "SECRET"),
     ];
+
+    #[test]
+    fn log_format_is_validated() {
+        let load = |v: &str| {
+            let plugin =
+                format!(r#"{{"gitlab_url":"https://gitlab.example.com","region":"eu-west-1"{v}}}"#);
+            Config::load(plugin.as_bytes(), env_with(KEYS)).map(|c| c.log_format)
+        };
+        assert_eq!(load(""), Ok(LogFormat::Text));
+        assert_eq!(load(r#","log_format":"text""#), Ok(LogFormat::Text));
+        assert_eq!(load(r#","log_format":"json""#), Ok(LogFormat::Json));
+        let e = load(r#","log_format":"JSON""#).unwrap_err();
+        assert!(
+            e.contains("AIGW_LOGGING__FORMAT_JSON") && e.contains("JSON"),
+            "{e}"
+        );
+        let e = load(r#","log_format":true"#).unwrap_err();
+        assert!(e.contains("(AIGW_LOGGING__FORMAT_JSON)=true"), "{e}");
+    }
 
     #[test]
     fn minimal_config_gets_defaults() {

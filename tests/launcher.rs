@@ -207,3 +207,84 @@ fn token_files_are_served_on_the_launchers_socket_to_envoy_only() {
         admin_file.display()
     );
 }
+
+/// `AIGW_LOGGING__FORMAT_JSON=true`: every line the container writes (the launcher's own, then
+/// Envoy's with the filter's) is one JSON object, from the first line to the last.
+#[test]
+fn json_mode_writes_only_json_lines() {
+    let emu = Emulator::start();
+    let port = free_port();
+    let env = [
+        ("AIGW_GITLAB_URL", emu.url.clone()),
+        ("AWS_BEDROCK_RUNTIME_ENDPOINT", emu.url.clone()),
+        ("AWS_REGION_NAME", REGION.into()),
+        ("AWS_ACCESS_KEY_ID", ACCESS_KEY.into()),
+        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.into()),
+        ("AIGW_LOGGING__FORMAT_JSON", "True".into()),
+    ];
+    let mut child = Command::new(launcher_bin())
+        .arg("run")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AIGW_FASTAPI__API_HOST", "127.0.0.1")
+        .env("AIGW_FASTAPI__API_PORT", port.to_string())
+        .env("AIGW_FASTAPI__METRICS_PORT", "0")
+        .env("ENVOY_ADMIN_PORT", "0")
+        .env("ENVOY_CONCURRENCY", "1")
+        .env("DUO_BEDROCK_DRAIN_SECONDS", "0")
+        .env("DUO_FILTER_WASM", wasm_path())
+        .env("ENVOY_BIN", envoy_bin())
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let r = wait_ready(port, Duration::from_secs(40));
+    assert_eq!(r.status, 200, "{}", r.text());
+    // One request without a token: the filter's request record is among the lines.
+    let r = request(port, "POST", "/v2/code/completions", &[], Some(b"{}"));
+    assert_eq!(r.status, 401);
+    Command::new("kill")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    let status = wait_exit(&mut child, Duration::from_secs(20)).expect("stops");
+    assert!(status.success(), "{status}");
+    let (mut out, mut err) = (String::new(), String::new());
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let lines: Vec<&str> = out
+        .lines()
+        .chain(err.lines())
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert!(lines.len() > 20, "{out}{err}");
+    for line in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            v.is_object() && v["message"].is_string() && v["level"].is_string(),
+            "{line}"
+        );
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(r#""logger":"duo-bedrock""#) && l.contains("Envoy on 127.0.0.1")),
+        "the launcher's own line"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains(r#"\"status\":401"#)),
+        "the filter's request record: {err}"
+    );
+}

@@ -286,8 +286,18 @@ impl Sidecar {
     /// As [`Sidecar::boot`], with the rendered Envoy config rewritten by `patch` first (for
     /// tests of a deployment the launcher does not render, e.g. an HTTP/2 upstream).
     pub fn boot_patched(
+        env: Vec<(&str, String)>,
+        patch: &dyn Fn(String) -> String,
+    ) -> Result<Sidecar, String> {
+        Self::boot_with_args(env, patch, &[])
+    }
+
+    /// As [`Sidecar::boot_patched`], with more Envoy command-line arguments (e.g. the
+    /// `--log-format` the launcher renders for `AIGW_LOGGING__FORMAT_JSON`).
+    pub fn boot_with_args(
         mut env: Vec<(&str, String)>,
         patch: &dyn Fn(String) -> String,
+        envoy_args: &[&str],
     ) -> Result<Sidecar, String> {
         let dir = TempDir::new();
         // Port 0 for both: Envoy binds free ports itself and reports them (no port race).
@@ -307,7 +317,8 @@ impl Sidecar {
         let mut cmd = Command::new(envoy_bin());
         cmd.arg("-c")
             .arg(&config)
-            .args(["--concurrency", "2", "--log-level", "info"]);
+            .args(["--concurrency", "2", "--log-level", "info"])
+            .args(envoy_args);
         cmd.arg("--disable-hot-restart")
             .arg("--admin-address-path")
             .arg(&admin_file);
