@@ -86,13 +86,22 @@ pub fn wait_ready(port: u16, timeout: Duration) -> Response {
 }
 
 /// A free port for a peer that cannot report the port it bound (prefer port 0 and asking the
-/// peer, as [`envoy_bound_ports`] does).
+/// peer, as [`envoy_bound_ports`] does). Never the same port twice in one test process: the
+/// kernel readily hands a just-released port out again, so two calls in a row could collide.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 pub const ACCESS_KEY: &str = "AKIDEXAMPLE";
