@@ -811,9 +811,8 @@ impl Fetch {
             }
             State::Sts { token } => {
                 if status != 200 {
-                    let cause = match parse_sts_error(body) {
+                    let cause = match parse_sts_error(body, &token) {
                         Some((code, message)) => {
-                            let message = redact(&message, &token);
                             if message.is_empty() {
                                 format!(": {code}")
                             } else {
@@ -1146,9 +1145,10 @@ pub fn parse_sts_credentials(body: &[u8]) -> Result<Fetched, String> {
 }
 
 /// The `Code` and `Message` of an STS error answer (`ErrorResponse/Error/{Code,Message}`), for a
-/// log line: the code when it is a plain identifier (else `None`), the message reduced to
+/// log line: the code when it is a plain identifier (else `None`), the message with every
+/// occurrence of `secret` (the web identity token sent) replaced by `***`, then reduced to
 /// printable ASCII and cut to 300 characters. `None` when the body is not such an answer.
-pub fn parse_sts_error(body: &[u8]) -> Option<(String, String)> {
+pub fn parse_sts_error(body: &[u8], secret: &str) -> Option<(String, String)> {
     let leaves = xml_leaves(body).ok()?;
     let get = |name: &str| {
         let path = format!("ErrorResponse/Error/{name}");
@@ -1160,8 +1160,7 @@ pub fn parse_sts_error(body: &[u8]) -> Option<(String, String)> {
     let code = get("Code").filter(|c| {
         (1..=64).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.')
     })?;
-    let message: String = get("Message")
-        .unwrap_or_default()
+    let message: String = redact(&get("Message").unwrap_or_default(), secret)
         .chars()
         .map(|c| if (' '..='~').contains(&c) { c } else { ' ' })
         .take(300)
@@ -2716,16 +2715,23 @@ mod tests {
     #[test]
     fn sts_error_xml() {
         assert_eq!(
-            parse_sts_error(sts_error("InvalidIdentityToken", "bad\u{7}  token").as_bytes()),
+            parse_sts_error(
+                sts_error("InvalidIdentityToken", "bad\u{7}  token").as_bytes(),
+                ""
+            ),
             Some((
                 "InvalidIdentityToken".to_string(),
                 "bad   token".to_string()
             ))
         );
-        assert_eq!(parse_sts_error(b"<ErrorResponse/>"), None);
-        assert_eq!(parse_sts_error(b"garbage"), None);
+        assert_eq!(parse_sts_error(b"<ErrorResponse/>", ""), None);
+        assert_eq!(parse_sts_error(b"garbage", ""), None);
         let long = sts_error("Throttling", &"m".repeat(5000));
-        assert_eq!(parse_sts_error(long.as_bytes()).unwrap().1.len(), 300);
+        assert_eq!(parse_sts_error(long.as_bytes(), "").unwrap().1.len(), 300);
+        // The token is redacted before the message is cut: no prefix of it survives.
+        let msg = format!("{}{WEB_TOKEN}", "m".repeat(290));
+        let (_, shown) = parse_sts_error(sts_error("X", &msg).as_bytes(), WEB_TOKEN).unwrap();
+        assert!(shown.ends_with("m***"), "{shown}");
     }
 
     // ----- parsing -----
