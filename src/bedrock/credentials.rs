@@ -956,8 +956,9 @@ fn token_file_answer(var: &str, status: u16, body: &[u8]) -> Result<String, Stri
                 })
                 .collect();
             let cause = cause.trim();
+            // 503 with the launcher's cause, or Envoy's own 503 when nothing listens.
             Err(format!(
-                "the launcher cannot read {var} (HTTP {status}){}{cause}",
+                "the launcher's token-file server answered HTTP {status} for {var}{}{cause}",
                 if cause.is_empty() { "" } else { ": " }
             ))
         }
