@@ -465,7 +465,7 @@ fn signed_invoke_stream_records_and_oidc() {
     assert_eq!(
         stats,
         json!({"discovery_fetches": 2, "jwks_fetches": 4, "invocations": 2, "signature_failures": 0,
-               "retrievals": 0, "container_fetches": 0, "imds_token_fetches": 0,
+               "retrievals": 0, "container_fetches": 0, "sts_calls": 0, "imds_token_fetches": 0,
                "imds_role_fetches": 0, "imds_credential_fetches": 0, "unknown_paths": 0})
     );
 
@@ -917,7 +917,9 @@ fn credential_knobs_from_the_command_line() {
     assert_eq!(
         k,
         json!({"container_token": "cli-token", "ttl_secs": 7, "fail": false,
-               "role": "cli-role", "issued": 0})
+               "role": "cli-role", "web_identity_token": null, "role_arn": null,
+               "sts_error": null, "issued": 0, "container_tokens_seen": [],
+               "web_identity_tokens_seen": []})
     );
     assert_eq!(
         post_json(a, "/_emulator/creds", &json!({"role": "a/b"})).status,
