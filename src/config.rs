@@ -4,7 +4,9 @@
 //! - the Envoy plugin `configuration` (JSON, rendered by `envoy/launch.py` from the
 //!   gateway's `AIGW_*` variables; no secrets in it), and
 //! - the VM environment (`vm_config.environment_variables.host_env_keys`) for secrets:
-//!   `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_BEARER_TOKEN_BEDROCK`.
+//!   `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_BEARER_TOKEN_BEDROCK`,
+//!   and the credential chain's variables (`bedrock::credentials::source_from_env`; token files
+//!   need the launcher's `token_files_cluster`, IRSA also `sts_cluster`).
 //!
 //! Every error names the field (or variable) that is wrong.
 //!
