@@ -713,14 +713,8 @@ impl Fetch {
                         },
                         token_file_call(CONTAINER_TOKEN_PATH),
                     ),
-                    ContainerAuth::None | ContainerAuth::Token(_) => {
-                        let token = match auth {
-                            ContainerAuth::Token(t) => Some(t.as_str()),
-                            _ => None,
-                        };
-                        let (fetch, step) = Fetch::container(base, u.path, token);
-                        (fetch, step)
-                    }
+                    ContainerAuth::None => Fetch::container(base, u.path, None),
+                    ContainerAuth::Token(t) => Fetch::container(base, u.path, Some(t)),
                 }
             }
             Source::Imds { base_url } => {
