@@ -85,19 +85,6 @@ fn start(children: &mut Children) -> Result<Envoy, ConfigError> {
     // configuration error, not something to wait for.
     let token_files = tokens::TokenFiles::from_env(&env);
     token_files.check().map_err(ConfigError)?;
-    if let Some(file) = env.get("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE") {
-        // The filter reads the token in this variable until it fetches it from the token-file
-        // server (the file's content at start; EKS Pod Identity rotates the file).
-        let content = std::fs::read_to_string(&file).map_err(|e| {
-            ConfigError(format!(
-                "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE={file}: {e}"
-            ))
-        })?;
-        env.set(
-            "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE_CONTENT",
-            content.trim(),
-        );
-    }
     let socket = tokens::socket_name(std::process::id());
     let peer = Arc::new(AtomicU32::new(0));
     if render::serves_token_files(&env) {
