@@ -67,15 +67,6 @@ struct Raw {
     /// metadata under `envoy.filters.http.jwt_authn` / [`JWT_AUTHN_PAYLOAD_KEY`].
     #[serde(default)]
     envoy_jwt_authn: bool,
-    /// The Envoy cluster of the launcher's token-file server (`duo_bedrock_token_files`, see
-    /// docs/envoy-proxy-wasm.md#token-files), when AWS_WEB_IDENTITY_TOKEN_FILE or
-    /// AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE is set. Not read yet.
-    #[allow(dead_code)]
-    token_files_cluster: Option<String>,
-    /// The Envoy cluster of the STS endpoint (`sts`) for IRSA, when AWS_WEB_IDENTITY_TOKEN_FILE is
-    /// set. Not read yet.
-    #[allow(dead_code)]
-    sts_cluster: Option<String>,
     /// `AIGW_LOGGING__FORMAT_JSON`: `"json"` or `"text"` (default); any other value is refused
     /// with the variable's name (hence not typed `String` here).
     log_format: Option<serde_json::Value>,

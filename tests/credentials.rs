@@ -251,50 +251,27 @@ impl TokenFiles {
     }
 }
 
-/// The rendered Envoy config with what the launcher adds for token files and IRSA: the
-/// `duo_bedrock_token_files` cluster (abstract socket `@<name>`), an `sts` cluster to
-/// `sts_port` on loopback, the plugin fields `token_files_cluster` / `sts_cluster`, and the
-/// variables the VM must see (those not listed yet).
-fn with_token_files(config: String, files: &TokenFiles, sts_port: u16) -> String {
-    let mut config = config.replacen(
-        "value: '{",
-        "value: '{\"token_files_cluster\":\"duo_bedrock_token_files\",\"sts_cluster\":\"sts\",",
-        1,
+/// The launcher's rendering (clusters `duo_bedrock_token_files` and `sts`, the plugin fields
+/// `token_files_cluster` / `sts_cluster`, the variables in `host_env_keys`) with the token-file
+/// cluster pointed at this test's server instead of the launcher's own socket (only
+/// `duo-bedrock run` serves that one, to the Envoy it started: tests/launcher.rs). `_sts_port`:
+/// STS is the emulator already (`AWS_ENDPOINT_URL_STS`).
+fn with_token_files(config: String, files: &TokenFiles, _sts_port: u16) -> String {
+    assert!(
+        config.contains(r#""token_files_cluster":"duo_bedrock_token_files""#),
+        "the launcher renders the token-file cluster"
     );
-    let anchor = "                    - AWS_ACCESS_KEY_ID\n";
-    assert!(config.contains(anchor), "host_env_keys not found");
-    for var in [
-        "AWS_ROLE_ARN",
-        "AWS_ROLE_SESSION_NAME",
-        "AWS_WEB_IDENTITY_TOKEN_FILE",
-        "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
-        "AWS_ENDPOINT_URL_STS",
-    ] {
-        let line = format!("                    - {var}\n");
-        if !config.contains(&line) {
-            config = config.replacen(anchor, &format!("{anchor}{line}"), 1);
-        }
-    }
-    if !config.ends_with('\n') {
-        config.push('\n');
-    }
-    config.push_str(&format!(
-        "  - name: duo_bedrock_token_files
-    type: STATIC
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: duo_bedrock_token_files
-      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ pipe: {{ path: \"@{}\" }} }} }} }}] }}]
-  - name: sts
-    type: STATIC
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: sts
-      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {sts_port} }} }} }} }}] }}]
-",
-        files.name
-    ));
-    config
+    let start = config
+        .find("pipe: { path: \"@duo-bedrock-tokens-")
+        .expect("the token-file cluster's socket");
+    let end = start + config[start..].find('"').unwrap() + 1;
+    let end = end + config[end..].find('"').unwrap() + 1;
+    format!(
+        "{}pipe: {{ path: \"@{}\"{}",
+        &config[..start],
+        files.name,
+        &config[end..]
+    )
 }
 
 /// Replaces a token file as the kubelet does (a new file renamed over the old one).

@@ -288,3 +288,84 @@ fn json_mode_writes_only_json_lines() {
         "the filter's request record: {err}"
     );
 }
+
+/// IRSA end to end through `duo-bedrock run` (no test stand-in): the launcher serves the token
+/// file, the filter exchanges it at the emulator's STS, Bedrock requests are signed with the
+/// temporary credentials, and after the file is rotated the next refresh sends the new token.
+#[test]
+fn irsa_through_the_launcher_follows_the_rotated_token_file() {
+    let emu = Emulator::start();
+    let knobs = |v: serde_json::Value| {
+        let r = request(
+            emu.port,
+            "POST",
+            "/_emulator/creds",
+            &[("content-type", "application/json")],
+            Some(v.to_string().as_bytes()),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    };
+    let role = "arn:aws:iam::111122223333:role/gitlab-duo";
+    knobs(serde_json::json!({"web_identity_token": "irsa-1", "role_arn": role, "ttl_secs": 6}));
+    let dir = TempDir::new();
+    let file = dir.0.join("token");
+    std::fs::write(&file, "irsa-1\n").unwrap();
+    let port = free_port();
+    let env = [
+        ("AIGW_GITLAB_URL", emu.url.clone()),
+        ("AWS_BEDROCK_RUNTIME_ENDPOINT", emu.url.clone()),
+        ("AWS_REGION_NAME", REGION.into()),
+        ("AWS_WEB_IDENTITY_TOKEN_FILE", file.display().to_string()),
+        ("AWS_ROLE_ARN", role.into()),
+        ("AWS_ENDPOINT_URL_STS", emu.url.clone()),
+        ("AWS_EC2_METADATA_DISABLED", "true".into()),
+    ];
+    let _guard = Guard(launch(port, &env));
+    let r = wait_ready(port, Duration::from_secs(40));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let token = emu.token();
+    let complete = || {
+        let body = serde_json::json!({"current_file": {"file_name": "a.py", "content_above_cursor": "def f():\n    ", "content_below_cursor": ""},
+            "prompt_version": 2, "model_identifier": format!("bedrock/{MODEL}"), "stream": false});
+        let r = request(
+            port,
+            "POST",
+            "/v2/code/completions",
+            &as_refs(&gitlab_headers(&token)),
+            Some(body.to_string().as_bytes()),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    };
+    complete();
+    let last = emu.requests().pop().unwrap();
+    assert_eq!(last["signature_valid"], true, "{last:#}");
+    assert!(
+        last["headers"]["x-amz-security-token"].is_string(),
+        "{last:#}"
+    );
+    // The kubelet rotates the projected token (a new file renamed over the old one).
+    let tmp = dir.0.join("token.new");
+    std::fs::write(&tmp, "irsa-2\n").unwrap();
+    std::fs::rename(&tmp, &file).unwrap();
+    knobs(serde_json::json!({"web_identity_token": "irsa-2"}));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let state = request(emu.port, "GET", "/_emulator/creds", &[], None).json();
+        let seen = state["web_identity_tokens_seen"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if seen.iter().any(|t| t == "irsa-2") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the rotated token never reached STS: {state:#}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Requests keep being signed, now with credentials issued for the new token.
+    std::thread::sleep(Duration::from_millis(500));
+    complete();
+    assert_eq!(emu.requests().pop().unwrap()["signature_valid"], true);
+}
