@@ -201,10 +201,11 @@ fn clean_message(message: &str) -> String {
 }
 
 fn lines(events: &[AgentEvent]) -> Vec<u8> {
-    events
-        .iter()
-        .flat_map(|e| e.to_line().into_bytes())
-        .collect()
+    let mut out = Vec::new();
+    for e in events {
+        out.extend_from_slice(e.to_line().as_bytes());
+    }
+    out
 }
 
 /// The `/v2/chat/agent` responder: NDJSON events from the model's text.
