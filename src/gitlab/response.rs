@@ -10,6 +10,13 @@ use super::errors::GitlabError;
 /// with the charset Starlette adds to `text/*` types.
 pub const STREAM_CONTENT_TYPE: &str = "text/event-stream; charset=utf-8";
 
+/// The `x-process-time` value the gateway's middleware adds (seconds with six decimals) for
+/// `elapsed_ms`, written from integers: the same text as `format!("{:.6}", ms as f64 / 1000.0)`
+/// without float formatting on every answer.
+pub fn process_time(elapsed_ms: u64) -> String {
+    format!("{}.{:03}000", elapsed_ms / 1000, elapsed_ms % 1000)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GitlabResponse {
     pub status: u16,
@@ -49,6 +56,17 @@ impl From<GitlabError> for GitlabResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn process_time_reads_like_the_float_format() {
+        for ms in (0..20_000).chain([59_999, 60_000, 3_600_123, 86_400_000, 999_999_999]) {
+            assert_eq!(
+                process_time(ms),
+                format!("{:.6}", ms as f64 / 1000.0),
+                "{ms}"
+            );
+        }
+    }
 
     #[test]
     fn from_error_keeps_everything() {

@@ -20,26 +20,31 @@ use std::collections::HashMap;
 #[derive(Default)]
 pub struct Metrics {
     ids: HashMap<String, u32>,
+    /// The name being looked up, reused: a known series costs no allocation.
+    scratch: String,
 }
 
 impl Metrics {
     fn id(&mut self, kind: MetricType, name: &str, labels: &[(&str, &str)]) -> Option<u32> {
-        let mut full = format!("duo_bedrock_{name}");
+        let full = &mut self.scratch;
+        full.clear();
+        full.push_str("duo_bedrock_");
+        full.push_str(name);
         for (key, value) in labels {
             full.push_str(".l_");
             full.push_str(key);
             full.push('.');
-            full.push_str(&sanitize(value));
+            push_sanitized(full, value);
         }
-        if let Some(id) = self.ids.get(&full) {
+        if let Some(id) = self.ids.get(full.as_str()) {
             return Some(*id);
         }
         // Bound the number of distinct series a VM can create (model ids come from requests).
         if self.ids.len() >= 2048 {
             return None;
         }
-        let id = hostcalls::define_metric(kind, &full).ok()?;
-        self.ids.insert(full, id);
+        let id = hostcalls::define_metric(kind, full).ok()?;
+        self.ids.insert(full.clone(), id);
         Some(id)
     }
 
@@ -60,20 +65,17 @@ impl Metrics {
     }
 }
 
-fn sanitize(value: &str) -> String {
-    let mut out: String = value
-        .chars()
-        .take(96)
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if out.is_empty() {
+/// Appends `value` reduced to `[a-z0-9_]` (at most 96 characters; `none` when empty).
+fn push_sanitized(out: &mut String, value: &str) {
+    if value.is_empty() {
         out.push_str("none");
+        return;
     }
-    out
+    out.extend(value.chars().take(96).map(|c| {
+        if c.is_ascii_alphanumeric() {
+            c.to_ascii_lowercase()
+        } else {
+            '_'
+        }
+    }));
 }

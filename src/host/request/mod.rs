@@ -196,10 +196,7 @@ impl Request {
     }
 
     fn process_time(&self) -> String {
-        format!(
-            "{:.6}",
-            now_ms().saturating_sub(self.started_ms) as f64 / 1000.0
-        )
+        crate::gitlab::response::process_time(now_ms().saturating_sub(self.started_ms))
     }
 
     fn reply(&mut self, status: u16, body: &[u8], extra: &[(String, String)]) {
