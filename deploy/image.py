@@ -233,6 +233,9 @@ def app_layer(wasm, emulator, launcher):
     return tree
 
 
+INPUT_FILES = ("envoy", "envoy_record", "wasm", "emulator", "launcher", "debs")
+
+
 def iso(epoch):
     return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -318,6 +321,10 @@ def build(args):
         "debian_packages": versions,
         "archive": str(archive),
         "archive_bytes": archive.stat().st_size,
+        "archive_sha256": hashlib.sha256(archive.read_bytes()).hexdigest(),
+        # What it was built from, so that a second build can be compared (tests/image.rs).
+        "inputs": {k: str(Path(v).resolve()) if k in INPUT_FILES and v else v
+                   for k, v in sorted(vars(args).items()) if k not in ("out", "archive")},
     }
     (out / "image.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary

@@ -485,3 +485,141 @@ fn image_holds_what_it_should_and_nothing_else() {
         "the image's user is in /etc/passwd"
     );
 }
+
+#[test]
+fn a_second_build_gives_the_same_digests() {
+    let built = built();
+    let dir = TempDir::new();
+    let mut cmd = Command::new("python3");
+    cmd.arg(root().join("deploy/image.py"));
+    for (key, value) in built["inputs"].as_object().unwrap() {
+        if let Some(v) = value.as_str() {
+            cmd.arg(format!("--{}", key.replace('_', "-"))).arg(v);
+        }
+    }
+    let out = cmd
+        .arg("--out")
+        .arg(dir.0.join("image"))
+        .arg("--archive")
+        .arg(dir.0.join("image.tar"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let again: Value =
+        serde_json::from_slice(&std::fs::read(dir.0.join("image/image.json")).unwrap()).unwrap();
+    assert_eq!(again["manifest_digest"], built["manifest_digest"]);
+    assert_eq!(again["layers"], built["layers"]);
+    assert_eq!(
+        again["archive_sha256"], built["archive_sha256"],
+        "the load tarball too"
+    );
+}
+
+/// The Dockerfile (FROM the official Envoy image, for Docker users and arm64) puts the same
+/// files at the same paths and declares the same user, ports, variables and entry point.
+#[test]
+fn dockerfile_agrees_with_make_image() {
+    let text = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    // Instructions with their continuation lines joined, comments dropped.
+    let mut instructions: Vec<(String, String)> = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        if line.trim_start().starts_with('#') {
+            continue;
+        }
+        current.push_str(line.trim_end().trim_end_matches('\\'));
+        current.push(' ');
+        if !line.trim_end().ends_with('\\') {
+            let joined = current.split_whitespace().collect::<Vec<_>>().join(" ");
+            if let Some((op, rest)) = joined.split_once(' ') {
+                instructions.push((op.to_string(), rest.to_string()));
+            }
+            current.clear();
+        }
+    }
+    let all = |op: &str| -> Vec<String> {
+        instructions
+            .iter()
+            .filter(|(o, _)| o == op)
+            .map(|(_, r)| r.clone())
+            .collect()
+    };
+    // The final stage starts at the last FROM.
+    let last_from = instructions.iter().rposition(|(o, _)| o == "FROM").unwrap();
+    let final_stage = &instructions[last_from..];
+    let makefile = std::fs::read_to_string(root().join("Makefile")).unwrap();
+    let envoy_version = makefile
+        .lines()
+        .find_map(|l| l.strip_prefix("ENVOY_VERSION := "))
+        .unwrap();
+    assert!(
+        all("ARG").contains(&format!("ENVOY_IMAGE=envoyproxy/envoy:v{envoy_version}")),
+        "FROM the official Envoy {envoy_version} image"
+    );
+
+    let config = image_config();
+    let c = &config["config"];
+    let entries = layer_entries();
+    let mut copied: Vec<String> = Vec::new();
+    for (op, rest) in final_stage {
+        match op.as_str() {
+            "COPY" => {
+                let dest = rest.split_whitespace().last().unwrap().to_string();
+                assert!(
+                    entries.contains_key(&dest),
+                    "{dest}: not in `make image`'s image"
+                );
+                copied.push(dest);
+            }
+            "ENV" => {
+                for pair in rest.split_whitespace() {
+                    let in_image = c["Env"].as_array().unwrap().iter().any(|e| e == pair);
+                    assert!(in_image, "ENV {pair} is not in the image's Env");
+                }
+            }
+            "USER" => assert_eq!(c["User"], *rest),
+            "STOPSIGNAL" => assert_eq!(c["StopSignal"], *rest),
+            "ENTRYPOINT" => assert_eq!(
+                c["Entrypoint"],
+                serde_json::from_str::<Value>(rest).unwrap()
+            ),
+            "CMD" => assert_eq!(c["Cmd"], serde_json::from_str::<Value>(rest).unwrap()),
+            "EXPOSE" => {
+                let ports: Vec<String> = rest.split(' ').map(|p| format!("{p}/tcp")).collect();
+                let image_ports: Vec<String> = c["ExposedPorts"]
+                    .as_object()
+                    .unwrap()
+                    .keys()
+                    .cloned()
+                    .collect();
+                assert_eq!(ports, image_ports);
+            }
+            _ => {}
+        }
+    }
+    // Every file of ours (Envoy comes with the base image, at the same path).
+    for path in IMAGE_PATHS.iter().filter(|p| **p != "/usr/local/bin/envoy") {
+        assert!(
+            copied.iter().any(|d| d == path),
+            "the Dockerfile does not COPY {path}"
+        );
+    }
+    let env_count = c["Env"].as_array().unwrap().len();
+    let docker_env: usize = final_stage
+        .iter()
+        .filter(|(o, _)| o == "ENV")
+        .map(|(_, r)| r.split_whitespace().count())
+        .sum();
+    assert_eq!(
+        docker_env + 1,
+        env_count,
+        "the same variables (PATH is the base image's)"
+    );
+    for op in ["USER", "EXPOSE", "STOPSIGNAL", "ENTRYPOINT", "CMD"] {
+        assert!(final_stage.iter().any(|(o, _)| o == op), "{op} missing");
+    }
+}
