@@ -210,22 +210,30 @@ fn ulimits() -> Vec<String> {
     ]
 }
 
-#[test]
-fn image_serves_a_completion_through_podman_and_stops_cleanly() {
-    let built = built();
-    let archive = PathBuf::from(built["archive"].as_str().unwrap());
-    let image = format!("docker.io/library/{}", built["image"].as_str().unwrap());
-    let config = image_config();
-    in_private_network(move || {
-        let emu = Emulator::start();
-        let mut podman = Podman::new();
-        let loaded = podman.text(&["load", "--quiet", "--input", archive.to_str().unwrap()]);
-        assert!(loaded.contains(&image), "podman load said {loaded:?}");
+/// One `podman run` of the built image (loaded from the tarball with `podman load`), as
+/// `docker run -p 5052:5052 -p 8082:8082 -e ... <image>`: the given variables and nothing else,
+/// a root filesystem that is entirely read-only (no tmpfs either). Runs in the caller's network
+/// namespace (`--network host`).
+struct Container {
+    podman: Podman,
+    name: String,
+    /// Host pids of the entry point and everything below it, once ready.
+    tree: Vec<u32>,
+}
 
-        let name = format!("duo-bedrock-image-test-{}", std::process::id());
+impl Container {
+    fn start(env: &[(&str, &str)]) -> Container {
+        let built = built();
+        let archive = built["archive"].as_str().unwrap();
+        let image = format!("docker.io/library/{}", built["image"].as_str().unwrap());
+        let mut podman = Podman::new();
+        let loaded = podman.text(&["load", "--quiet", "--input", archive]);
+        assert!(loaded.contains(&image), "podman load said {loaded:?}");
+        let name = format!(
+            "duo-bedrock-image-test-{}",
+            podman.dir.0.file_name().unwrap().to_string_lossy()
+        );
         podman.containers.push(name.clone());
-        // As `docker run -p 5052:5052 -e ... <image>`: the gateway's variables, nothing else;
-        // a root filesystem that is entirely read-only (no tmpfs either).
         let mut args: Vec<String> = vec![
             "run".into(),
             "--detach".into(),
@@ -237,50 +245,38 @@ fn image_serves_a_completion_through_podman_and_stops_cleanly() {
             "--stop-timeout=60".into(),
         ];
         args.extend(ulimits());
-        for (k, v) in [
-            ("AIGW_GITLAB_URL", emu.url.as_str()),
-            ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
-            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
-            ("AWS_REGION_NAME", REGION),
-            ("AWS_BEDROCK_RUNTIME_ENDPOINT", emu.url.as_str()),
-        ] {
-            args.push(format!("--env={k}={v}"));
-        }
-        let _standin = stand_in_entrypoint(&config, &emu, &mut args);
-        args.push(image.clone());
-        if _standin.is_some() {
-            args.extend(["-c", "/etc/envoy.yaml", "--disable-hot-restart"].map(String::from));
-        }
+        args.extend(env.iter().map(|(k, v)| format!("--env={k}={v}")));
+        args.push(image);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let started = Instant::now();
         podman.run(&args);
         let ready = wait_ready(5052, Duration::from_secs(60));
         let to_ready = started.elapsed();
         let ready_at = std::time::SystemTime::now();
-        assert_eq!(ready.status, 200, "{}", ready.text());
-        let process_started: u128 = podman
-            .text(&["inspect", "--format={{.State.StartedAt.UnixNano}}", &name])
+        let mut container = Container {
+            podman,
+            name,
+            tree: Vec::new(),
+        };
+        assert_eq!(ready.status, 200, "{}\n{}", ready.text(), container.logs());
+        let process_started: u128 = container
+            .inspect("{{.State.StartedAt.UnixNano}}")
             .parse()
             .unwrap();
-        let now = ready_at
+        let ready_ns = ready_at
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_nanos();
         eprintln!(
             "image start: `podman run` -> /monitoring/ready 200 in {} ms; container process start -> ready in {} ms",
             to_ready.as_millis(),
-            (now - process_started) / 1_000_000
+            ready_ns.saturating_sub(process_started) / 1_000_000
         );
-
-        // The process tree: the entry point as PID 1, running as the image's user, Envoy below it.
-        let pid: u32 = podman
-            .text(&["inspect", "--format={{.State.Pid}}", &name])
-            .parse()
-            .unwrap();
-        let tree = process_tree(pid);
-        let names: Vec<String> = tree.iter().map(|p| comm(*p)).collect();
-        assert!(names.iter().any(|n| n.starts_with("envoy")), "{names:?}");
-        for p in &tree {
+        // The process tree: the launcher as PID 1, every process as the image's user.
+        let pid: u32 = container.inspect("{{.State.Pid}}").parse().unwrap();
+        container.tree = process_tree(pid);
+        assert_eq!(comm(pid), "duo-bedrock", "the entry point is PID 1");
+        for p in &container.tree {
             let status = std::fs::read_to_string(format!("/proc/{p}/status")).unwrap_or_default();
             let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap_or("");
             assert!(
@@ -289,23 +285,101 @@ fn image_serves_a_completion_through_podman_and_stops_cleanly() {
                 comm(*p)
             );
         }
+        container
+    }
 
-        // A completion from the emulator, through the image.
-        let r = request(
-            5052,
-            "POST",
-            "/v2/code/completions",
-            &as_refs(&gitlab_headers(&emu.token())),
-            Some(completion().to_string().as_bytes()),
+    fn inspect(&self, format: &str) -> String {
+        self.podman
+            .text(&["inspect", &format!("--format={format}"), &self.name])
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.tree.iter().map(|p| comm(*p)).collect()
+    }
+
+    fn logs(&self) -> String {
+        let out = self
+            .podman
+            .cmd()
+            .args(["logs", &self.name])
+            .output()
+            .unwrap();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+
+    /// `docker stop`: SIGTERM (the image's StopSignal) to PID 1, which must stop on its own
+    /// well before podman would SIGKILL it (exit status 137), leaving nothing of its tree.
+    fn stop_cleanly(mut self) -> String {
+        let stopping = Instant::now();
+        self.podman.run(&["stop", "--time=60", &self.name]);
+        let stop_time = stopping.elapsed();
+        assert_eq!(
+            self.inspect("{{.State.ExitCode}}"),
+            "0",
+            "exit status after SIGTERM"
         );
-        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(stop_time < Duration::from_secs(55), "{stop_time:?}");
+        for p in &self.tree {
+            assert!(
+                !Path::new(&format!("/proc/{p}")).exists(),
+                "pid {p} left after the container stopped"
+            );
+        }
+        eprintln!(
+            "image stop: SIGTERM -> exited 0 in {} ms",
+            stop_time.as_millis()
+        );
+        let logs = self.logs();
+        self.podman.run(&["rm", &self.name]);
+        self.podman.containers.clear();
+        logs
+    }
+}
+
+fn complete(token: &str) -> Response {
+    let r = request(
+        5052,
+        "POST",
+        "/v2/code/completions",
+        &as_refs(&gitlab_headers(token)),
+        Some(completion().to_string().as_bytes()),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.json()["choices"][0]["text"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty()),
+        "{}",
+        r.text()
+    );
+    r
+}
+
+/// `docker run -e AIGW_GITLAB_URL=... -e AWS_ACCESS_KEY_ID=... -e AWS_SECRET_ACCESS_KEY=...
+/// -e AWS_REGION_NAME=... <image>` with the emulator (on the host) as GitLab and Bedrock.
+#[test]
+fn image_serves_a_completion_and_stops_cleanly() {
+    in_private_network(|| {
+        let emu = Emulator::start();
+        let container = Container::start(&[
+            ("AIGW_GITLAB_URL", &emu.url),
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+            ("AWS_REGION_NAME", REGION),
+            ("AWS_BEDROCK_RUNTIME_ENDPOINT", &emu.url),
+        ]);
+        let names = container.names();
+        assert!(names.iter().any(|n| n.starts_with("envoy")), "{names:?}");
         assert!(
-            r.json()["choices"][0]["text"]
-                .as_str()
-                .is_some_and(|t| !t.is_empty()),
-            "{}",
-            r.text()
+            !names.iter().any(|n| n.starts_with("bedrock-emu")),
+            "no demo: {names:?}"
         );
+
+        complete(&emu.token());
         let reqs = emu.requests();
         assert_eq!(reqs.len(), 1, "{reqs:#?}");
         assert_eq!(reqs[0]["signature_valid"], true);
@@ -318,61 +392,34 @@ fn image_serves_a_completion_through_podman_and_stops_cleanly() {
             m.text()
         );
 
-        // `docker stop`: SIGTERM (the image's StopSignal) to PID 1, which stops on its own well
-        // before podman would SIGKILL it (exit status 137), and nothing of the tree is left.
-        let stopping = Instant::now();
-        podman.run(&["stop", "--time=60", &name]);
-        let stop_time = stopping.elapsed();
-        let exit = podman.text(&["inspect", "--format={{.State.ExitCode}}", &name]);
-        assert_eq!(exit, "0", "exit status after SIGTERM");
-        assert!(stop_time < Duration::from_secs(55), "{stop_time:?}");
-        for p in &tree {
-            assert!(
-                !Path::new(&format!("/proc/{p}")).exists() || comm(*p).is_empty(),
-                "pid {p} left after the container stopped"
-            );
-        }
-        let logs = podman.cmd().args(["logs", &name]).output().unwrap();
-        let logs = format!(
-            "{}{}",
-            String::from_utf8_lossy(&logs.stdout),
-            String::from_utf8_lossy(&logs.stderr)
-        );
+        let logs = container.stop_cleanly();
         assert!(!logs.contains(SECRET_KEY), "the secret key reached the log");
-        eprintln!(
-            "image stop: SIGTERM -> exited 0 in {} ms",
-            stop_time.as_millis()
-        );
-        podman.run(&["rm", &name]);
-        podman.containers.clear();
     });
 }
 
-/// Until the launcher is in the image: Envoy itself as the entry point, with the config the
-/// host's launch.py renders for the same variables (mounted read-only). Returns the folder.
-fn stand_in_entrypoint(config: &Value, emu: &Emulator, args: &mut Vec<String>) -> Option<TempDir> {
-    if config["config"]["Entrypoint"].is_array() {
-        return None;
-    }
-    let dir = TempDir::new();
-    let file = dir.0.join("envoy.yaml");
-    let env: Vec<(&str, String)> = vec![
-        ("AIGW_GITLAB_URL", emu.url.clone()),
-        ("AWS_BEDROCK_RUNTIME_ENDPOINT", emu.url.clone()),
-        ("AWS_REGION_NAME", REGION.into()),
-        ("AWS_ACCESS_KEY_ID", ACCESS_KEY.into()),
-        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.into()),
-    ];
-    render_config(&env, &file).unwrap();
-    let text = std::fs::read_to_string(&file)
-        .unwrap()
-        .replace(wasm_path().to_str().unwrap(), IMAGE_PATHS[3]);
-    std::fs::write(&file, text).unwrap();
-    args.push(format!("--volume={}:/etc/envoy.yaml:ro", file.display()));
-    args.push("--entrypoint=/usr/local/bin/envoy".into());
-    args.push("--env=STANDIN=1".into());
-    // Envoy's own arguments follow the image name: pushed by the caller after it.
-    Some(dir)
+/// `docker run -p 5052:5052 <image>` with no AWS variables at all: the offline demo, as
+/// `make run` serves it (the image's own emulator as Bedrock and GitLab, a demo token printed).
+#[test]
+fn image_without_aws_variables_serves_the_offline_demo() {
+    in_private_network(|| {
+        let container = Container::start(&[]);
+        let names = container.names();
+        assert!(
+            names.iter().any(|n| n.starts_with("bedrock-emu")),
+            "{names:?}"
+        );
+        assert!(names.iter().any(|n| n.starts_with("envoy")), "{names:?}");
+        let logs = container.logs();
+        assert!(logs.contains("OFFLINE DEMO"), "{logs}");
+        let token = logs
+            .split("Authorization: Bearer ")
+            .nth(1)
+            .and_then(|rest| rest.split('\'').next())
+            .unwrap_or_else(|| panic!("no demo token in the log:\n{logs}"))
+            .to_string();
+        complete(&token);
+        container.stop_cleanly();
+    });
 }
 
 /// (type, mode, uid/gid, size) of every entry of every layer, by path, via GNU tar.
@@ -411,6 +458,7 @@ fn image_holds_what_it_should_and_nothing_else() {
     assert_eq!(c["User"], "65532:65532");
     assert_eq!(c["StopSignal"], "SIGTERM");
     assert_eq!(c["ExposedPorts"], json!({"5052/tcp": {}, "8082/tcp": {}}));
+    assert_eq!(c["Entrypoint"], json!(["/usr/local/bin/duo-bedrock"]));
     assert_eq!(c["Cmd"], json!(["run"]));
     assert_eq!(config["architecture"], "amd64");
     let labels = c["Labels"].as_object().unwrap();
@@ -441,9 +489,6 @@ fn image_holds_what_it_should_and_nothing_else() {
 
     let entries = layer_entries();
     for path in IMAGE_PATHS {
-        if path == "/usr/local/bin/duo-bedrock" && !c["Entrypoint"].is_array() {
-            continue;
-        }
         assert!(entries.contains_key(path), "{path} missing");
     }
     for (path, entry) in &entries {
