@@ -668,3 +668,25 @@ fn dockerfile_agrees_with_make_image() {
         assert!(final_stage.iter().any(|(o, _)| o == op), "{op} missing");
     }
 }
+
+/// The tarball is both a Docker archive (`manifest.json`, what `docker load` reads) and an OCI
+/// archive (`index.json`): podman reads it either way, as the same image, with its tag.
+#[test]
+fn tarball_is_a_docker_archive_and_an_oci_archive() {
+    let built = built();
+    let archive = built["archive"].as_str().unwrap();
+    let config = built["config_digest"].as_str().unwrap();
+    for transport in ["docker-archive", "oci-archive"] {
+        let podman = Podman::new();
+        let out = podman.text(&["pull", "--quiet", &format!("{transport}:{archive}")]);
+        assert_eq!(
+            format!("sha256:{out}"),
+            config,
+            "{transport}: image id = config digest"
+        );
+        let tags = podman.text(&["images", "--format={{.Repository}}:{{.Tag}}"]);
+        if transport == "docker-archive" {
+            assert!(tags.contains(built["image"].as_str().unwrap()), "{tags}");
+        }
+    }
+}
