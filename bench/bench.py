@@ -65,8 +65,10 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "envoy"))
-import launch  # noqa: E402
+# The launcher (`duo-bedrock render`) renders every filter config, as for `make run`.
+LAUNCHER = os.environ.get("DUO_BEDROCK_LAUNCHER") or str(ROOT / "target" / "release" / "duo-bedrock")
+ENVOY_BIN = os.environ.get("ENVOY_BIN") or str(ROOT / ".venv" / "bin" / "envoy")
+EMULATOR_BIN = os.environ.get("DUO_EMULATOR_BIN") or str(ROOT / "target" / "release" / "bedrock-emulator")
 
 DURATION = os.environ.get("BENCH_DURATION", "3s")
 # Every row is measured once per round, rounds interleaved, and the median round is reported:
@@ -74,7 +76,8 @@ DURATION = os.environ.get("BENCH_DURATION", "3s")
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 CONCURRENCY = os.environ.get("BENCH_CONCURRENCY", "1")
 MODEL = "anthropic.claude-3-5-sonnet-20240620-v1:0"
-AK, SK, REGION = launch.DEMO_ACCESS_KEY, launch.DEMO_SECRET_KEY, launch.DEMO_REGION
+# The emulator's demo credentials (the AWS documentation's example key pair), as the launcher's demo.
+AK, SK, REGION = "AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "us-east-1"
 INSTANCE = "00000000-0000-4000-8000-000000000001"
 
 
@@ -184,11 +187,39 @@ def rss_mb(pid):
     return 0.0
 
 
+def render(**env):
+    """`duo-bedrock render` for this environment plus `env`."""
+    out = subprocess.run([LAUNCHER, "render"], env=dict(os.environ, **env), capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"{LAUNCHER} render: {out.stderr.strip()}")
+    return out.stdout
+
+
+def rendered_block(config, start, end):
+    """The text of `config` from the line that starts with `start` up to the line that starts with `end`."""
+    lines = config.splitlines(keepends=True)
+    first = next(i for i, line in enumerate(lines) if line.startswith(start))
+    last = next(i for i in range(first + 1, len(lines)) if lines[i].startswith(end))
+    return "".join(lines[first:last])
+
+
+def stop_processes(children):
+    """SIGTERM every child still running, then wait up to 5 s each and SIGKILL what is left."""
+    for child in children:
+        if child.poll() is None:
+            child.terminate()
+    for child in children:
+        try:
+            child.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            child.kill()
+
+
 def envoy(config_text, workdir, name):
     path = Path(workdir) / f"{name}.yaml"
     path.write_text(config_text)
     env = {"PATH": os.environ["PATH"], "AWS_ACCESS_KEY_ID": AK, "AWS_SECRET_ACCESS_KEY": SK}
-    return subprocess.Popen(pinned(ENVOY_CPUS, [launch.env("ENVOY_BIN", str(launch.DEFAULT_ENVOY)), "-c", str(path),
+    return subprocess.Popen(pinned(ENVOY_CPUS, [ENVOY_BIN, "-c", str(path),
                              "--concurrency", CONCURRENCY, "--log-level", "warning", "--disable-hot-restart"]),
                             env=env, stdout=subprocess.DEVNULL, stderr=open(Path(workdir) / f"{name}.log", "w"))
 
@@ -262,10 +293,15 @@ def native_filters(upstream_port):
 
 
 def jwt_authn_filter(upstream_port, header):
-    """Envoy's jwt_authn exactly as `make run` puts it in front of the filter, with the emulator as
-    the GitLab issuer and the token read from `header`."""
-    issuer = [("gitlab", f"http://127.0.0.1:{upstream_port}", "upstream")]
-    return "\n" + launch.jwt_authn_filter(issuer, header).rstrip("\n")
+    """Envoy's jwt_authn exactly as `make run` puts it in front of the filter (cut from the
+    launcher's rendering), with the emulator as the GitLab issuer and the token read from `header`."""
+    url = f"http://127.0.0.1:{upstream_port}"
+    config = render(AIGW_GITLAB_URL=url, AWS_BEDROCK_RUNTIME_ENDPOINT=url, AWS_REGION_NAME=REGION,
+                    AWS_ACCESS_KEY_ID=AK, AWS_SECRET_ACCESS_KEY=SK, DUO_BEDROCK_ENVOY_JWT_AUTHN="true",
+                    AIGW_AUTH__BYPASS_EXTERNAL="false", AIGW_CUSTOMER_PORTAL_URL="")
+    block = rendered_block(config, "          - name: envoy.filters.http.jwt_authn", "          - name: envoy.filters.http.wasm")
+    block = block.replace("cluster: gitlab,", "cluster: upstream,").replace("{ name: Authorization,", f"{{ name: {header},")
+    return "\n" + block.rstrip("\n")
 
 
 def floor_filter(wasm):
@@ -556,26 +592,19 @@ def run_streams(url, up_port, workdir, tokens):
     # Plain Envoy gets the filter's own bedrock cluster block: the same circuit breakers
     # (DUO_BEDROCK_MAX_CONCURRENT_REQUESTS, default 10000; Envoy's default of 1,024 would refuse
     # the rest), connect timeout and buffer limit.
-    max_requests = launch.int_env("DUO_BEDROCK_MAX_CONCURRENT_REQUESTS", launch.DEFAULT_MAX_CONCURRENT_REQUESTS,
-                                  1, 1_000_000)
-    cluster = launch.cluster_block("upstream", "http", "127.0.0.1", up_port, max_requests)
+    filter_config = render(AIGW_GITLAB_URL=url, AWS_BEDROCK_RUNTIME_ENDPOINT=url, AWS_REGION_NAME=REGION,
+                           AWS_ACCESS_KEY_ID=AK, AWS_SECRET_ACCESS_KEY=SK)
+    cluster = rendered_block(filter_config, "  - name: bedrock\n", "  - name: ").replace(
+        "name: bedrock\n", "name: upstream\n").replace("cluster_name: bedrock\n", "cluster_name: upstream\n").rstrip("\n") + "\n"
 
     def start(row, tag):
         port, admin = free_port(), free_port()
         if row == "plain":
             config = plain_config(port, admin, up_port, cluster=cluster)
         else:
-            env = dict(os.environ, AIGW_GITLAB_URL=url, AWS_BEDROCK_RUNTIME_ENDPOINT=url, AWS_REGION_NAME=REGION,
-                       AWS_ACCESS_KEY_ID=AK, AWS_SECRET_ACCESS_KEY=SK, AIGW_FASTAPI__API_HOST="127.0.0.1",
-                       AIGW_FASTAPI__API_PORT=str(port), ENVOY_ADMIN_PORT=str(admin))
-            saved = dict(os.environ)
-            os.environ.clear()
-            os.environ.update(env)
-            try:
-                config = launch.render()
-            finally:
-                os.environ.clear()
-                os.environ.update(saved)
+            config = render(AIGW_GITLAB_URL=url, AWS_BEDROCK_RUNTIME_ENDPOINT=url, AWS_REGION_NAME=REGION,
+                            AWS_ACCESS_KEY_ID=AK, AWS_SECRET_ACCESS_KEY=SK, AIGW_FASTAPI__API_HOST="127.0.0.1",
+                            AIGW_FASTAPI__API_PORT=str(port), ENVOY_ADMIN_PORT=str(admin))
         proc = envoy(config, workdir, f"streams-{tag}")
         wait_ready(port)
         time.sleep(1.0)  # JWKS fetched (filter)
@@ -618,7 +647,7 @@ def run_streams(url, up_port, workdir, tokens):
                     "kb_per_stream": max(peak - idle, 0) / n, "elapsed": elapsed, "failures": failures,
                     "counters": counters}
         finally:
-            launch.stop_processes([proc])
+            stop_processes([proc])
 
     if PIN:
         saved_affinity = os.sched_getaffinity(0)
@@ -725,17 +754,9 @@ def run_table(url, up_port, workdir, fresh_tokens):
                     ("filter-wasm", free_port(), {"AIGW_TOKEN_CACHE_SIZE": "0", "DUO_BEDROCK_ENVOY_JWT_AUTHN": "false"}),
                     ("filter-cache", free_port(), {})]
         for name, port, extra in variants:
-            env = dict(os.environ, AIGW_GITLAB_URL=url, AWS_BEDROCK_RUNTIME_ENDPOINT=url, AWS_REGION_NAME=REGION,
-                       AWS_ACCESS_KEY_ID=AK, AWS_SECRET_ACCESS_KEY=SK, AIGW_FASTAPI__API_HOST="127.0.0.1",
-                       AIGW_FASTAPI__API_PORT=str(port), ENVOY_ADMIN_PORT=str(free_port()), **extra)
-            saved = dict(os.environ)
-            os.environ.clear()
-            os.environ.update(env)
-            try:
-                config = launch.render()
-            finally:
-                os.environ.clear()
-                os.environ.update(saved)
+            config = render(AIGW_GITLAB_URL=url, AWS_BEDROCK_RUNTIME_ENDPOINT=url, AWS_REGION_NAME=REGION,
+                            AWS_ACCESS_KEY_ID=AK, AWS_SECRET_ACCESS_KEY=SK, AIGW_FASTAPI__API_HOST="127.0.0.1",
+                            AIGW_FASTAPI__API_PORT=str(port), ENVOY_ADMIN_PORT=str(free_port()), **extra)
             by_name[name] = envoy(config, workdir, name)
             procs.append(by_name[name])
         for port in (plain_port, native_port, jwt_port, *((floor_port, floor_jwt_port) if floors else ()),
@@ -795,7 +816,7 @@ def run_table(url, up_port, workdir, fresh_tokens):
         if not rows:
             sys.exit(f"BENCH_ROWS={os.environ.get('BENCH_ROWS')!r}: no such row")
         base, base_cpu = rows[0][1][1], rows[0][5]
-        print(f"\nEnvoy {launch.env('ENVOY_BIN', 'venv')} --concurrency {CONCURRENCY}, wrk {DURATION} per cell, "
+        print(f"\nEnvoy {ENVOY_BIN} --concurrency {CONCURRENCY}, wrk {DURATION} per cell, "
               f"median of {ROUNDS} interleaved rounds, upstream = bedrock-emulator (SigV4 verified)"
               f"{', Envoy pinned to CPU ' + ENVOY_CPUS if PIN else ''}\n")
         print("| variant | c=1 p50 ms | c=1 p99 ms | added p50 µs | c=16 req/s | c=16 p50 ms | c=16 p99 ms "
@@ -814,7 +835,7 @@ def run_table(url, up_port, workdir, fresh_tokens):
             return 1
         return 0
     finally:
-        launch.stop_processes(procs)
+        stop_processes(procs)
 
 
 def main():
@@ -823,8 +844,7 @@ def main():
     if table and not shutil.which("wrk"):
         sys.exit("wrk is not installed (make bench installs it from Debian)")
     workdir = tempfile.mkdtemp(prefix="duo-bench-")
-    emulator_bin = launch.env("DUO_EMULATOR_BIN", str(launch.DEFAULT_EMULATOR))
-    emu = subprocess.Popen(pinned(CLIENT_CPUS, [emulator_bin, "serve", "--listen", "127.0.0.1:0", "--access-key-id", AK,
+    emu = subprocess.Popen(pinned(CLIENT_CPUS, [EMULATOR_BIN, "serve", "--listen", "127.0.0.1:0", "--access-key-id", AK,
                             "--secret-access-key", SK, "--region", REGION]), stdout=subprocess.PIPE, text=True,
                            stderr=subprocess.DEVNULL)
     url = emu.stdout.readline().strip().rsplit(" ", 1)[-1]
@@ -844,7 +864,7 @@ def main():
             status = run_streams(url, up_port, workdir, tokens) or status
         return status
     finally:
-        launch.stop_processes([emu])
+        stop_processes([emu])
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -457,10 +457,11 @@ fn every_wasm_vm_gets_the_aws_secrets_from_the_environment_only() {
 // Kubernetes
 
 #[test]
-fn kubernetes_configmap_is_what_launch_py_renders() {
+fn kubernetes_configmap_is_what_the_launcher_renders() {
     let out = Command::new("python3")
         .arg(deploy_dir().join("kubernetes/configmap.py"))
         .args(["--example", "--check"])
+        .env("DUO_BEDROCK_LAUNCHER", launcher_bin())
         .output()
         .unwrap();
     assert!(

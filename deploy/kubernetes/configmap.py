@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The Envoy ConfigMap for deploy/kubernetes/sidecar-pod.yaml, rendered by envoy/launch.py.
+"""The Envoy ConfigMap for deploy/kubernetes/sidecar-pod.yaml, rendered by the launcher.
 
     configmap.py                  ConfigMap YAML for the AIGW_* / AWS_REGION* variables of
                                   this shell (print it, then `kubectl apply -f`)
@@ -7,13 +7,14 @@
     configmap.py --example --check   exit 1 if sidecar-pod.yaml differs from a fresh render
     configmap.py --example --update  rewrite the generated block of sidecar-pod.yaml
 
-The Envoy config is exactly what `make run` would use (same template, same validation), with
-the module path fixed to the in-pod mount (/etc/duo-bedrock/wasm/plugin.wasm). Secrets are
-never read: launch.py puts none in the config, and the pod gets them from a Secret.
+The Envoy config is exactly what `make run` would use: `duo-bedrock render` (launcher/; built by
+`make build`, found at $DUO_BEDROCK_LAUNCHER or target/release/duo-bedrock), with the module path
+fixed to the in-pod mount (/etc/duo-bedrock/wasm/plugin.wasm). Secrets are never read: the
+launcher puts none in the config, and the pod gets them from a Secret.
 Standard library only.
 """
-import importlib.util
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -50,24 +51,35 @@ READ_BY_RENDER = [
     "AWS_REGION", "AWS_DEFAULT_REGION", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "DUO_FILTER_WASM",
     "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_BEARER_TOKEN_BEDROCK", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
     "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_EC2_METADATA_DISABLED", "AWS_EC2_METADATA_SERVICE_ENDPOINT",
-    "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE",
+    "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE", "AWS_BEDROCK_AGENT_RUNTIME_ENDPOINT", "AIGW_BEDROCK_KNOWLEDGE_BASE_ID",
+    "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", "AWS_ENDPOINT_URL_STS",
+    "DUO_BEDROCK_ENVOY_JWT_AUTHN",
 ]
 
 
-def load_launch():
-    spec = importlib.util.spec_from_file_location("launch", ROOT / "envoy" / "launch.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+class RenderError(Exception):
+    pass
+
+
+def render(env):
+    """`duo-bedrock render` for `env`; RenderError with the launcher's message (it names the variable)."""
+    launcher = os.environ.get("DUO_BEDROCK_LAUNCHER") or str(ROOT / "target" / "release" / "duo-bedrock")
+    if not os.path.exists(launcher):
+        raise RenderError(f"{launcher} is missing: run `make build` first")
+    out = subprocess.run([launcher, "render"], env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RenderError(out.stderr.strip().removeprefix("configuration error: "))
+    return out.stdout
 
 
 def configmap(example):
+    env = dict(os.environ)
     if example:
         for name in READ_BY_RENDER:
-            os.environ.pop(name, None)
-        os.environ.update(EXAMPLE)
-    launch = load_launch()
-    envoy_yaml = launch.render(wasm_path=WASM_IN_POD)
+            env.pop(name, None)
+        env.update(EXAMPLE)
+    env["DUO_FILTER_WASM"] = WASM_IN_POD
+    envoy_yaml = render(env)
     body = "".join(f"    {line}\n" if line.strip() else "\n" for line in envoy_yaml.rstrip("\n").split("\n"))
     return (
         "apiVersion: v1\n"
@@ -92,7 +104,7 @@ def main(argv):
     example = "--example" in argv
     try:
         generated = configmap(example)
-    except Exception as exc:  # launch.ConfigError and friends: name the variable, exit 2
+    except RenderError as exc:  # the launcher names the variable
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     if "--check" in argv or "--update" in argv:
