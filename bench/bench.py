@@ -27,13 +27,15 @@ opened at once (BENCH_STREAMS, default 50,500,2000), each on its own HTTP/1.1 co
 asyncio client (raw sockets, chunked bodies decoded as they arrive). The emulator's model id
 `...-fault-first-200-fault-drip-100-fault-deltas-40-...` answers with headers at once, the first
 event-stream frames (message_start, content_block_start, the first text delta) after 200 ms, then
-one frame every 100 ms: 40 text deltas over ~4 s (~4.4 s per stream). Two rows, each cell on a
+one frame every 100 ms: 40 text deltas over ~4 s (~4.4 s per stream). Three rows, each cell on a
 fresh Envoy (--concurrency as above, pinned like the first table; the client runs on the other CPU):
   plain Envoy   a pre-signed InvokeModelWithResponseStream request proxied as is, through a cluster
                 block identical to the filter's bedrock cluster (circuit breakers sized by
                 DUO_BEDROCK_MAX_CONCURRENT_REQUESTS, default 10000, so neither row overflows)
   filter        the sidecar as `make run` renders it (jwt_authn in front): POST /v2/code/completions
                 with "stream": true, a token per request never seen by that Envoy
+  filter-h2     the same with DUO_BEDROCK_UPSTREAM_HTTP2=true: the streams to the emulator are
+                multiplexed over HTTP/2 connections (h2c here; ALPN h2 over TLS to Bedrock)
 Per cell, after one warm-up stream: added TTFB p50/p99 (connection opened -> first body byte, minus
 the upstream's own 200 ms; the client's own delay is in it, alike in both rows), Envoy CPU per
 streamed event (scheduler time of all its threads during the cell, /proc/<pid>/task/*/schedstat,
@@ -327,6 +329,9 @@ ALL_ROWS = ("plain", "native", "jwt", "floor", "floor+jwt", "filter", "wasm", "c
 STREAM_COUNTS = [int(n) for n in os.environ.get("BENCH_STREAMS", "50,500,2000").split(",") if n.strip()]
 STREAM_TIMEOUT = float(os.environ.get("BENCH_STREAM_TIMEOUT", "30"))
 STREAM_ROUNDS = int(os.environ.get("BENCH_STREAM_ROUNDS", "1"))
+# Rows of the streaming table: plain Envoy, the filter (Bedrock over HTTP/1.1, the default), and
+# the filter with DUO_BEDROCK_UPSTREAM_HTTP2 (streams multiplexed; h2c to the emulator here).
+STREAM_VARIANTS = ("plain", "filter", "filter-h2")
 # The emulator's long-stream shape: headers at once, the first frames (message_start,
 # content_block_start, first text delta) after 200 ms, then one frame every 100 ms: 40 text
 # deltas over ~4 s, then content_block_stop, message_delta, message_stop (~4.4 s per stream).
@@ -604,7 +609,8 @@ def run_streams(url, up_port, workdir, tokens):
         else:
             config = render(AIGW_GITLAB_URL=url, AWS_BEDROCK_RUNTIME_ENDPOINT=url, AWS_REGION_NAME=REGION,
                             AWS_ACCESS_KEY_ID=AK, AWS_SECRET_ACCESS_KEY=SK, AIGW_FASTAPI__API_HOST="127.0.0.1",
-                            AIGW_FASTAPI__API_PORT=str(port), ENVOY_ADMIN_PORT=str(admin))
+                            AIGW_FASTAPI__API_PORT=str(port), ENVOY_ADMIN_PORT=str(admin),
+                            DUO_BEDROCK_UPSTREAM_HTTP2="true" if row == "filter-h2" else "false")
         proc = envoy(config, workdir, f"streams-{tag}")
         wait_ready(port)
         time.sleep(1.0)  # JWKS fetched (filter)
@@ -656,7 +662,7 @@ def run_streams(url, up_port, workdir, tokens):
         results = {}
         for _ in range(STREAM_ROUNDS):
             for n in counts:
-                for row in ("plain", "filter"):
+                for row in STREAM_VARIANTS:
                     print(f"streams: {row}, N={n} ...", file=sys.stderr, flush=True)
                     results.setdefault((row, n), []).append(cell(row, n))
     finally:
@@ -667,7 +673,8 @@ def run_streams(url, up_port, workdir, tokens):
         return sorted(r[key] for r in runs)[len(runs) // 2]
 
     labels = {"plain": "plain Envoy (pre-signed InvokeModelWithResponseStream)",
-              "filter": "filter (jwt_authn in front): /v2/code/completions stream, fresh token"}
+              "filter": "filter (jwt_authn in front): /v2/code/completions stream, fresh token",
+              "filter-h2": "the same, Bedrock over HTTP/2 (DUO_BEDROCK_UPSTREAM_HTTP2)"}
     print(f"\nStreams: N concurrent streams opened at once, Envoy --concurrency {CONCURRENCY}"
           f"{', pinned to CPU ' + ENVOY_CPUS if PIN else ''}; upstream = bedrock-emulator: first event after "
           f"{STREAM_FIRST_MS} ms, then {STREAM_DELTAS} text deltas {STREAM_DRIP_MS} ms apart; "
@@ -683,7 +690,7 @@ def run_streams(url, up_port, workdir, tokens):
     failed = False
     for n in counts:
         base = results[("plain", n)]
-        for row in ("plain", "filter"):
+        for row in STREAM_VARIANTS:
             runs = results[(row, n)]
             t50, t99, cpu, mem = (med(runs, k) for k in ("ttfb50", "ttfb99", "cpu_us", "kb_per_stream"))
             fails = sum(n - r["ok"] for r in runs)
@@ -699,7 +706,7 @@ def run_streams(url, up_port, workdir, tokens):
           f"scheduler time of every Envoy thread during the cell / text deltas delivered. RSS KiB/stream: "
           f"(peak RSS with the N streams open - idle RSS after a warm-up stream) / N. (×k): ratio to plain Envoy.")
     for n in counts:
-        for row in ("plain", "filter"):
+        for row in STREAM_VARIANTS:
             for i, r in enumerate(results[(row, n)]):
                 if r["failures"] or r["counters"]:
                     kinds = ", ".join(f"{k} {len(v)} (e.g. {v[0]})" for k, v in r["failures"].items())

@@ -262,6 +262,28 @@ pub fn cluster_block(env: &Env, name: &str, base: &Base, max_requests: Option<i1
     )
 }
 
+/// `block` (a [`cluster_block`]) speaking HTTP/2 to Bedrock when `http2`
+/// (`DUO_BEDROCK_UPSTREAM_HTTP2`): over TLS Envoy offers `h2` and `http/1.1` by ALPN and uses
+/// what the endpoint picks (the Bedrock runtime picks `h2`: the AWS SDK for JavaScript has used
+/// HTTP/2 for it by default since v3.798.0); over plain `http://` (an emulator, a local proxy)
+/// it is HTTP/2 with prior knowledge. Many streams then share few connections (docs/performance.md,
+/// "HTTP/2 to Bedrock"). Without it, HTTP/1.1: one connection per request in flight.
+pub fn upstream_protocol(block: String, scheme: &str, http2: bool) -> String {
+    if !http2 {
+        return block;
+    }
+    let protocol = if scheme == "https" {
+        "auto_config: { http_protocol_options: {}, http2_protocol_options: {} }"
+    } else {
+        "explicit_http_config: { http2_protocol_options: {} }"
+    };
+    let options = format!(
+        "    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        {protocol}\n"
+    );
+    let anchor = "    per_connection_buffer_limit_bytes: 16777216\n";
+    block.replacen(anchor, &format!("{anchor}{options}"), 1)
+}
+
 /// The cluster that reaches the launcher's token-file server on the abstract Unix socket
 /// `@<socket>` (Envoy's `pipe` address: a leading `@` is the abstract namespace).
 pub fn token_files_cluster(socket: &str) -> String {
@@ -511,8 +533,13 @@ pub fn render(env: &Env, wasm_path: &str, token_socket: &str) -> Result<String, 
         1,
         1_000_000,
     )?;
+    let http2 = env.bool("DUO_BEDROCK_UPSTREAM_HTTP2", false)?;
     let mut clusters = vec![
-        cluster_block(env, "bedrock", &bedrock, Some(max_requests)),
+        upstream_protocol(
+            cluster_block(env, "bedrock", &bedrock, Some(max_requests)),
+            &bedrock.0,
+            http2,
+        ),
         cluster_block(env, "gitlab", &gitlab, None),
     ];
     if let Some(creds) = credentials_endpoint(env)? {
@@ -526,7 +553,11 @@ pub fn render(env: &Env, wasm_path: &str, token_socket: &str) -> Result<String, 
     let kb = knowledge_base(env)?;
     if let Some((_, url, _)) = &kb {
         let base = parse_base_url("AWS_BEDROCK_AGENT_RUNTIME_ENDPOINT", url)?;
-        clusters.push(cluster_block(env, "bedrock_agent", &base, None));
+        clusters.push(upstream_protocol(
+            cluster_block(env, "bedrock_agent", &base, None),
+            &base.0,
+            http2,
+        ));
     }
     let sts = sts_endpoint(env)?;
     if let Some(url) = &sts {

@@ -137,6 +137,8 @@ fn error_cases() -> Vec<(Vec<(String, String)>, &'static str)> {
          "AIGW_AUTH__BYPASS_EXTERNAL='maybe': expected true or false"),
         (with(&[("DUO_BEDROCK_ENVOY_JWT_AUTHN", "on")]),
          "DUO_BEDROCK_ENVOY_JWT_AUTHN='on': expected true or false"),
+        (with(&[("DUO_BEDROCK_UPSTREAM_HTTP2", "h2")]),
+         "DUO_BEDROCK_UPSTREAM_HTTP2='h2': expected true or false"),
         (with(&[("DUO_BEDROCK_MAX_CONCURRENT_REQUESTS", "0")]),
          "DUO_BEDROCK_MAX_CONCURRENT_REQUESTS=0: expected 1..1000000"),
         (with(&[("AIGW_JWT_LEEWAY_SECONDS", "301")]), "AIGW_JWT_LEEWAY_SECONDS=301: expected 0..300"),
@@ -202,4 +204,35 @@ fn render_out_writes_the_file_and_usage_errors_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("duo-bedrock render [--out FILE]"));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `DUO_BEDROCK_UPSTREAM_HTTP2=true`: the Bedrock clusters offer h2 by ALPN over TLS (and fall
+/// back to HTTP/1.1); the other clusters are untouched.
+#[test]
+fn http2_to_bedrock_is_alpn_over_tls() {
+    let env = pairs(&[
+        ("AIGW_GITLAB_URL", "https://gitlab.example.com"),
+        ("AWS_REGION_NAME", "eu-west-1"),
+        ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+        ("AWS_SECRET_ACCESS_KEY", "secret"),
+        ("AIGW_BEDROCK_KNOWLEDGE_BASE_ID", "ABCDEFGHIJ"),
+        ("DUO_BEDROCK_UPSTREAM_HTTP2", "true"),
+    ]);
+    let out = render(&env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let yaml = String::from_utf8_lossy(&out.stdout).to_string();
+    let alpn = "auto_config: { http_protocol_options: {}, http2_protocol_options: {} }";
+    assert_eq!(yaml.matches(alpn).count(), 2, "bedrock and bedrock_agent");
+    let bedrock = &yaml[yaml.find("  - name: bedrock\n").unwrap()..];
+    let bedrock = &bedrock[..bedrock.find("  - name: gitlab\n").unwrap()];
+    assert!(
+        bedrock.contains(alpn)
+            && bedrock.contains("sni: \"bedrock-runtime.eu-west-1.amazonaws.com\"")
+    );
+    let without = render(&env[..5]);
+    assert!(!String::from_utf8_lossy(&without.stdout).contains("http2_protocol_options"));
 }
