@@ -1373,8 +1373,22 @@ fn envoy_gateway_resources_line_up() {
     assert_eq!(epp["spec"]["targetRef"]["name"], gw_name);
     assert_eq!(epp["spec"]["type"], "JSONPatch");
     let patches = epp["spec"]["jsonPatches"].as_sequence().unwrap();
-    let listener_name = format!("{ns}/{gw_name}/{}", s(&listener["name"], "listener"));
-    assert_eq!(patches[0]["name"], listener_name.as_str());
+    // Envoy Gateway's xDS name scheme V2 (default from v1.10; internal/xds/translator:
+    // xdsListenerName, routeConfigName, virtualHostName): listener tcp-<port>, route
+    // configuration http-<port>, virtual host = the hostname with `.` → `_` (here `*`).
+    let gw_port = listener["port"].as_u64().unwrap();
+    assert_eq!(patches[0]["name"], format!("tcp-{gw_port}").as_str());
+    for p in &patches[2..] {
+        assert_eq!(
+            p["type"],
+            "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+        );
+        assert_eq!(p["name"], format!("http-{gw_port}").as_str());
+    }
+    assert_eq!(
+        patches[3]["operation"]["jsonPath"],
+        "..virtual_hosts[?(@.name=='*')]"
+    );
     let filter_name = format!(
         "envoy.filters.http.wasm/envoyextensionpolicy/{ns}/{}/wasm/0",
         s(&eep["metadata"]["name"], "name")
