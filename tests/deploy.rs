@@ -1273,11 +1273,46 @@ fn istio_envoyfilter_serves_with_istio_cluster_names() {
     labelled_metrics(&envoy, "istio");
 }
 
-/// The stats part of the bootstrap istio-agent generates (tools/packaging/common/
-/// envoy_bootstrap.json): no default tags, and a stats matcher that keeps only the listed
-/// prefixes and suffixes (pkg/bootstrap/config.go: `requiredEnvoyStatsMatcherInclusionPrefixes`
-/// includes `wasm`, which keeps the filter's `wasmcustom.*` metrics).
+/// The stats part of the bootstrap istio-agent generates (istio
+/// tools/packaging/common/envoy_bootstrap.json with pkg/bootstrap/config.go's defaults): no
+/// Envoy default tags, Istio's own tag rules (the fixed ones, then `DefaultStatTags` in Istio's
+/// `name=.=value;.;` encoding), and a stats matcher that keeps only the listed prefixes and
+/// suffixes (`requiredEnvoyStatsMatcherInclusionPrefixes` includes `wasm`, which keeps the
+/// filter's `wasmcustom.*` metrics).
 fn istio_like_stats_config() -> Value {
+    let mut tags: Vec<Value> = [
+        (
+            "cluster_name",
+            r"^cluster\.((.+?(\..+?\.svc\.cluster\.local)?)\.)",
+        ),
+        ("tcp_prefix", r"^tcp\.((.*?)\.)\w+?$"),
+        ("response_code", r"_rq(_(\d{3}))$"),
+        ("response_code_class", r"_rq(_(\dxx))$"),
+        (
+            "listener_address",
+            r"^listener\.(((?:[_.[:digit:]]*|[_\[\]aAbBcCdDeEfF[:digit:]]*))\.)",
+        ),
+        ("cache", r"(cache\.(.+?)\.)"),
+        ("component", r"(component\.(.+?)\.)"),
+        ("tag", r"(tag\.(.+?);\.)"),
+        ("wasm_filter", r"(wasm_filter\.(.+?)\.)"),
+        ("authz_enforce_result", r"rbac(\.(allowed|denied))"),
+    ]
+    .iter()
+    .map(|(name, regex)| json!({"tag_name": name, "regex": regex}))
+    .collect();
+    for name in [
+        "reporter",
+        "source_namespace",
+        "source_workload",
+        "source_app",
+        "destination_service",
+        "request_protocol",
+        "response_flags",
+        "source_canonical_service",
+    ] {
+        tags.push(json!({"tag_name": name, "regex": format!(r"({name}=\.=(.*?);\.;)")}));
+    }
     let prefixes = [
         "reporter=",
         "cluster_manager",
@@ -1286,6 +1321,7 @@ fn istio_like_stats_config() -> Value {
         "cluster.xds-grpc",
         "wasm",
         "component",
+        "istio",
     ];
     let suffixes = [
         "rbac.allowed",
@@ -1298,10 +1334,7 @@ fn istio_like_stats_config() -> Value {
     patterns.extend(suffixes.iter().map(|p| json!({"suffix": p})));
     json!({
         "use_all_default_tags": false,
-        "stats_tags": [
-            {"tag_name": "cluster_name", "regex": "^cluster\\.((.+?(\\..+?\\.svc\\.cluster\\.local)?)\\.)"},
-            {"tag_name": "response_code", "regex": "_rq(_(\\d{3}))$"}
-        ],
+        "stats_tags": tags,
         "stats_matcher": {"inclusion_list": {"patterns": patterns}}
     })
 }
