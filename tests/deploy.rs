@@ -522,7 +522,12 @@ fn every_wasm_vm_gets_the_aws_secrets_from_the_environment_only() {
 // Kubernetes: Kustomize base + overlays, rendered by the real Kustomize and validated against
 // the Kubernetes API schemas
 
-const OVERLAYS: [&str; 3] = ["static-keys", "irsa", "pod-identity"];
+const OVERLAYS: [&str; 4] = [
+    "static-keys",
+    "irsa",
+    "irsa-without-webhook",
+    "pod-identity",
+];
 /// Where the image (`make image`) holds the module; the launcher renders this path.
 const IMAGE_WASM: &str = "/usr/local/lib/duo-bedrock/duo_bedrock_filter.wasm";
 /// Kubernetes versions whose OpenAPI schemas every rendered object must pass (strict: no
@@ -849,6 +854,34 @@ fn kubernetes_kustomize_renders_and_validates() {
                     arn.starts_with("arn:aws:iam::111122223333:role/"),
                     "{dir}: a placeholder role ({arn})"
                 );
+            }
+            "overlays/irsa-without-webhook" => {
+                // What EKS's webhook would inject, by hand: the role, the token file, and the
+                // projected token for STS.
+                assert_eq!(
+                    env_names,
+                    ["AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE"],
+                    "{dir}"
+                );
+                assert!(role.is_null() && imds_off, "{dir}");
+                let env_value = |i: usize| s(&c["env"][i]["value"], "env value");
+                assert!(env_value(0).starts_with("arn:aws:iam::111122223333:role/"));
+                let (token_dir, token_file) = env_value(1).rsplit_once('/').unwrap();
+                let mount = c["volumeMounts"]
+                    .as_sequence()
+                    .unwrap()
+                    .iter()
+                    .find(|m| m["mountPath"] == token_dir)
+                    .expect("the token's mount");
+                let volume = pod["volumes"]
+                    .as_sequence()
+                    .unwrap()
+                    .iter()
+                    .find(|v| v["name"] == mount["name"])
+                    .unwrap();
+                let token = &volume["projected"]["sources"][0]["serviceAccountToken"];
+                assert_eq!(token["audience"], "sts.amazonaws.com");
+                assert_eq!(token["path"], token_file);
             }
             "overlays/pod-identity" => {
                 assert!(env_names.is_empty() && role.is_null() && imds_off, "{dir}");
