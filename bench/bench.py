@@ -27,13 +27,15 @@ opened at once (BENCH_STREAMS, default 50,500,2000), each on its own HTTP/1.1 co
 asyncio client (raw sockets, chunked bodies decoded as they arrive). The emulator's model id
 `...-fault-first-200-fault-drip-100-fault-deltas-40-...` answers with headers at once, the first
 event-stream frames (message_start, content_block_start, the first text delta) after 200 ms, then
-one frame every 100 ms: 40 text deltas over ~4 s (~4.4 s per stream). Two rows, each cell on a
+one frame every 100 ms: 40 text deltas over ~4 s (~4.4 s per stream). Three rows, each cell on a
 fresh Envoy (--concurrency as above, pinned like the first table; the client runs on the other CPU):
   plain Envoy   a pre-signed InvokeModelWithResponseStream request proxied as is, through a cluster
                 block identical to the filter's bedrock cluster (circuit breakers sized by
                 DUO_BEDROCK_MAX_CONCURRENT_REQUESTS, default 10000, so neither row overflows)
   filter        the sidecar as `make run` renders it (jwt_authn in front): POST /v2/code/completions
                 with "stream": true, a token per request never seen by that Envoy
+  filter-h2     the same with DUO_BEDROCK_UPSTREAM_HTTP2=true: the streams to the emulator are
+                multiplexed over HTTP/2 connections (h2c here; ALPN h2 over TLS to Bedrock)
 Per cell, after one warm-up stream: added TTFB p50/p99 (connection opened -> first body byte, minus
 the upstream's own 200 ms; the client's own delay is in it, alike in both rows), Envoy CPU per
 streamed event (scheduler time of all its threads during the cell, /proc/<pid>/task/*/schedstat,
@@ -65,8 +67,10 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "envoy"))
-import launch  # noqa: E402
+# The launcher (`duo-bedrock render`) renders every filter config, as for `make run`.
+LAUNCHER = os.environ.get("DUO_BEDROCK_LAUNCHER") or str(ROOT / "target" / "release" / "duo-bedrock")
+ENVOY_BIN = os.environ.get("ENVOY_BIN") or str(ROOT / ".venv" / "bin" / "envoy")
+EMULATOR_BIN = os.environ.get("DUO_EMULATOR_BIN") or str(ROOT / "target" / "release" / "bedrock-emulator")
 
 DURATION = os.environ.get("BENCH_DURATION", "3s")
 # Every row is measured once per round, rounds interleaved, and the median round is reported:
@@ -74,7 +78,8 @@ DURATION = os.environ.get("BENCH_DURATION", "3s")
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 CONCURRENCY = os.environ.get("BENCH_CONCURRENCY", "1")
 MODEL = "anthropic.claude-3-5-sonnet-20240620-v1:0"
-AK, SK, REGION = launch.DEMO_ACCESS_KEY, launch.DEMO_SECRET_KEY, launch.DEMO_REGION
+# The emulator's demo credentials (the AWS documentation's example key pair), as the launcher's demo.
+AK, SK, REGION = "AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "us-east-1"
 INSTANCE = "00000000-0000-4000-8000-000000000001"
 
 
@@ -184,11 +189,39 @@ def rss_mb(pid):
     return 0.0
 
 
+def render(**env):
+    """`duo-bedrock render` for this environment plus `env`."""
+    out = subprocess.run([LAUNCHER, "render"], env=dict(os.environ, **env), capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"{LAUNCHER} render: {out.stderr.strip()}")
+    return out.stdout
+
+
+def rendered_block(config, start, end):
+    """The text of `config` from the line that starts with `start` up to the line that starts with `end`."""
+    lines = config.splitlines(keepends=True)
+    first = next(i for i, line in enumerate(lines) if line.startswith(start))
+    last = next(i for i in range(first + 1, len(lines)) if lines[i].startswith(end))
+    return "".join(lines[first:last])
+
+
+def stop_processes(children):
+    """SIGTERM every child still running, then wait up to 5 s each and SIGKILL what is left."""
+    for child in children:
+        if child.poll() is None:
+            child.terminate()
+    for child in children:
+        try:
+            child.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            child.kill()
+
+
 def envoy(config_text, workdir, name):
     path = Path(workdir) / f"{name}.yaml"
     path.write_text(config_text)
     env = {"PATH": os.environ["PATH"], "AWS_ACCESS_KEY_ID": AK, "AWS_SECRET_ACCESS_KEY": SK}
-    return subprocess.Popen(pinned(ENVOY_CPUS, [launch.env("ENVOY_BIN", str(launch.DEFAULT_ENVOY)), "-c", str(path),
+    return subprocess.Popen(pinned(ENVOY_CPUS, [ENVOY_BIN, "-c", str(path),
                              "--concurrency", CONCURRENCY, "--log-level", "warning", "--disable-hot-restart"]),
                             env=env, stdout=subprocess.DEVNULL, stderr=open(Path(workdir) / f"{name}.log", "w"))
 
@@ -262,10 +295,15 @@ def native_filters(upstream_port):
 
 
 def jwt_authn_filter(upstream_port, header):
-    """Envoy's jwt_authn exactly as `make run` puts it in front of the filter, with the emulator as
-    the GitLab issuer and the token read from `header`."""
-    issuer = [("gitlab", f"http://127.0.0.1:{upstream_port}", "upstream")]
-    return "\n" + launch.jwt_authn_filter(issuer, header).rstrip("\n")
+    """Envoy's jwt_authn exactly as `make run` puts it in front of the filter (cut from the
+    launcher's rendering), with the emulator as the GitLab issuer and the token read from `header`."""
+    url = f"http://127.0.0.1:{upstream_port}"
+    config = render(AIGW_GITLAB_URL=url, AWS_BEDROCK_RUNTIME_ENDPOINT=url, AWS_REGION_NAME=REGION,
+                    AWS_ACCESS_KEY_ID=AK, AWS_SECRET_ACCESS_KEY=SK, DUO_BEDROCK_ENVOY_JWT_AUTHN="true",
+                    AIGW_AUTH__BYPASS_EXTERNAL="false", AIGW_CUSTOMER_PORTAL_URL="")
+    block = rendered_block(config, "          - name: envoy.filters.http.jwt_authn", "          - name: envoy.filters.http.wasm")
+    block = block.replace("cluster: gitlab,", "cluster: upstream,").replace("{ name: Authorization,", f"{{ name: {header},")
+    return "\n" + block.rstrip("\n")
 
 
 def floor_filter(wasm):
@@ -291,6 +329,9 @@ ALL_ROWS = ("plain", "native", "jwt", "floor", "floor+jwt", "filter", "wasm", "c
 STREAM_COUNTS = [int(n) for n in os.environ.get("BENCH_STREAMS", "50,500,2000").split(",") if n.strip()]
 STREAM_TIMEOUT = float(os.environ.get("BENCH_STREAM_TIMEOUT", "30"))
 STREAM_ROUNDS = int(os.environ.get("BENCH_STREAM_ROUNDS", "1"))
+# Rows of the streaming table: plain Envoy, the filter (Bedrock over HTTP/1.1, the default), and
+# the filter with DUO_BEDROCK_UPSTREAM_HTTP2 (streams multiplexed; h2c to the emulator here).
+STREAM_VARIANTS = ("plain", "filter", "filter-h2")
 # The emulator's long-stream shape: headers at once, the first frames (message_start,
 # content_block_start, first text delta) after 200 ms, then one frame every 100 ms: 40 text
 # deltas over ~4 s, then content_block_stop, message_delta, message_stop (~4.4 s per stream).
@@ -556,26 +597,20 @@ def run_streams(url, up_port, workdir, tokens):
     # Plain Envoy gets the filter's own bedrock cluster block: the same circuit breakers
     # (DUO_BEDROCK_MAX_CONCURRENT_REQUESTS, default 10000; Envoy's default of 1,024 would refuse
     # the rest), connect timeout and buffer limit.
-    max_requests = launch.int_env("DUO_BEDROCK_MAX_CONCURRENT_REQUESTS", launch.DEFAULT_MAX_CONCURRENT_REQUESTS,
-                                  1, 1_000_000)
-    cluster = launch.cluster_block("upstream", "http", "127.0.0.1", up_port, max_requests)
+    filter_config = render(AIGW_GITLAB_URL=url, AWS_BEDROCK_RUNTIME_ENDPOINT=url, AWS_REGION_NAME=REGION,
+                           AWS_ACCESS_KEY_ID=AK, AWS_SECRET_ACCESS_KEY=SK)
+    cluster = rendered_block(filter_config, "  - name: bedrock\n", "  - name: ").replace(
+        "name: bedrock\n", "name: upstream\n").replace("cluster_name: bedrock\n", "cluster_name: upstream\n").rstrip("\n") + "\n"
 
     def start(row, tag):
         port, admin = free_port(), free_port()
         if row == "plain":
             config = plain_config(port, admin, up_port, cluster=cluster)
         else:
-            env = dict(os.environ, AIGW_GITLAB_URL=url, AWS_BEDROCK_RUNTIME_ENDPOINT=url, AWS_REGION_NAME=REGION,
-                       AWS_ACCESS_KEY_ID=AK, AWS_SECRET_ACCESS_KEY=SK, AIGW_FASTAPI__API_HOST="127.0.0.1",
-                       AIGW_FASTAPI__API_PORT=str(port), ENVOY_ADMIN_PORT=str(admin))
-            saved = dict(os.environ)
-            os.environ.clear()
-            os.environ.update(env)
-            try:
-                config = launch.render()
-            finally:
-                os.environ.clear()
-                os.environ.update(saved)
+            config = render(AIGW_GITLAB_URL=url, AWS_BEDROCK_RUNTIME_ENDPOINT=url, AWS_REGION_NAME=REGION,
+                            AWS_ACCESS_KEY_ID=AK, AWS_SECRET_ACCESS_KEY=SK, AIGW_FASTAPI__API_HOST="127.0.0.1",
+                            AIGW_FASTAPI__API_PORT=str(port), ENVOY_ADMIN_PORT=str(admin),
+                            DUO_BEDROCK_UPSTREAM_HTTP2="true" if row == "filter-h2" else "false")
         proc = envoy(config, workdir, f"streams-{tag}")
         wait_ready(port)
         time.sleep(1.0)  # JWKS fetched (filter)
@@ -618,7 +653,7 @@ def run_streams(url, up_port, workdir, tokens):
                     "kb_per_stream": max(peak - idle, 0) / n, "elapsed": elapsed, "failures": failures,
                     "counters": counters}
         finally:
-            launch.stop_processes([proc])
+            stop_processes([proc])
 
     if PIN:
         saved_affinity = os.sched_getaffinity(0)
@@ -627,7 +662,7 @@ def run_streams(url, up_port, workdir, tokens):
         results = {}
         for _ in range(STREAM_ROUNDS):
             for n in counts:
-                for row in ("plain", "filter"):
+                for row in STREAM_VARIANTS:
                     print(f"streams: {row}, N={n} ...", file=sys.stderr, flush=True)
                     results.setdefault((row, n), []).append(cell(row, n))
     finally:
@@ -638,7 +673,8 @@ def run_streams(url, up_port, workdir, tokens):
         return sorted(r[key] for r in runs)[len(runs) // 2]
 
     labels = {"plain": "plain Envoy (pre-signed InvokeModelWithResponseStream)",
-              "filter": "filter (jwt_authn in front): /v2/code/completions stream, fresh token"}
+              "filter": "filter (jwt_authn in front): /v2/code/completions stream, fresh token",
+              "filter-h2": "the same, Bedrock over HTTP/2 (DUO_BEDROCK_UPSTREAM_HTTP2)"}
     print(f"\nStreams: N concurrent streams opened at once, Envoy --concurrency {CONCURRENCY}"
           f"{', pinned to CPU ' + ENVOY_CPUS if PIN else ''}; upstream = bedrock-emulator: first event after "
           f"{STREAM_FIRST_MS} ms, then {STREAM_DELTAS} text deltas {STREAM_DRIP_MS} ms apart; "
@@ -654,7 +690,7 @@ def run_streams(url, up_port, workdir, tokens):
     failed = False
     for n in counts:
         base = results[("plain", n)]
-        for row in ("plain", "filter"):
+        for row in STREAM_VARIANTS:
             runs = results[(row, n)]
             t50, t99, cpu, mem = (med(runs, k) for k in ("ttfb50", "ttfb99", "cpu_us", "kb_per_stream"))
             fails = sum(n - r["ok"] for r in runs)
@@ -670,7 +706,7 @@ def run_streams(url, up_port, workdir, tokens):
           f"scheduler time of every Envoy thread during the cell / text deltas delivered. RSS KiB/stream: "
           f"(peak RSS with the N streams open - idle RSS after a warm-up stream) / N. (×k): ratio to plain Envoy.")
     for n in counts:
-        for row in ("plain", "filter"):
+        for row in STREAM_VARIANTS:
             for i, r in enumerate(results[(row, n)]):
                 if r["failures"] or r["counters"]:
                     kinds = ", ".join(f"{k} {len(v)} (e.g. {v[0]})" for k, v in r["failures"].items())
@@ -725,17 +761,9 @@ def run_table(url, up_port, workdir, fresh_tokens):
                     ("filter-wasm", free_port(), {"AIGW_TOKEN_CACHE_SIZE": "0", "DUO_BEDROCK_ENVOY_JWT_AUTHN": "false"}),
                     ("filter-cache", free_port(), {})]
         for name, port, extra in variants:
-            env = dict(os.environ, AIGW_GITLAB_URL=url, AWS_BEDROCK_RUNTIME_ENDPOINT=url, AWS_REGION_NAME=REGION,
-                       AWS_ACCESS_KEY_ID=AK, AWS_SECRET_ACCESS_KEY=SK, AIGW_FASTAPI__API_HOST="127.0.0.1",
-                       AIGW_FASTAPI__API_PORT=str(port), ENVOY_ADMIN_PORT=str(free_port()), **extra)
-            saved = dict(os.environ)
-            os.environ.clear()
-            os.environ.update(env)
-            try:
-                config = launch.render()
-            finally:
-                os.environ.clear()
-                os.environ.update(saved)
+            config = render(AIGW_GITLAB_URL=url, AWS_BEDROCK_RUNTIME_ENDPOINT=url, AWS_REGION_NAME=REGION,
+                            AWS_ACCESS_KEY_ID=AK, AWS_SECRET_ACCESS_KEY=SK, AIGW_FASTAPI__API_HOST="127.0.0.1",
+                            AIGW_FASTAPI__API_PORT=str(port), ENVOY_ADMIN_PORT=str(free_port()), **extra)
             by_name[name] = envoy(config, workdir, name)
             procs.append(by_name[name])
         for port in (plain_port, native_port, jwt_port, *((floor_port, floor_jwt_port) if floors else ()),
@@ -795,7 +823,7 @@ def run_table(url, up_port, workdir, fresh_tokens):
         if not rows:
             sys.exit(f"BENCH_ROWS={os.environ.get('BENCH_ROWS')!r}: no such row")
         base, base_cpu = rows[0][1][1], rows[0][5]
-        print(f"\nEnvoy {launch.env('ENVOY_BIN', 'venv')} --concurrency {CONCURRENCY}, wrk {DURATION} per cell, "
+        print(f"\nEnvoy {ENVOY_BIN} --concurrency {CONCURRENCY}, wrk {DURATION} per cell, "
               f"median of {ROUNDS} interleaved rounds, upstream = bedrock-emulator (SigV4 verified)"
               f"{', Envoy pinned to CPU ' + ENVOY_CPUS if PIN else ''}\n")
         print("| variant | c=1 p50 ms | c=1 p99 ms | added p50 µs | c=16 req/s | c=16 p50 ms | c=16 p99 ms "
@@ -814,7 +842,7 @@ def run_table(url, up_port, workdir, fresh_tokens):
             return 1
         return 0
     finally:
-        launch.stop_processes(procs)
+        stop_processes(procs)
 
 
 def main():
@@ -823,8 +851,7 @@ def main():
     if table and not shutil.which("wrk"):
         sys.exit("wrk is not installed (make bench installs it from Debian)")
     workdir = tempfile.mkdtemp(prefix="duo-bench-")
-    emulator_bin = launch.env("DUO_EMULATOR_BIN", str(launch.DEFAULT_EMULATOR))
-    emu = subprocess.Popen(pinned(CLIENT_CPUS, [emulator_bin, "serve", "--listen", "127.0.0.1:0", "--access-key-id", AK,
+    emu = subprocess.Popen(pinned(CLIENT_CPUS, [EMULATOR_BIN, "serve", "--listen", "127.0.0.1:0", "--access-key-id", AK,
                             "--secret-access-key", SK, "--region", REGION]), stdout=subprocess.PIPE, text=True,
                            stderr=subprocess.DEVNULL)
     url = emu.stdout.readline().strip().rsplit(" ", 1)[-1]
@@ -844,7 +871,7 @@ def main():
             status = run_streams(url, up_port, workdir, tokens) or status
         return status
     finally:
-        launch.stop_processes([emu])
+        stop_processes([emu])
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,7 +1,7 @@
 //! Plugin configuration: validated once at plugin start, refusing to start when invalid.
 //!
 //! Two sources, like the gateway container it replaces:
-//! - the Envoy plugin `configuration` (JSON, rendered by `envoy/launch.py` from the
+//! - the Envoy plugin `configuration` (JSON, rendered by the launcher, `duo-bedrock render`, from the
 //!   gateway's `AIGW_*` variables; no secrets in it), and
 //! - the VM environment (`vm_config.environment_variables.host_env_keys`) for secrets:
 //!   `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_BEARER_TOKEN_BEDROCK`.
@@ -21,7 +21,8 @@ use crate::bedrock::invoke::UpstreamAuth;
 use crate::bedrock::sigv4::Credentials;
 use serde::Deserialize;
 
-/// The plugin configuration JSON, as written by `envoy/launch.py` (all optional except `gitlab_url`).
+/// The plugin configuration JSON, as written by the launcher (`launcher/src/render.rs`; all optional
+/// except `gitlab_url`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Raw {
@@ -57,9 +58,18 @@ struct Raw {
     /// metadata under `envoy.filters.http.jwt_authn` / [`JWT_AUTHN_PAYLOAD_KEY`].
     #[serde(default)]
     envoy_jwt_authn: bool,
+    /// The Envoy cluster of the launcher's token-file server (`duo_bedrock_token_files`, see
+    /// docs/envoy-proxy-wasm.md#token-files), when AWS_WEB_IDENTITY_TOKEN_FILE or
+    /// AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE is set. Not read yet.
+    #[allow(dead_code)]
+    token_files_cluster: Option<String>,
+    /// The Envoy cluster of the STS endpoint (`sts`) for IRSA, when AWS_WEB_IDENTITY_TOKEN_FILE is
+    /// set. Not read yet.
+    #[allow(dead_code)]
+    sts_cluster: Option<String>,
 }
 
-/// The `payload_in_metadata` name `envoy/launch.py` gives jwt_authn's providers: the verified
+/// The `payload_in_metadata` name the launcher gives jwt_authn's providers: the verified
 /// payload is at `metadata.filter_metadata["envoy.filters.http.jwt_authn"][JWT_AUTHN_PAYLOAD_KEY]`.
 pub const JWT_AUTHN_PAYLOAD_KEY: &str = "duo_bedrock_verified";
 

@@ -176,6 +176,68 @@ fn v2_completion_stream_and_alias() {
     );
 }
 
+/// `DUO_BEDROCK_UPSTREAM_HTTP2=true`: Bedrock is reached over HTTP/2 (prior knowledge to the
+/// plain-http emulator; ALPN over TLS), buffered and streamed answers alike, and the concurrent
+/// streams share connections (at most one per Envoy worker; the test sidecar has two).
+#[test]
+fn bedrock_over_http2() {
+    let emu = Emulator::start();
+    let sidecar = Sidecar::start_with(&emu, &[("DUO_BEDROCK_UPSTREAM_HTTP2", "true")]);
+    let token = emu.token();
+    let plain = post(
+        &sidecar,
+        &token,
+        "/v2/code/completions",
+        &completion(MODEL, false),
+        &[],
+    );
+    assert_eq!(plain.status, 200, "{}", plain.text());
+    let expected = plain.json()["choices"][0]["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let streams: Vec<_> = (0..4)
+        .map(|_| {
+            let (port, token) = (sidecar.port, token.clone());
+            std::thread::spawn(move || {
+                let headers = gitlab_headers(&token);
+                request(
+                    port,
+                    "POST",
+                    "/v2/code/completions",
+                    &as_refs(&headers),
+                    Some(
+                        completion("anthropic.claude-fault-drip-100-v1:0", true)
+                            .to_string()
+                            .as_bytes(),
+                    ),
+                )
+            })
+        })
+        .collect();
+    for s in streams {
+        let r = s.join().unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.text(), expected);
+    }
+    let reqs = emu.requests();
+    assert_eq!(reqs.len(), 5);
+    assert!(
+        reqs.iter()
+            .all(|q| q["signature_valid"] == true && q["http_version"] == "HTTP/2.0"),
+        "{reqs:#?}"
+    );
+    let stats = sidecar.stats();
+    let connections = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cluster.bedrock.upstream_cx_total: "))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    assert!(
+        connections.is_some_and(|n| (1..=2).contains(&n)),
+        "five requests over {connections:?} HTTP/2 connections"
+    );
+}
+
 #[test]
 fn v2_generations_and_v3_v4() {
     let emu = Emulator::start();

@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 #[test]
 fn make_run_without_credentials_is_an_honest_working_demo() {
     let port = free_port();
-    let mut launcher = Command::new("python3")
-        .arg(root().join("envoy/launch.py"))
+    let mut launcher = Command::new(launcher_bin())
         .arg("run")
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -134,8 +133,7 @@ fn make_run_without_credentials_is_an_honest_working_demo() {
 /// `make run`'s launcher against the emulator (as Bedrock and GitLab) on `port`, its admin on
 /// `admin`, without the metrics listener (several of them run on one host).
 fn make_run(emu: &Emulator, port: u16, admin: u16, stdout: Stdio) -> std::process::Child {
-    Command::new("python3")
-        .arg(root().join("envoy/launch.py"))
+    Command::new(launcher_bin())
         .arg("run")
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())

@@ -611,11 +611,10 @@ fn pod_env(docs: &[Yaml]) -> Vec<(String, String)> {
 }
 
 /// The Envoy config the image's launcher renders from `env` (+ `extra`, what the platform
-/// injects), the module at the image's path. Rendered by envoy/launch.py (`render`), whose
-/// rendering the launcher carries over.
+/// injects), the module at the image's path: `duo-bedrock render`, as the container's
+/// entrypoint renders before it starts Envoy.
 fn render_envoy(env: &[(String, String)], extra: &[(&str, &str)]) -> Yaml {
-    let out = Command::new("python3")
-        .arg(root().join("envoy/launch.py"))
+    let out = Command::new(launcher_bin())
         .arg("render")
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -626,7 +625,7 @@ fn render_envoy(env: &[(String, String)], extra: &[(&str, &str)]) -> Yaml {
         .unwrap();
     assert!(
         out.status.success(),
-        "launch.py render: {}",
+        "duo-bedrock render: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     serde_yaml::from_slice(&out.stdout).unwrap()
@@ -1019,6 +1018,59 @@ fn kubernetes_deployment_lines_up_with_its_config() {
         ["socket_address"];
     assert_eq!(addr["address"], "169.254.170.23");
     assert_eq!(addr["port_value"], 80);
+
+    // IRSA: what EKS's webhook injects (irsa), or what the pod carries itself
+    // (irsa-without-webhook): the STS cluster of the pod's region.
+    let token = "/var/run/secrets/eks.amazonaws.com/serviceaccount/token";
+    let irsa_extra = [
+        (
+            "AWS_ROLE_ARN",
+            "arn:aws:iam::111122223333:role/duo-bedrock-gateway",
+        ),
+        ("AWS_WEB_IDENTITY_TOKEN_FILE", token),
+    ];
+    let d = kustomize_docs("overlays/irsa-without-webhook");
+    let own: Vec<(String, String)> = one(&d, "apps/v1", "Deployment")["spec"]["template"]["spec"]
+        ["containers"][0]["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                s(&e["name"], "name").to_string(),
+                s(&e["value"], "value").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        own,
+        irsa_extra.map(|(k, v)| (k.to_string(), v.to_string())),
+        "the variables EKS's webhook would inject"
+    );
+    for (what, env, extra) in [
+        (
+            "irsa",
+            pod_env(&kustomize_docs("overlays/irsa")),
+            &irsa_extra[..],
+        ),
+        (
+            "irsa-without-webhook",
+            [pod_env(&d), own.clone()].concat(),
+            &[][..],
+        ),
+    ] {
+        let cfg = render_envoy(&env, extra);
+        let sts = cfg["static_resources"]["clusters"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "sts")
+            .unwrap_or_else(|| panic!("{what}: the sts cluster"));
+        let addr = &sts["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+            ["address"]["socket_address"];
+        assert_eq!(addr["address"], "sts.us-east-1.amazonaws.com", "{what}");
+        assert_eq!(addr["port_value"], 443, "{what}");
+    }
 }
 
 #[test]

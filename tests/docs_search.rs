@@ -343,6 +343,22 @@ fn knowledge_base_errors_map_like_model_errors() {
             "Documentation search failed: Amazon Bedrock did not answer in time"
         )
     );
+
+    // An agent runtime endpoint where nothing listens (port 1): the answer names the endpoint
+    // and says the connection was refused, not "unreachable" in Envoy's words.
+    let kb = [
+        ("AIGW_BEDROCK_KNOWLEDGE_BASE_ID", "EMUDOCS001"),
+        ("AWS_BEDROCK_AGENT_RUNTIME_ENDPOINT", "http://127.0.0.1:1"),
+    ];
+    let sidecar = Sidecar::start_with(&emu, &kb);
+    let r = sidecar.post_json(&token, "/v1/search/gitlab-docs", &search_body(QUESTION));
+    let detail = r.json()["detail"].as_str().unwrap_or_default().to_string();
+    assert_eq!(r.status, 503, "{detail}");
+    assert!(
+        detail.contains("Amazon Bedrock agent runtime endpoint 127.0.0.1:1")
+            && (detail.contains("refused") || detail.contains("could not connect")),
+        "{detail}"
+    );
 }
 
 #[test]

@@ -125,12 +125,14 @@ struct Record {
     canonical_request: Option<String>,
     string_to_sign: Option<String>,
     received_at_ms: u64,
+    http_version: String,
 }
 
 #[derive(Default)]
 struct Stats {
     discovery_fetches: AtomicU64,
     jwks_fetches: AtomicU64,
+    filter_jwks_fetches: AtomicU64,
     invocations: AtomicU64,
     signature_failures: AtomicU64,
     /// Knowledge base `Retrieve` calls (any outcome).
@@ -425,6 +427,18 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Resp, BoxEr
         }
         (&Method::GET, "/oauth/discovery/keys") => {
             state.stats.jwks_fetches.fetch_add(1, Ordering::Relaxed);
+            // The filter's own fetches (its user-agent), apart from Envoy's jwt_authn, which
+            // fetches once per worker on its own schedule.
+            if req
+                .headers()
+                .get("user-agent")
+                .is_some_and(|v| v.as_bytes() == b"duo-bedrock-filter")
+            {
+                state
+                    .stats
+                    .filter_jwks_fetches
+                    .fetch_add(1, Ordering::Relaxed);
+            }
             Ok(oidc_answer(&state, true).await)
         }
         (&Method::GET, "/_emulator/oidc") => Ok(json_resp(200, &oidc_state_json(&state))),
@@ -436,6 +450,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Resp, BoxEr
             for c in [
                 &state.stats.discovery_fetches,
                 &state.stats.jwks_fetches,
+                &state.stats.filter_jwks_fetches,
                 &state.stats.invocations,
                 &state.stats.signature_failures,
                 &state.stats.retrievals,
@@ -486,6 +501,7 @@ fn stats_json(state: &State) -> Value {
     json!({
         "discovery_fetches": s.discovery_fetches.load(Ordering::Relaxed),
         "jwks_fetches": s.jwks_fetches.load(Ordering::Relaxed),
+        "filter_jwks_fetches": s.filter_jwks_fetches.load(Ordering::Relaxed),
         "invocations": s.invocations.load(Ordering::Relaxed),
         "signature_failures": s.signature_failures.load(Ordering::Relaxed),
         "retrievals": s.retrievals.load(Ordering::Relaxed),
@@ -724,6 +740,8 @@ struct Received {
     header_map: BTreeMap<String, String>,
     body: Bytes,
     request_id: String,
+    /// `HTTP/1.1` or `HTTP/2.0` (the sidecar's `DUO_BEDROCK_UPSTREAM_HTTP2`).
+    http_version: String,
 }
 
 /// Reads `req` (the body up to [`MAX_BODY`]); `Err` is the answer to send instead.
@@ -773,6 +791,7 @@ async fn receive(req: Request<Incoming>) -> Result<Received, Result<Resp, BoxErr
         }
     };
     Ok(Received {
+        http_version: format!("{:?}", parts.version),
         method: parts.method,
         raw_path,
         raw_query,
@@ -803,6 +822,7 @@ impl Received {
             canonical_request: None,
             string_to_sign: None,
             received_at_ms: now_ms(),
+            http_version: self.http_version.clone(),
         }
     }
 

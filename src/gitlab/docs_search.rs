@@ -403,13 +403,14 @@ pub fn upstream_timeout() -> GitlabError {
     )
 }
 
-/// 503 when Envoy could not reach Bedrock (`reason`: Envoy's short reason).
-pub fn upstream_unavailable(reason: &str) -> GitlabError {
+/// 503 when Envoy could not reach the agent runtime: names the endpoint and the cause (DNS,
+/// refused, ...), as model requests do ([`errors::from_envoy`]).
+pub fn upstream_unavailable(failure: &errors::EnvoyFailure, endpoint: &str) -> GitlabError {
     GitlabError::detail(
         503,
         &format!(
-            "Documentation search failed: Amazon Bedrock is unreachable ({})",
-            errors::sanitize(reason, 120)
+            "Documentation search failed: {}",
+            failure.unreachable_text_for(&errors::BedrockEndpoint::AGENT_RUNTIME, endpoint)
         ),
     )
 }
@@ -749,8 +750,13 @@ mod tests {
         assert!(!detail(&e).as_str().unwrap().contains("canonical"));
         assert_eq!(upstream_timeout().status, 504);
         assert_eq!(
-            detail(&upstream_unavailable("connection_failure")),
-            "Documentation search failed: Amazon Bedrock is unreachable (connection_failure)"
+            detail(&upstream_unavailable(
+                &errors::EnvoyFailure::NoAddress,
+                "bedrock-agent-runtime.us-east-1.amazonaws.com"
+            )),
+            "Documentation search failed: the Amazon Bedrock agent runtime endpoint \
+             bedrock-agent-runtime.us-east-1.amazonaws.com could not be resolved (DNS lookup \
+             failed or gave no address; check AWS_REGION_NAME / AWS_BEDROCK_AGENT_RUNTIME_ENDPOINT)"
         );
         assert_eq!(unreadable_answer().status, 502);
     }

@@ -439,24 +439,53 @@ impl EnvoyFailure {
 
     /// What an admin reads: which endpoint, and what went wrong reaching it.
     fn unreachable_text(&self, endpoint: &str) -> String {
+        self.unreachable_text_for(&BedrockEndpoint::RUNTIME, endpoint)
+    }
+
+    /// [`EnvoyFailure::unreachable_text`] for any of the filter's AWS endpoints: `which` names
+    /// the service and the variable that overrides its address.
+    pub fn unreachable_text_for(&self, which: &BedrockEndpoint, endpoint: &str) -> String {
+        let BedrockEndpoint { service, variable } = which;
         match self {
             EnvoyFailure::NoAddress => format!(
-                "the Amazon Bedrock endpoint {endpoint} could not be resolved (DNS lookup \
-                 failed or gave no address; check AWS_REGION_NAME / AWS_BEDROCK_RUNTIME_ENDPOINT)"
+                "the {service} endpoint {endpoint} could not be resolved (DNS lookup \
+                 failed or gave no address; check AWS_REGION_NAME / {variable})"
             ),
             EnvoyFailure::Refused => {
-                format!("the Amazon Bedrock endpoint {endpoint} refused the connection")
+                format!("the {service} endpoint {endpoint} refused the connection")
             }
             EnvoyFailure::ConnectFailed => format!(
-                "could not connect to the Amazon Bedrock endpoint {endpoint} (connection refused \
+                "could not connect to the {service} endpoint {endpoint} (connection refused \
                  or host unreachable)"
             ),
+            EnvoyFailure::Timeout => format!("{service} ({endpoint}) did not answer in time"),
+            EnvoyFailure::Overflow => format!("{service} ({endpoint}): {OVERFLOW_TEXT}"),
             EnvoyFailure::Other(reason) if !reason.is_empty() => {
-                format!("Amazon Bedrock ({endpoint}) is unreachable ({reason})")
+                format!("{service} ({endpoint}) is unreachable ({reason})")
             }
-            _ => format!("Amazon Bedrock ({endpoint}) is unreachable"),
+            EnvoyFailure::Other(_) => format!("{service} ({endpoint}) is unreachable"),
         }
     }
+}
+
+/// One of the AWS endpoints the filter calls, as an admin knows it: the service's name and the
+/// variable that overrides its address.
+pub struct BedrockEndpoint {
+    pub service: &'static str,
+    pub variable: &'static str,
+}
+
+impl BedrockEndpoint {
+    /// Bedrock runtime (InvokeModel, InvokeModelWithResponseStream).
+    pub const RUNTIME: BedrockEndpoint = BedrockEndpoint {
+        service: "Amazon Bedrock",
+        variable: "AWS_BEDROCK_RUNTIME_ENDPOINT",
+    };
+    /// Bedrock agent runtime (knowledge base Retrieve).
+    pub const AGENT_RUNTIME: BedrockEndpoint = BedrockEndpoint {
+        service: "Amazon Bedrock agent runtime",
+        variable: "AWS_BEDROCK_AGENT_RUNTIME_ENDPOINT",
+    };
 }
 
 /// True for Bedrock errors whose message must not be forwarded (see [`from_bedrock`]).

@@ -40,6 +40,13 @@ pub fn emulator_bin() -> PathBuf {
     p
 }
 
+/// The launcher, `duo-bedrock` (launcher/; `make build` builds it).
+pub fn launcher_bin() -> PathBuf {
+    let p = path_from_env("DUO_BEDROCK_LAUNCHER", "target/release/duo-bedrock");
+    assert!(p.exists(), "{} missing: run `make build`", p.display());
+    p
+}
+
 pub fn envoy_bin() -> PathBuf {
     let p = path_from_env("ENVOY_BIN", ".venv/bin/envoy");
     assert!(p.exists(), "{} missing: run `make envoy`", p.display());
@@ -196,13 +203,10 @@ pub struct Sidecar {
     _dir: TempDir,
 }
 
-/// Renders the Envoy config with envoy/launch.py for `env`, as `make run` does.
+/// Renders the Envoy config with the launcher (`duo-bedrock render`) for `env`, as `make run` does.
 pub fn render_config(env: &[(&str, String)], out: &Path) -> Result<(), String> {
-    let mut cmd = Command::new("python3");
-    cmd.arg(root().join("envoy/launch.py"))
-        .arg("render")
-        .arg("--out")
-        .arg(out);
+    let mut cmd = Command::new(launcher_bin());
+    cmd.arg("render").arg("--out").arg(out);
     for var in [
         "AWS_ACCESS_KEY_ID",
         "AWS_SECRET_ACCESS_KEY",
@@ -220,6 +224,8 @@ pub fn render_config(env: &[(&str, String)], out: &Path) -> Result<(), String> {
         "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
         "AWS_CONTAINER_AUTHORIZATION_TOKEN",
         "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_ENDPOINT_URL_STS",
         "AWS_EC2_METADATA_DISABLED",
         "AWS_EC2_METADATA_SERVICE_ENDPOINT",
         "AIGW_AUTH__BYPASS_EXTERNAL",

@@ -219,7 +219,9 @@ impl Request {
                         (Forwarded::Search(_), EnvoyFailure::Timeout) => {
                             docs_search::upstream_timeout()
                         }
-                        (Forwarded::Search(_), _) => docs_search::upstream_unavailable(details),
+                        (Forwarded::Search(_), f) => {
+                            docs_search::upstream_unavailable(f, &endpoint)
+                        }
                     };
                     (e.status, e.headers, e.body.into_bytes())
                 }
