@@ -399,6 +399,25 @@ def creds_json(expiration="2026-09-21T10:15:00Z"):
               "Expiration": expiration})
 
 
+WEB_TOKEN = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6Z2l0bGFiOmR1byJ9.c2ln"
+IRSA = ("AWS_WEB_IDENTITY_TOKEN_FILE=/var/run/secrets/eks.amazonaws.com/serviceaccount/token\n"
+        "AWS_ROLE_ARN=arn:aws:iam::123456789012:role/duo-bedrock\nAWS_ENDPOINT_URL_STS=http://127.0.0.1:9")
+
+
+def sts_xml(expiration="2026-09-21T10:15:00Z"):
+    return ('<?xml version="1.0"?>\n<AssumeRoleWithWebIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">'
+            "<AssumeRoleWithWebIdentityResult><Credentials><AccessKeyId>ASIAEMU000001</AccessKeyId>"
+            "<SecretAccessKey>" + SECRET + "</SecretAccessKey><SessionToken>" + SESSION + "</SessionToken>"
+            "<Expiration>" + expiration + "</Expiration></Credentials><Audience>sts.amazonaws.com</Audience>"
+            "</AssumeRoleWithWebIdentityResult><ResponseMetadata><RequestId>r</RequestId></ResponseMetadata>"
+            "</AssumeRoleWithWebIdentityResponse>")
+
+
+def sts_error(code, message):
+    return ('<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type>'
+            "<Code>" + code + "</Code><Message>" + message + "</Message></Error><RequestId>r</RequestId></ErrorResponse>")
+
+
 def credentials_seeds():
     def seed(env, a1="", a2="", a3="", statuses="000000", time="0000000069b0a400"):
         return nul("00" + statuses + time, env, a1, a2, a3)
@@ -406,7 +425,7 @@ def credentials_seeds():
     container = "AWS_CONTAINER_CREDENTIALS_FULL_URI=http://127.0.0.1:9/creds\nAWS_CONTAINER_AUTHORIZATION_TOKEN=eyJhbGciOiJSUzI1NiJ9.AUTHTOKEN.sig"
     return [
         ("container", seed(container, creds_json())),
-        ("container-relative", seed("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI=/v2/credentials/abc?x=1\nAWS_CONTAINER_AUTHORIZATION_TOKEN_FILE=/t\nAWS_CONTAINER_AUTHORIZATION_TOKEN_FILE_CONTENT=tok\n", creds_json())),
+        ("container-relative", seed("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI=/v2/credentials/abc?x=1\nAWS_CONTAINER_AUTHORIZATION_TOKEN_FILE=/t\n", "tok\n", creds_json())),
         ("imds", seed("", "AQAEAIMDSTOKENxyz==\n", "my-role\nother\n", creds_json())),
         ("imds-ipv6-offset", seed("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE=IPv6", "AQAEAIMDSTOKENxyz==", "r", creds_json("2026-09-21T12:15:00+02:00"))),
         ("imds-endpoint", seed("AWS_EC2_METADATA_SERVICE_ENDPOINT=http://[fd00:ec2::254]:80/prefix/", "tok", "role", creds_json(), statuses="000004")),
@@ -415,6 +434,9 @@ def credentials_seeds():
         ("bad-uri", seed("AWS_CONTAINER_CREDENTIALS_FULL_URI=http://10.0.0.1/creds?token=SECRETQUERY", "")),
         ("disabled", seed("AWS_EC2_METADATA_DISABLED=true", "")),
         ("minimal-json", seed(container, '{"AccessKeyId":"AKIA1","SecretAccessKey":"s/k+1","Token":"","Expiration":null,"RoleArn":"arn:aws:iam::1:role/r"}')),
+        ("web-identity", seed(IRSA, WEB_TOKEN + "\n", sts_xml())),
+        ("web-identity-error", seed(IRSA, WEB_TOKEN, sts_error("InvalidIdentityToken", "Token " + WEB_TOKEN + " &amp; more"), statuses="000700")),
+        ("web-identity-no-file", seed(IRSA, "open /t: no such file", statuses="050000")),
         ("failure-code", seed(container, '{"Code":"AssumeRoleUnauthorizedAccess"}')),
         ("fraction-time", seed(container, creds_json("2026-09-21T10:15:00.123456Z"), "", "2024-02-29 23:59:60z")),
         ("shared-record", seed("", '{"v":1,"access_key_id":"A","secret_access_key":"S","session_token":null,"expires_at":5}')),

@@ -4,7 +4,9 @@
 //! - the Envoy plugin `configuration` (JSON, rendered by the launcher, `duo-bedrock render`, from the
 //!   gateway's `AIGW_*` variables; no secrets in it), and
 //! - the VM environment (`vm_config.environment_variables.host_env_keys`) for secrets:
-//!   `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_BEARER_TOKEN_BEDROCK`.
+//!   `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_BEARER_TOKEN_BEDROCK`,
+//!   and the credential chain's variables (`bedrock::credentials::source_from_env`; token files
+//!   need the launcher's `token_files_cluster`, IRSA also `sts_cluster`).
 //!
 //! Every error names the field (or variable) that is wrong.
 //!
@@ -15,7 +17,7 @@
 //! an empty result list.
 
 use crate::auth::AuthConfig;
-use crate::bedrock::credentials::{source_from_env, Source};
+use crate::bedrock::credentials::{source_from_env, CallTo, Source};
 use crate::bedrock::endpoint::Endpoint;
 use crate::bedrock::invoke::UpstreamAuth;
 use crate::bedrock::sigv4::Credentials;
@@ -54,19 +56,20 @@ struct Raw {
     token_cache_size: usize,
     #[serde(default = "default_credentials_cluster")]
     credentials_cluster: String,
+    /// The launcher's token-file server (`duo_bedrock_token_files`): the VM cannot read files,
+    /// so `AWS_WEB_IDENTITY_TOKEN_FILE` / `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE` are served
+    /// by the launcher (docs/bedrock-contract.md#token-files).
+    token_files_cluster: Option<String>,
+    /// The Envoy cluster to STS (`AWS_ENDPOINT_URL_STS` or `sts.<region>.amazonaws.com`) for
+    /// web identity credentials.
+    sts_cluster: Option<String>,
     /// Envoy's `jwt_authn` runs before the filter and stores verified payloads in dynamic
     /// metadata under `envoy.filters.http.jwt_authn` / [`JWT_AUTHN_PAYLOAD_KEY`].
     #[serde(default)]
     envoy_jwt_authn: bool,
-    /// The Envoy cluster of the launcher's token-file server (`duo_bedrock_token_files`, see
-    /// docs/envoy-proxy-wasm.md#token-files), when AWS_WEB_IDENTITY_TOKEN_FILE or
-    /// AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE is set. Not read yet.
-    #[allow(dead_code)]
-    token_files_cluster: Option<String>,
-    /// The Envoy cluster of the STS endpoint (`sts`) for IRSA, when AWS_WEB_IDENTITY_TOKEN_FILE is
-    /// set. Not read yet.
-    #[allow(dead_code)]
-    sts_cluster: Option<String>,
+    /// `AIGW_LOGGING__FORMAT_JSON`: `"json"` or `"text"` (default); any other value is refused
+    /// with the variable's name (hence not typed `String` here).
+    log_format: Option<serde_json::Value>,
 }
 
 /// The `payload_in_metadata` name the launcher gives jwt_authn's providers: the verified
@@ -126,9 +129,33 @@ pub struct OidcProvider {
 pub enum Upstream {
     /// Static keys (`AWS_ACCESS_KEY_ID`...) or a Bedrock API key: fixed for the VM's life.
     Fixed(UpstreamAuth),
-    /// Fetched and refreshed by the filter (ECS/EKS container endpoint or EC2 IMDSv2) through
-    /// the Envoy cluster `cluster`, shared by every worker (see `host::credentials`).
-    Refreshing { source: Source, cluster: String },
+    /// Fetched and refreshed by the filter (web identity through STS, ECS/EKS container
+    /// endpoint, EC2 IMDSv2) through the Envoy clusters `clusters`, shared by every worker (see
+    /// `host::credentials`).
+    Refreshing { source: Source, clusters: Clusters },
+}
+
+/// The Envoy clusters a credential fetch uses, by [`CallTo`]; `None` when the source does not
+/// need it (checked at start).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Clusters {
+    /// Container endpoint or IMDS (`credentials_cluster`, default `aws_credentials`).
+    pub endpoint: String,
+    /// The launcher's token-file server (`token_files_cluster`).
+    pub token_files: Option<String>,
+    /// STS (`sts_cluster`).
+    pub sts: Option<String>,
+}
+
+impl Clusters {
+    /// The cluster name for a call.
+    pub fn name(&self, to: CallTo) -> Option<&str> {
+        match to {
+            CallTo::Endpoint => Some(self.endpoint.as_str()),
+            CallTo::TokenFiles => self.token_files.as_deref(),
+            CallTo::Sts => self.sts.as_deref(),
+        }
+    }
 }
 
 /// The knowledge base documentation search retrieves from (docs/bedrock-contract.md#retrieve).
@@ -179,6 +206,21 @@ pub struct Config {
     /// planned or signed. Test-only (they prove the reload policy and that Envoy's routes refuse
     /// what the filter did not build); never set it in production.
     pub crash_injection: bool,
+    /// How the filter writes its log messages (`AIGW_LOGGING__FORMAT_JSON`).
+    pub log_format: LogFormat,
+}
+
+/// The filter's log messages: the gateway's `AIGW_LOGGING__FORMAT_JSON` (`ConfigLogging.format_json`
+/// in ai_gateway/config.py). Envoy writes the line around each message (its `--log-format`);
+/// see [`crate::logline`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Plain text messages; the request record as `request {json}`.
+    #[default]
+    Text,
+    /// Every message a JSON object: `{"message":..,"request_id":..}`, the request record with
+    /// its fields beside `"message":"request"`.
+    Json,
 }
 
 impl Config {
@@ -230,11 +272,12 @@ impl Config {
         let endpoint = Endpoint::resolve(raw.bedrock_endpoint.as_deref(), raw.region.as_deref())
             .map_err(|e| format!("bedrock_endpoint/region: {e}"))?;
 
-        // The AWS SDKs' default chain: API key, static keys, container endpoint, IMDS.
+        // The AWS SDKs' default chain: API key, static keys, web identity, container endpoint,
+        // IMDS.
         let upstream = if let Some(key) = env("AWS_BEARER_TOKEN_BEDROCK") {
             Upstream::Fixed(UpstreamAuth::Bearer(key))
         } else {
-            match source_from_env(env)? {
+            match source_from_env(env, &endpoint.region)? {
                 Some(Source::Static) => {
                     let (Some(access_key_id), Some(secret_access_key)) =
                         (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY"))
@@ -253,15 +296,21 @@ impl Config {
                         region: endpoint.region.clone(),
                     })
                 }
-                Some(source) => Upstream::Refreshing {
-                    source,
-                    cluster: raw.credentials_cluster.clone(),
-                },
+                Some(source) => {
+                    let clusters = refreshing_clusters(
+                        &source,
+                        &raw.credentials_cluster,
+                        raw.token_files_cluster.as_deref(),
+                        raw.sts_cluster.as_deref(),
+                    )?;
+                    Upstream::Refreshing { source, clusters }
+                }
                 None => {
                     return Err(
                         "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
-                                AWS_BEARER_TOKEN_BEDROCK, or a container credentials endpoint \
-                                (IMDS is disabled by AWS_EC2_METADATA_DISABLED)"
+                                AWS_BEARER_TOKEN_BEDROCK, AWS_WEB_IDENTITY_TOKEN_FILE with \
+                                AWS_ROLE_ARN, or a container credentials endpoint (IMDS is \
+                                disabled by AWS_EC2_METADATA_DISABLED)"
                             .into(),
                     )
                 }
@@ -300,6 +349,15 @@ impl Config {
                 ))
             }
         };
+        let log_format = match raw.log_format.as_ref().map(|v| (v.as_str(), v)) {
+            None | Some((Some("text"), _)) => LogFormat::Text,
+            Some((Some("json"), _)) => LogFormat::Json,
+            Some((_, other)) => {
+                return Err(format!(
+                    "log_format (AIGW_LOGGING__FORMAT_JSON)={other}: expected \"json\" or \"text\""
+                ))
+            }
+        };
         let default_model = raw.default_model.filter(|m| !m.trim().is_empty());
         Ok(Config {
             providers,
@@ -319,6 +377,7 @@ impl Config {
             local_jwks,
             envoy_jwt_authn: raw.envoy_jwt_authn && !raw.auth_bypass,
             crash_injection,
+            log_format,
         })
     }
 }
@@ -360,6 +419,55 @@ fn knowledge_base(
         id: id.to_string(),
         endpoint,
     }))
+}
+
+/// The clusters a refreshing source needs, refusing to start without them: the VM cannot read
+/// token files, so without the launcher's `token_files_cluster` (e.g. an Istio or Envoy Gateway
+/// deployment, where nothing serves the file) the file variables cannot work.
+fn refreshing_clusters(
+    source: &Source,
+    credentials_cluster: &str,
+    token_files_cluster: Option<&str>,
+    sts_cluster: Option<&str>,
+) -> Result<Clusters, String> {
+    let cluster = |name: Option<&str>| {
+        name.map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(String::from)
+    };
+    let token_files = cluster(token_files_cluster);
+    let sts = cluster(sts_cluster);
+    if source.reads_token_file() && token_files.is_none() {
+        let var = match source {
+            Source::WebIdentity { .. } => "AWS_WEB_IDENTITY_TOKEN_FILE",
+            _ => "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+        };
+        return Err(format!(
+            "{var} is set, but the plugin configuration has no token_files_cluster: the wasm VM \
+             cannot read files, the launcher must serve the file (it renders the cluster \
+             duo_bedrock_token_files); deployments without the launcher (Istio, Envoy Gateway) \
+             cannot use token files"
+        ));
+    }
+    if matches!(source, Source::WebIdentity { .. }) && sts.is_none() {
+        return Err(
+            "AWS_WEB_IDENTITY_TOKEN_FILE is set, but the plugin configuration has no \
+             sts_cluster: web identity credentials come from STS AssumeRoleWithWebIdentity \
+             through an Envoy cluster to AWS_ENDPOINT_URL_STS or sts.<region>.amazonaws.com \
+             (rendered by the launcher)"
+                .into(),
+        );
+    }
+    if matches!(source, Source::Container { .. } | Source::Imds { .. })
+        && credentials_cluster.trim().is_empty()
+    {
+        return Err("credentials_cluster: the Envoy cluster name must not be empty".into());
+    }
+    Ok(Clusters {
+        endpoint: credentials_cluster.to_string(),
+        token_files,
+        sts,
+    })
 }
 
 /// `field` within `min..=max`, or the error naming it ("at most max" when `min` is 0).
@@ -440,6 +548,25 @@ mod tests {
         ("AWS_ACCESS_KEY_ID", "AKID"),
         ("AWS_SECRET_ACCESS_KEY", "SECRET"),
     ];
+
+    #[test]
+    fn log_format_is_validated() {
+        let load = |v: &str| {
+            let plugin =
+                format!(r#"{{"gitlab_url":"https://gitlab.example.com","region":"eu-west-1"{v}}}"#);
+            Config::load(plugin.as_bytes(), env_with(KEYS)).map(|c| c.log_format)
+        };
+        assert_eq!(load(""), Ok(LogFormat::Text));
+        assert_eq!(load(r#","log_format":"text""#), Ok(LogFormat::Text));
+        assert_eq!(load(r#","log_format":"json""#), Ok(LogFormat::Json));
+        let e = load(r#","log_format":"JSON""#).unwrap_err();
+        assert!(
+            e.contains("AIGW_LOGGING__FORMAT_JSON") && e.contains("JSON"),
+            "{e}"
+        );
+        let e = load(r#","log_format":true"#).unwrap_err();
+        assert!(e.contains("(AIGW_LOGGING__FORMAT_JSON)=true"), "{e}");
+    }
 
     #[test]
     fn minimal_config_gets_defaults() {
@@ -577,7 +704,7 @@ mod tests {
         let json = br#"{"gitlab_url":"https://g","region":"us-east-1"}"#;
         let c = Config::load(json, env_with(&[])).unwrap();
         assert!(
-            matches!(c.upstream, Upstream::Refreshing { source: Source::Imds { .. }, ref cluster } if cluster == "aws_credentials")
+            matches!(c.upstream, Upstream::Refreshing { source: Source::Imds { .. }, ref clusters } if clusters.endpoint == "aws_credentials")
         );
         let c = Config::load(
             json,
@@ -619,6 +746,89 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("AWS_CONTAINER_CREDENTIALS_FULL_URI"), "{e}");
+    }
+
+    #[test]
+    fn token_files_and_sts_need_their_clusters() {
+        let irsa: &[(&str, &str)] = &[
+            (
+                "AWS_WEB_IDENTITY_TOKEN_FILE",
+                "/var/run/secrets/eks.amazonaws.com/serviceaccount/token",
+            ),
+            ("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/duo"),
+        ];
+        let pod_identity: &[(&str, &str)] = &[
+            (
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                "http://169.254.170.23/v1/credentials",
+            ),
+            (
+                "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+                "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount/eks-pod-identity-token",
+            ),
+        ];
+        let load = |extra: &str, env: &[(&str, &str)]| {
+            let json = format!(r#"{{"gitlab_url":"https://g","region":"eu-west-1"{extra}}}"#);
+            let env: Vec<(String, String)> = env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            Config::load(json.as_bytes(), |name| {
+                env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+            })
+        };
+        let both = r#","token_files_cluster":"duo_bedrock_token_files","sts_cluster":"sts""#;
+        let c = load(both, irsa).unwrap();
+        let Upstream::Refreshing { source, clusters } = &c.upstream else {
+            panic!()
+        };
+        assert_eq!(source.kind(), "web_identity");
+        assert_eq!(
+            source.endpoint(),
+            Some((true, "sts.eu-west-1.amazonaws.com".into()))
+        );
+        assert_eq!(clusters.name(CallTo::Sts), Some("sts"));
+        assert_eq!(
+            clusters.name(CallTo::TokenFiles),
+            Some("duo_bedrock_token_files")
+        );
+        assert_eq!(clusters.name(CallTo::Endpoint), Some("aws_credentials"));
+        let e = load(r#","sts_cluster":"sts""#, irsa).unwrap_err();
+        assert!(
+            e.contains("AWS_WEB_IDENTITY_TOKEN_FILE")
+                && e.contains("token_files_cluster")
+                && e.contains("launcher"),
+            "{e}"
+        );
+        let e = load(r#","token_files_cluster":"duo_bedrock_token_files""#, irsa).unwrap_err();
+        assert!(e.contains("sts_cluster"), "{e}");
+        let e = load(both, &[irsa[0]]).unwrap_err();
+        assert!(e.contains("AWS_ROLE_ARN"), "{e}");
+        let e = load(both, &[irsa[0], ("AWS_ROLE_ARN", "duo")]).unwrap_err();
+        assert!(e.contains("AWS_ROLE_ARN"), "{e}");
+
+        let c = load(
+            r#","token_files_cluster":"duo_bedrock_token_files""#,
+            pod_identity,
+        )
+        .unwrap();
+        assert!(
+            matches!(c.upstream, Upstream::Refreshing { ref source, .. } if source.reads_token_file())
+        );
+        let e = load("", pod_identity).unwrap_err();
+        assert!(
+            e.contains("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE") && e.contains("launcher"),
+            "{e}"
+        );
+        // The literal token needs no launcher.
+        let c = load(
+            "",
+            &[
+                pod_identity[0],
+                ("AWS_CONTAINER_AUTHORIZATION_TOKEN", "literal"),
+            ],
+        );
+        assert!(c.is_ok(), "{c:?}");
     }
 
     /// Credentials that could never sign a request are refused at start, naming the variable

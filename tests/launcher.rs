@@ -207,3 +207,165 @@ fn token_files_are_served_on_the_launchers_socket_to_envoy_only() {
         admin_file.display()
     );
 }
+
+/// `AIGW_LOGGING__FORMAT_JSON=true`: every line the container writes (the launcher's own, then
+/// Envoy's with the filter's) is one JSON object, from the first line to the last.
+#[test]
+fn json_mode_writes_only_json_lines() {
+    let emu = Emulator::start();
+    let port = free_port();
+    let env = [
+        ("AIGW_GITLAB_URL", emu.url.clone()),
+        ("AWS_BEDROCK_RUNTIME_ENDPOINT", emu.url.clone()),
+        ("AWS_REGION_NAME", REGION.into()),
+        ("AWS_ACCESS_KEY_ID", ACCESS_KEY.into()),
+        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.into()),
+        ("AIGW_LOGGING__FORMAT_JSON", "True".into()),
+    ];
+    let mut child = Command::new(launcher_bin())
+        .arg("run")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AIGW_FASTAPI__API_HOST", "127.0.0.1")
+        .env("AIGW_FASTAPI__API_PORT", port.to_string())
+        .env("AIGW_FASTAPI__METRICS_PORT", "0")
+        .env("ENVOY_ADMIN_PORT", "0")
+        .env("ENVOY_CONCURRENCY", "1")
+        .env("DUO_BEDROCK_DRAIN_SECONDS", "0")
+        .env("DUO_FILTER_WASM", wasm_path())
+        .env("ENVOY_BIN", envoy_bin())
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let r = wait_ready(port, Duration::from_secs(40));
+    assert_eq!(r.status, 200, "{}", r.text());
+    // One request without a token: the filter's request record is among the lines.
+    let r = request(port, "POST", "/v2/code/completions", &[], Some(b"{}"));
+    assert_eq!(r.status, 401);
+    Command::new("kill")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    let status = wait_exit(&mut child, Duration::from_secs(20)).expect("stops");
+    assert!(status.success(), "{status}");
+    let (mut out, mut err) = (String::new(), String::new());
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let lines: Vec<&str> = out
+        .lines()
+        .chain(err.lines())
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert!(lines.len() > 20, "{out}{err}");
+    for line in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            v.is_object() && v["message"].is_string() && v["level"].is_string(),
+            "{line}"
+        );
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(r#""logger":"duo-bedrock""#) && l.contains("Envoy on 127.0.0.1")),
+        "the launcher's own line"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains(r#"\"status\":401"#)),
+        "the filter's request record: {err}"
+    );
+}
+
+/// IRSA end to end through `duo-bedrock run` (no test stand-in): the launcher serves the token
+/// file, the filter exchanges it at the emulator's STS, Bedrock requests are signed with the
+/// temporary credentials, and after the file is rotated the next refresh sends the new token.
+#[test]
+fn irsa_through_the_launcher_follows_the_rotated_token_file() {
+    let emu = Emulator::start();
+    let knobs = |v: serde_json::Value| {
+        let r = request(
+            emu.port,
+            "POST",
+            "/_emulator/creds",
+            &[("content-type", "application/json")],
+            Some(v.to_string().as_bytes()),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    };
+    let role = "arn:aws:iam::111122223333:role/gitlab-duo";
+    knobs(serde_json::json!({"web_identity_token": "irsa-1", "role_arn": role, "ttl_secs": 6}));
+    let dir = TempDir::new();
+    let file = dir.0.join("token");
+    std::fs::write(&file, "irsa-1\n").unwrap();
+    let port = free_port();
+    let env = [
+        ("AIGW_GITLAB_URL", emu.url.clone()),
+        ("AWS_BEDROCK_RUNTIME_ENDPOINT", emu.url.clone()),
+        ("AWS_REGION_NAME", REGION.into()),
+        ("AWS_WEB_IDENTITY_TOKEN_FILE", file.display().to_string()),
+        ("AWS_ROLE_ARN", role.into()),
+        ("AWS_ENDPOINT_URL_STS", emu.url.clone()),
+        ("AWS_EC2_METADATA_DISABLED", "true".into()),
+    ];
+    let _guard = Guard(launch(port, &env));
+    let r = wait_ready(port, Duration::from_secs(40));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let token = emu.token();
+    let complete = || {
+        let body = serde_json::json!({"current_file": {"file_name": "a.py", "content_above_cursor": "def f():\n    ", "content_below_cursor": ""},
+            "prompt_version": 2, "model_identifier": format!("bedrock/{MODEL}"), "stream": false});
+        let r = request(
+            port,
+            "POST",
+            "/v2/code/completions",
+            &as_refs(&gitlab_headers(&token)),
+            Some(body.to_string().as_bytes()),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    };
+    complete();
+    let last = emu.requests().pop().unwrap();
+    assert_eq!(last["signature_valid"], true, "{last:#}");
+    assert!(
+        last["headers"]["x-amz-security-token"].is_string(),
+        "{last:#}"
+    );
+    // The kubelet rotates the projected token (a new file renamed over the old one).
+    let tmp = dir.0.join("token.new");
+    std::fs::write(&tmp, "irsa-2\n").unwrap();
+    std::fs::rename(&tmp, &file).unwrap();
+    knobs(serde_json::json!({"web_identity_token": "irsa-2"}));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let state = request(emu.port, "GET", "/_emulator/creds", &[], None).json();
+        let seen = state["web_identity_tokens_seen"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if seen.iter().any(|t| t == "irsa-2") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the rotated token never reached STS: {state:#}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Requests keep being signed, now with credentials issued for the new token.
+    std::thread::sleep(Duration::from_millis(500));
+    complete();
+    assert_eq!(emu.requests().pop().unwrap()["signature_valid"], true);
+}

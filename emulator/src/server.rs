@@ -13,8 +13,9 @@
 //! Contract: `docs/gitlab-contract.md#key-sources` and `#rails-tokens`.
 //!
 //! Credential services ([`crate::creds`]): the ECS/EKS container endpoint at
-//! `/_creds/container` and IMDSv2 at its real paths; the credentials they issue
-//! are accepted by the SigV4 verifier until they expire.
+//! `/_creds/container`, IMDSv2 at its real paths and STS `AssumeRoleWithWebIdentity` at
+//! `POST /` (the query protocol's path); the credentials they issue are accepted by the SigV4
+//! verifier until they expire.
 
 use crate::bedrock::{self, Generation, ParsedRequest};
 use crate::creds::{self, Issuer, KnobsUpdate};
@@ -138,6 +139,7 @@ struct Stats {
     /// Knowledge base `Retrieve` calls (any outcome).
     retrievals: AtomicU64,
     container_fetches: AtomicU64,
+    sts_calls: AtomicU64,
     imds_token_fetches: AtomicU64,
     imds_role_fetches: AtomicU64,
     imds_credential_fetches: AtomicU64,
@@ -381,6 +383,16 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Resp, BoxEr
             let a = lock(&state.creds).container(auth, ids::unix_now());
             Ok(answer(a))
         }
+        (&Method::POST, "/") => {
+            state.stats.sts_calls.fetch_add(1, Ordering::Relaxed);
+            let body = match Limited::new(req.into_body(), 64 * 1024).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => Bytes::new(),
+            };
+            let form = String::from_utf8_lossy(&body);
+            let a = lock(&state.creds).sts(&form, ids::unix_now());
+            Ok(answer(a))
+        }
         (&Method::PUT, IMDS_TOKEN_PATH) => {
             state
                 .stats
@@ -455,6 +467,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Resp, BoxEr
                 &state.stats.signature_failures,
                 &state.stats.retrievals,
                 &state.stats.container_fetches,
+                &state.stats.sts_calls,
                 &state.stats.imds_token_fetches,
                 &state.stats.imds_role_fetches,
                 &state.stats.imds_credential_fetches,
@@ -506,6 +519,7 @@ fn stats_json(state: &State) -> Value {
         "signature_failures": s.signature_failures.load(Ordering::Relaxed),
         "retrievals": s.retrievals.load(Ordering::Relaxed),
         "container_fetches": s.container_fetches.load(Ordering::Relaxed),
+        "sts_calls": s.sts_calls.load(Ordering::Relaxed),
         "unknown_paths": s.unknown_paths.load(Ordering::Relaxed),
         "imds_token_fetches": s.imds_token_fetches.load(Ordering::Relaxed),
         "imds_role_fetches": s.imds_role_fetches.load(Ordering::Relaxed),

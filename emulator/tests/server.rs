@@ -465,7 +465,7 @@ fn signed_invoke_stream_records_and_oidc() {
     assert_eq!(
         stats,
         json!({"discovery_fetches": 2, "jwks_fetches": 4, "invocations": 2, "signature_failures": 0,
-               "retrievals": 0, "container_fetches": 0, "imds_token_fetches": 0,
+               "retrievals": 0, "container_fetches": 0, "sts_calls": 0, "imds_token_fetches": 0,
                "imds_role_fetches": 0, "imds_credential_fetches": 0, "unknown_paths": 0})
     );
 
@@ -917,7 +917,9 @@ fn credential_knobs_from_the_command_line() {
     assert_eq!(
         k,
         json!({"container_token": "cli-token", "ttl_secs": 7, "fail": false,
-               "role": "cli-role", "issued": 0})
+               "role": "cli-role", "web_identity_token": null, "role_arn": null,
+               "sts_error": null, "issued": 0, "container_tokens_seen": [],
+               "web_identity_tokens_seen": []})
     );
     assert_eq!(
         post_json(a, "/_emulator/creds", &json!({"role": "a/b"})).status,
@@ -934,22 +936,41 @@ fn credential_knobs_from_the_command_line() {
 mod filter_core {
     use super::*;
     use duo_bedrock_filter::bedrock::credentials::{
-        refresh_at, retry_at, source_from_env, Fetch, Fetched, Source, Step,
+        refresh_at, retry_at, source_from_env, CallTo, Fetch, Fetched, Source, Step,
     };
+    use std::cell::RefCell;
+
+    thread_local! {
+        /// What the launcher's token-file server would answer now, per test thread (the tests
+        /// change it between fetches, as EKS rotates the files).
+        static TOKEN_FILE: RefCell<Option<String>> = const { RefCell::new(None) };
+    }
+
+    fn set_token_file(token: Option<&str>) {
+        TOKEN_FILE.with(|t| *t.borrow_mut() = token.map(str::to_string));
+    }
     use duo_bedrock_filter::bedrock::sigv4;
 
-    /// Runs one refresh like the host: every `HttpCall` dispatched to the emulator.
+    /// Runs one refresh like the host: token-file calls answered from [`TOKEN_FILE`] (as the
+    /// launcher would), every other `HttpCall` dispatched to the emulator.
     fn fetch(addr: &str, source: &Source) -> Step {
-        let (mut f, mut step) = Fetch::start(source);
+        let (mut f, mut step) = Fetch::start(source, unix_now());
         for _ in 0..5 {
             let Step::Call(call) = step else {
                 return step;
             };
-            assert!(!call.scheme_https);
-            assert_eq!(call.authority, addr);
-            let r = raw_request(addr, call.method, &call.path, &call.headers, b"")
-                .map(|r| (r.status, r.body))
-                .unwrap_or((0, vec![]));
+            let r = if call.to == CallTo::TokenFiles {
+                match TOKEN_FILE.with(|t| t.borrow().clone()) {
+                    Some(t) => (200, t.into_bytes()),
+                    None => (404, vec![]),
+                }
+            } else {
+                assert!(!call.scheme_https);
+                assert_eq!(call.authority, addr);
+                raw_request(addr, call.method, &call.path, &call.headers, &call.body)
+                    .map(|r| (r.status, r.body))
+                    .unwrap_or((0, vec![]))
+            };
             step = f.on_response(r.0, &r.1, unix_now());
         }
         panic!("too many calls")
@@ -985,11 +1006,14 @@ mod filter_core {
     }
 
     fn source(vars: &[(&str, String)]) -> Source {
-        source_from_env(|name| {
-            vars.iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| v.clone())
-        })
+        source_from_env(
+            |name| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.clone())
+            },
+            REGION,
+        )
         .unwrap()
         .unwrap()
     }
@@ -1044,20 +1068,80 @@ mod filter_core {
             panic!()
         };
         assert!(why.contains("HTTP 401"), "{why}");
-        // Token from a file, passed by the launcher.
+        // Token from a file, served by the launcher.
         let src = source(&[
             ("AWS_CONTAINER_CREDENTIALS_FULL_URI", url),
             (
                 "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
                 "/var/run/token".into(),
             ),
-            (
-                "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE_CONTENT",
-                "eks-pod-identity\n".into(),
-            ),
         ]);
+        set_token_file(Some("eks-pod-identity\n"));
         refresh_cycle(a, &src);
         assert_eq!(get(a, "/_emulator/stats").json()["container_fetches"], 4);
+        // The file rotates: the next fetch sends the new token.
+        post_json(
+            a,
+            "/_emulator/creds",
+            &json!({"container_token": "rotated"}),
+        );
+        set_token_file(Some("rotated"));
+        done(fetch(a, &src));
+        let seen = get(a, "/_emulator/creds").json()["container_tokens_seen"].clone();
+        assert_eq!(
+            seen.as_array().unwrap().last().unwrap(),
+            "rotated",
+            "{seen}"
+        );
+        set_token_file(None);
+    }
+
+    #[test]
+    fn web_identity_source() {
+        let emu = start(&[]);
+        let a = emu.addr.as_str();
+        let role = "arn:aws:iam::123456789012:role/duo-bedrock";
+        post_json(
+            a,
+            "/_emulator/creds",
+            &json!({"ttl_secs": 3, "web_identity_token": "irsa-1", "role_arn": role}),
+        );
+        let src = source(&[
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", "/var/run/irsa".into()),
+            ("AWS_ROLE_ARN", role.into()),
+            ("AWS_ENDPOINT_URL_STS", format!("http://{a}")),
+        ]);
+        set_token_file(Some("irsa-1\n"));
+        refresh_cycle(a, &src);
+        // A rotated token the emulator does not accept: STS's InvalidIdentityToken, by code.
+        set_token_file(Some("irsa-2"));
+        let Step::Failed(why) = fetch(a, &src) else {
+            panic!()
+        };
+        assert!(why.contains("HTTP 400: InvalidIdentityToken"), "{why}");
+        assert!(!why.contains("irsa-2"));
+        post_json(
+            a,
+            "/_emulator/creds",
+            &json!({"web_identity_token": "irsa-2"}),
+        );
+        done(fetch(a, &src));
+        let seen = get(a, "/_emulator/creds").json()["web_identity_tokens_seen"].clone();
+        let seen: Vec<&str> = seen
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(seen.last(), Some(&"irsa-2"));
+        assert!(seen.contains(&"irsa-1"));
+        assert!(
+            get(a, "/_emulator/stats").json()["sts_calls"]
+                .as_u64()
+                .unwrap()
+                >= 5
+        );
+        set_token_file(None);
     }
 
     #[test]

@@ -20,17 +20,17 @@ use std::time::{Duration, UNIX_EPOCH};
 use duo_bedrock_filter::auth::KeySet;
 use duo_bedrock_filter::bedrock::invoke::build;
 use duo_bedrock_filter::bedrock::messages::{Message, MessagesRequest};
+use duo_bedrock_filter::bedrock::credentials::{CallTo, Source};
 use duo_bedrock_filter::bedrock::InvokeRequest;
 use duo_bedrock_filter::config::{Config, Upstream};
 use duo_bedrock_filter_fuzz::{env_fn, env_lines, field, fields, rotate};
 use libfuzzer_sys::fuzz_target;
 
-const SECRET_VARS: [&str; 5] = [
+const SECRET_VARS: [&str; 4] = [
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",
     "AWS_BEARER_TOKEN_BEDROCK",
     "AWS_CONTAINER_AUTHORIZATION_TOKEN",
-    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE_CONTENT",
 ];
 
 fn check(c: &Config) {
@@ -75,9 +75,16 @@ fn check(c: &Config) {
                 panic!("an accepted configuration cannot sign a request: {e} ({auth:?})");
             }
         }
-        Upstream::Refreshing { source, cluster } => {
-            assert!(!cluster.is_empty());
+        Upstream::Refreshing { source, clusters } => {
+            assert!(!clusters.endpoint.is_empty());
             assert!(source.endpoint().is_some(), "{source:?}");
+            // A source that reads a token file or calls STS was only accepted with its cluster.
+            if source.reads_token_file() {
+                assert!(clusters.name(CallTo::TokenFiles).is_some(), "{source:?}");
+            }
+            if matches!(source, Source::WebIdentity { .. }) {
+                assert!(clusters.name(CallTo::Sts).is_some(), "{source:?}");
+            }
         }
     }
 }

@@ -1,16 +1,21 @@
 //! AWS credentials fetched by the filter (`src/bedrock/credentials.rs`): the credential chain
-//! from the environment, the container-endpoint / IMDSv2 fetch state machine fed fuzzed
-//! answers, the credentials JSON, the shared-data record and RFC 3339 times.
+//! from the environment, the web identity / container-endpoint / IMDSv2 fetch state machine fed
+//! fuzzed answers, the credentials JSON, the STS XML reader, the shared-data record and RFC 3339
+//! times.
 //!
 //! Input: NUL-separated `control \0 env \0 answer1 \0 answer2 \0 answer3`. `env`: `NAME=VALUE`
 //! lines. `control` (hex text) bytes 1..4 pick the status of each answer (mostly 200); bytes 4..12 a time.
 //! The answers are, in order, what the fetch asks for: the credentials JSON (container), or the
-//! IMDS token, role list and credentials JSON.
+//! token file and the credentials JSON (container with `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE`),
+//! or the token file and the STS XML (web identity), or the IMDS token, role list and
+//! credentials JSON.
 //!
 //! Properties:
-//! * no secret (secret key, session token, container authorization token, IMDS token) appears
-//!   in any error, step or `Debug` output: the same run with every secret replaced by another
-//!   of the same shape (`rotate`) prints exactly the same;
+//! * no secret (secret key, session token, container authorization token, web identity token,
+//!   IMDS token) appears in any error, step or `Debug` output: the same run with every secret
+//!   replaced by another of the same shape (`rotate`) prints exactly the same (for STS answers
+//!   that quote the token itself, only the absence of a panic is checked: the token is redacted
+//!   in one run and, being another token, not in the other);
 //! * every HTTP call has a method, an authority, a visible-ASCII path starting with `/`, and
 //!   header values without control characters; a fetch ends (`Done`/`Failed`) and stays ended;
 //!   `Done` credentials are not expired and satisfy the parser's rules;
@@ -21,9 +26,9 @@
 #![no_main]
 
 use duo_bedrock_filter::bedrock::credentials::{
-    deserialize_shared, format_rfc3339, parse_credentials_json, parse_rfc3339, refresh_at,
-    retry_at, serialize_shared, source_from_env, Fetch, Fetched, Source, Step,
-    TOKEN_FILE_CONTENT_VAR,
+    deserialize_shared, format_rfc3339, parse_credentials_json, parse_rfc3339,
+    parse_sts_credentials, parse_sts_error, refresh_at, retry_at, serialize_shared,
+    source_from_env, xml_leaves, ContainerAuth, Fetch, Fetched, Source, Step,
 };
 use duo_bedrock_filter_fuzz::{env_fn, env_lines, field, fields, hex, number, rotate, text};
 use libfuzzer_sys::fuzz_target;
@@ -31,13 +36,34 @@ use serde_json::Value;
 
 const NOW: u64 = 1_790_000_000;
 const STATUSES: [u16; 8] = [200, 200, 200, 200, 404, 500, 0, 403];
-const SECRET_VARS: [&str; 5] = [
+const SECRET_VARS: [&str; 4] = [
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",
     "AWS_CONTAINER_AUTHORIZATION_TOKEN",
-    TOKEN_FILE_CONTENT_VAR,
     "AWS_BEARER_TOKEN_BEDROCK",
 ];
+
+/// An STS XML answer, and the same with the content of its secret elements rotated.
+fn sts_pair(body: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let a = text(body);
+    let mut b = a.clone();
+    for tag in ["SecretAccessKey", "SessionToken"] {
+        let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+        let mut from = 0;
+        while let Some(start) = b[from..].find(&open).map(|i| from + i + open.len()) {
+            let Some(end) = b[start..].find(&close).map(|i| start + i) else {
+                break;
+            };
+            // Text only: rotating letters inside markup would change tag or entity names.
+            if !b[start..end].contains(['<', '&']) {
+                let rotated = rotate(&b[start..end]);
+                b.replace_range(start..end, &rotated);
+            }
+            from = end;
+        }
+    }
+    (a.into_bytes(), b.into_bytes())
+}
 
 /// A credentials JSON answer normalized, and the same with its secrets rotated.
 fn creds_pair(body: &[u8]) -> (Vec<u8>, Vec<u8>) {
@@ -66,7 +92,9 @@ fn check_fetched(f: &Fetched) {
 fn check_step(step: &Step) {
     match step {
         Step::Call(c) => {
-            assert!(c.method == "GET" || c.method == "PUT");
+            assert!(c.method == "GET" || c.method == "PUT" || c.method == "POST");
+            assert_eq!(c.body.is_empty(), c.method != "POST");
+            assert!(c.body.iter().all(|b| (b'!'..=b'~').contains(b)), "{c:?}");
             assert!(!c.authority.is_empty());
             assert!(c.path.starts_with('/'), "{c:?}");
             assert!(c.path.bytes().all(|b| (b'!'..=b'~').contains(&b)), "{c:?}");
@@ -87,7 +115,7 @@ fn check_step(step: &Step) {
 
 /// Runs a whole fetch; returns the `Debug` of everything it produced.
 fn run(source: &Source, answers: &[(u16, Vec<u8>)]) -> Vec<String> {
-    let (mut fetch, mut step) = Fetch::start(source);
+    let (mut fetch, mut step) = Fetch::start(source, NOW);
     let mut log = vec![format!("{fetch:?}"), format!("{step:?}")];
     check_step(&step);
     for (status, body) in answers {
@@ -122,6 +150,16 @@ fuzz_target!(|data: &[u8]| {
     let _ = parse_credentials_json(field(&f, 2));
     let _ = deserialize_shared(field(&f, 2));
 
+    // The STS XML on its own.
+    let _ = xml_leaves(field(&f, 2));
+    let _ = parse_sts_error(field(&f, 2), "tok");
+    let (a, b) = sts_pair(field(&f, 2));
+    let (ra, rb) = (parse_sts_credentials(&a), parse_sts_credentials(&b));
+    assert_eq!(format!("{ra:?}"), format!("{rb:?}"), "a secret shows");
+    if let Ok(fetched) = &ra {
+        check_fetched(fetched);
+    }
+
     // The chain from the environment, then a whole fetch with the answers.
     let rotated: Vec<(String, String)> = env
         .iter()
@@ -134,28 +172,51 @@ fuzz_target!(|data: &[u8]| {
             (k.clone(), v)
         })
         .collect();
-    let sa = source_from_env(env_fn(&env));
-    let sb = source_from_env(env_fn(&rotated));
+    let sa = source_from_env(env_fn(&env), "us-east-1");
+    let sb = source_from_env(env_fn(&rotated), "us-east-1");
     assert_eq!(format!("{sa:?}"), format!("{sb:?}"), "a secret shows");
     if let (Ok(Some(sa)), Ok(Some(sb))) = (sa, sb) {
         let _ = (sa.kind(), sa.endpoint());
         let imds = matches!(sa, Source::Imds { .. });
+        let web_identity = matches!(sa, Source::WebIdentity { .. });
+        let token_file = matches!(
+            sa,
+            Source::Container {
+                auth: ContainerAuth::File,
+                ..
+            }
+        );
         let mut answers_a = Vec::new();
         let mut answers_b = Vec::new();
+        let mut comparable = true;
         for i in 0..3 {
             let body = field(&f, 2 + i);
-            let (x, y) = match (imds, i) {
+            let (x, y) = match (imds || web_identity || token_file, i) {
+                // A token file the launcher could not serve: the body is its cause (a path and
+                // an OS error, shown on purpose), not a token.
+                (true, 0) if !imds && status(0) != 200 => (body.to_vec(), body.to_vec()),
                 (true, 0) => {
                     let t = text(body);
                     (t.clone().into_bytes(), rotate(&t).into_bytes())
                 }
-                (true, 1) => (body.to_vec(), body.to_vec()),
+                (true, 1) if imds => (body.to_vec(), body.to_vec()),
+                (true, 1) if web_identity => {
+                    let token = text(field(&f, 2));
+                    let token = token.trim_ascii();
+                    if token.len() >= 4 && text(body).contains(token) {
+                        comparable = false;
+                    }
+                    sts_pair(body)
+                }
                 _ => creds_pair(body),
             };
             answers_a.push((status(i), x));
             answers_b.push((status(i), y));
         }
-        assert_eq!(run(&sa, &answers_a), run(&sb, &answers_b), "a secret shows");
+        let (la, lb) = (run(&sa, &answers_a), run(&sb, &answers_b));
+        if comparable {
+            assert_eq!(la, lb, "a secret shows");
+        }
     }
 
     // Times.

@@ -9,6 +9,7 @@
 
 mod pyish;
 mod render;
+mod say;
 mod supervise;
 mod tokens;
 
@@ -39,6 +40,12 @@ const EXIT_CONFIG: i32 = 2;
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // JSON lines from the first line on (an invalid value is reported, as text, by the render).
+    say::set_json(
+        Env::from_process()
+            .pydantic_bool("AIGW_LOGGING__FORMAT_JSON", false)
+            .unwrap_or(false),
+    );
     let code = match args.as_slice() {
         [] | ["run"] => supervise::run(),
         ["render"] => render_command(None),
@@ -76,14 +83,14 @@ fn render_command(out: Option<&Path>) -> i32 {
         Ok(()) => 0,
         Err(e) => {
             let to = out.map_or("stdout".into(), |f| f.display().to_string());
-            eprintln!("duo-bedrock: cannot write {to}: {e}");
+            say::error("error", &format!("duo-bedrock: cannot write {to}: {e}"));
             1
         }
     }
 }
 
 pub fn config_error(e: &ConfigError) -> i32 {
-    eprintln!("configuration error: {e}");
+    say::error("error", &format!("configuration error: {e}"));
     EXIT_CONFIG
 }
 

@@ -111,6 +111,22 @@ impl Env {
     }
 
     /// `name` as a boolean (true/false, 1/0, yes/no).
+    /// A boolean the way the AI gateway's settings (pydantic) read it: `1/true/yes/on/t/y` and
+    /// `0/false/no/off/f/n`, any case (`AIGW_LOGGING__FORMAT_JSON`).
+    pub fn pydantic_bool(&self, name: &str, default: bool) -> Result<bool, ConfigError> {
+        let Some(value) = self.get(name) else {
+            return Ok(default);
+        };
+        match value.trim().to_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" | "t" | "y" => Ok(true),
+            "0" | "false" | "no" | "off" | "f" | "n" => Ok(false),
+            _ => err(format!(
+                "{name}={}: expected true or false",
+                py_repr(value.trim())
+            )),
+        }
+    }
+
     pub fn bool(&self, name: &str, default: bool) -> Result<bool, ConfigError> {
         let value = self
             .get_or(name, if default { "true" } else { "false" })
@@ -607,6 +623,11 @@ pub fn render(env: &Env, wasm_path: &str, token_socket: &str) -> Result<String, 
         ("upstream_timeout_secs", Some(Json::Int(timeout))),
         ("token_cache_size", Some(Json::Int(cache))),
         ("envoy_jwt_authn", native_jwt.then_some(Json::Bool(true))),
+        (
+            "log_format",
+            env.pydantic_bool("AIGW_LOGGING__FORMAT_JSON", false)?
+                .then(|| Json::Str("json".into())),
+        ),
         ("sts_cluster", sts.as_ref().and_then(|_| s("sts"))),
         (
             "token_files_cluster",

@@ -9,6 +9,7 @@
 //! get SIGTERM if the launcher dies without stopping them (`PR_SET_PDEATHSIG`).
 
 use crate::render::{self, ConfigError, Env};
+use crate::say;
 use crate::{config_error, emulator_path, envoy_path, tokens, wasm_path};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -84,19 +85,6 @@ fn start(children: &mut Children) -> Result<Envoy, ConfigError> {
     // configuration error, not something to wait for.
     let token_files = tokens::TokenFiles::from_env(&env);
     token_files.check().map_err(ConfigError)?;
-    if let Some(file) = env.get("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE") {
-        // The filter reads the token in this variable until it fetches it from the token-file
-        // server (the file's content at start; EKS Pod Identity rotates the file).
-        let content = std::fs::read_to_string(&file).map_err(|e| {
-            ConfigError(format!(
-                "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE={file}: {e}"
-            ))
-        })?;
-        env.set(
-            "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE_CONTENT",
-            content.trim(),
-        );
-    }
     let socket = tokens::socket_name(std::process::id());
     let peer = Arc::new(AtomicU32::new(0));
     if render::serves_token_files(&env) {
@@ -133,6 +121,9 @@ fn start(children: &mut Children) -> Result<Envoy, ConfigError> {
         .args(["--log-level", &env.get_or("ENVOY_LOG_LEVEL", "info")])
         .args(["--disable-hot-restart", "--drain-strategy", "immediate"])
         .args(["--drain-time-s", "1"]);
+    if env.pydantic_bool("AIGW_LOGGING__FORMAT_JSON", false)? {
+        cmd.args(["--log-format", crate::say::ENVOY_JSON_LOG_FORMAT]);
+    }
     if let Some(n) = env.get("ENVOY_CONCURRENCY") {
         cmd.args(["--concurrency", &n]);
     }
@@ -153,9 +144,12 @@ fn start(children: &mut Children) -> Result<Envoy, ConfigError> {
                 admin_file = Some(file);
                 children.dir = Some(dir);
             }
-            Err(e) => eprintln!(
-                "duo-bedrock: no drain on SIGTERM: cannot create {}: {e}",
-                dir.display()
+            Err(e) => say::error(
+                "warning",
+                &format!(
+                    "duo-bedrock: no drain on SIGTERM: cannot create {}: {e}",
+                    dir.display()
+                ),
             ),
         }
     }
@@ -163,15 +157,15 @@ fn start(children: &mut Children) -> Result<Envoy, ConfigError> {
     let child = spawn_supervised(&mut cmd)
         .map_err(|e| ConfigError(format!("cannot start {}: {e}", envoy.display())))?;
     peer.store(child.id(), Ordering::SeqCst);
-    println!(
+    say::info(&format!(
         "duo-bedrock sidecar: Envoy on {}:{} (admin 127.0.0.1:{}); Bedrock {}",
         env.get_or("AIGW_FASTAPI__API_HOST", "0.0.0.0"),
         env.get_or("AIGW_FASTAPI__API_PORT", "5052"),
         env.get_or("ENVOY_ADMIN_PORT", "9901"),
         env.get_or("AWS_BEDROCK_RUNTIME_ENDPOINT", "regional endpoint"),
-    );
+    ));
     if !banner.is_empty() {
-        println!("{banner}");
+        say::info(&banner);
     }
     Ok(Envoy {
         child,
@@ -233,7 +227,9 @@ fn drain(signals: &Signals, envoy: &mut Child, admin: Option<u16>, bound_s: u64,
     let bound = Duration::from_secs(bound_s);
     if let Some(port) = admin {
         if admin_call(port, "POST", "/drain_listeners?graceful&inboundonly").is_ok() {
-            println!("duo-bedrock sidecar: draining (at most {bound_s} s)");
+            say::info(&format!(
+                "duo-bedrock sidecar: draining (at most {bound_s} s)"
+            ));
             while started.elapsed() < bound && running(envoy) && signals.poll_stop().is_none() {
                 match admin_stat(port, "http.ai_gateway.downstream_rq_active") {
                     Some(active) if active > 0 => std::thread::sleep(Duration::from_millis(100)),
@@ -247,10 +243,10 @@ fn drain(signals: &Signals, envoy: &mut Child, admin: Option<u16>, bound_s: u64,
         }
     }
     stop_child(envoy, &[0, sig, libc::SIGKILL]);
-    println!(
+    say::info(&format!(
         "duo-bedrock sidecar: stopped after draining {:.1} s",
         started.elapsed().as_secs_f64()
-    );
+    ));
 }
 
 /// Sends each of `signals` in turn (0: none) while `child` runs, waiting up to 5 s after each.

@@ -1,13 +1,23 @@
 //! Refreshing AWS credentials fetched by the filter itself (issue 6): where they come from, the
 //! HTTP calls that fetch them, and when to refresh. Host-independent: the host dispatches the
-//! [`HttpCall`]s with `dispatch_http_call`, feeds the answers back, passes the time in, and
-//! shares the result across worker VMs with [`serialize_shared`] / [`deserialize_shared`].
+//! [`HttpCall`]s with `dispatch_http_call` on the cluster each call names ([`CallTo`]), feeds the
+//! answers back, passes the time in, and shares the result across worker VMs with
+//! [`serialize_shared`] / [`deserialize_shared`].
 //!
-//! Contract: the AWS SDKs' default credential chain, restricted to what a wasm VM can do
-//! (no files, no processes): environment keys, then the container endpoint, then EC2 IMDSv2.
+//! Contract: the AWS SDKs' default credential chain, restricted to what a wasm VM can do (no
+//! processes, no files: token files are read by the launcher and served to the VM over the
+//! token-files cluster, docs/bedrock-contract.md#token-files): environment keys, then a web
+//! identity token (IRSA), then the container endpoint, then EC2 IMDSv2.
 //!
 //! * **Environment** (`AWS_ACCESS_KEY_ID` + `AWS_SECRET_ACCESS_KEY`, optional
 //!   `AWS_SESSION_TOKEN`) → [`Source::Static`]; the plugin configuration keeps handling those.
+//! * **Web identity** (EKS IRSA; docs/bedrock-contract.md#web-identity):
+//!   `AWS_WEB_IDENTITY_TOKEN_FILE` + `AWS_ROLE_ARN` (an IAM role ARN; required once the file is
+//!   set, as in the SDKs), optional `AWS_ROLE_SESSION_NAME` (default `duo-bedrock-<unix time>`
+//!   per fetch, the SDKs' `<prefix>-<time>` convention), STS at `AWS_ENDPOINT_URL_STS` or
+//!   `https://sts.<region>.amazonaws.com`. Each fetch GETs the token from the launcher
+//!   (`/web-identity-token`), then POSTs an unsigned STS `AssumeRoleWithWebIdentity` (form body)
+//!   and reads the XML answer ([`parse_sts_credentials`], [`parse_sts_error`]).
 //! * **Container** (ECS task roles, EKS Pod Identity): `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI`
 //!   (→ `http://169.254.170.2<relative>`, wins as in the SDKs) or
 //!   `AWS_CONTAINER_CREDENTIALS_FULL_URI`. A full URI must be `https://` (any host) or
@@ -16,10 +26,9 @@
 //!   (Rust `aws-config` ecs provider, JS `@aws-sdk/credential-provider-http` `checkUrl`).
 //!   The `Authorization` header is `AWS_CONTAINER_AUTHORIZATION_TOKEN`, or, when
 //!   `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE` is set (it wins, as in the SDKs), the file's
-//!   content. The wasm VM cannot read files, so the launcher reads the file and passes its
-//!   content in [`TOKEN_FILE_CONTENT_VAR`]; a `_FILE` without that content is a configuration
-//!   error. (EKS rotates that file; the content is read at VM start, so the launcher restarts
-//!   Envoy when the file changes — the previous token stays valid until its own expiry.)
+//!   content, fetched from the launcher (`/container-authorization-token`) at the start of every
+//!   fetch: EKS rotates the file, so it is never cached beyond one fetch (botocore
+//!   `ContainerProvider._build_headers` reads it on every refresh too).
 //!   The token must be a single line of printable ASCII (as the SDKs require).
 //! * **IMDSv2** (EC2 instance profile), unless `AWS_EC2_METADATA_DISABLED=true`:
 //!   `PUT /latest/api/token` (`x-aws-ec2-metadata-token-ttl-seconds`), then
@@ -31,11 +40,11 @@
 //!   As in the SDKs, IMDS is the last resort whenever nothing else is configured, so
 //!   [`source_from_env`] answers `None` only when IMDS is disabled too.
 //!
-//! Answers are the JSON both endpoints share (`AccessKeyId`, `SecretAccessKey`, `Token`,
-//! `Expiration` in RFC 3339, IMDS adds `Code: "Success"`). Bodies are bounded
-//! ([`MAX_BODY_BYTES`]); nothing here panics on hostile input. Secrets (secret key, session
-//! token, container authorization token, IMDS token) never appear in `Debug` output or in error
-//! strings: errors name fields and statuses, never values.
+//! Container and IMDS answers are the JSON both endpoints share (`AccessKeyId`,
+//! `SecretAccessKey`, `Token`, `Expiration` in RFC 3339, IMDS adds `Code: "Success"`). Bodies are
+//! bounded ([`MAX_BODY_BYTES`]); nothing here panics on hostile input. Secrets (secret key,
+//! session token, container authorization token, web identity token, IMDS token) never appear
+//! in `Debug` output or in error strings: errors name fields and statuses, never values.
 
 use super::sigv4::Credentials;
 use crate::civil::{civil_from_days, days_from_civil};
@@ -52,14 +61,23 @@ pub const IMDS_ENDPOINT_IPV4: &str = "http://169.254.169.254";
 pub const IMDS_ENDPOINT_IPV6: &str = "http://[fd00:ec2::254]";
 /// Lifetime asked for an IMDSv2 session token (the SDKs' 6 hours; one token per fetch here).
 pub const IMDS_TOKEN_TTL_SECS: u32 = 21_600;
-/// Where the launcher puts the content of `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE`.
-pub const TOKEN_FILE_CONTENT_VAR: &str = "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE_CONTENT";
-/// Largest credentials / token / role-list body accepted.
+/// `:authority` of the calls to the launcher's token-file server (any name: the cluster is a
+/// Unix socket).
+pub const TOKEN_FILES_AUTHORITY: &str = "duo-bedrock-token-files";
+/// The launcher's path serving `AWS_WEB_IDENTITY_TOKEN_FILE`.
+pub const WEB_IDENTITY_TOKEN_PATH: &str = "/web-identity-token";
+/// The launcher's path serving `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE`.
+pub const CONTAINER_TOKEN_PATH: &str = "/container-authorization-token";
+/// Default `RoleSessionName` prefix (`duo-bedrock-<unix seconds>`).
+pub const SESSION_NAME_PREFIX: &str = "duo-bedrock";
+/// Largest credentials / token / role-list / STS body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Suggested per-call timeout for the host (the endpoints are local; the SDKs use 1–5 s).
 pub const CALL_TIMEOUT_SECS: u64 = 5;
 /// Refresh schedule when the answer carries no `Expiration`.
 pub const DEFAULT_REFRESH_SECS: u64 = 3600;
+/// Largest token read from a token file (the launcher serves at most 16 KiB).
+pub const MAX_TOKEN_FILE_BYTES: usize = 16 * 1024;
 
 const MAX_AUTH_TOKEN_BYTES: usize = 16 * 1024;
 const MAX_SESSION_TOKEN_BYTES: usize = 16 * 1024;
@@ -67,18 +85,49 @@ const MAX_IMDS_TOKEN_BYTES: usize = 4096;
 const MAX_KEY_BYTES: usize = 256;
 const IMDS_TOKEN_PATH: &str = "/latest/api/token";
 const IMDS_CREDS_PATH: &str = "/latest/meta-data/iam/security-credentials/";
+const STS_ACTION: &str = "AssumeRoleWithWebIdentity";
+const STS_VERSION: &str = "2011-06-15";
+
+/// The `Authorization` header of the container endpoint.
+#[derive(Clone, PartialEq, Eq)]
+pub enum ContainerAuth {
+    /// No header.
+    None,
+    /// `AWS_CONTAINER_AUTHORIZATION_TOKEN`, validated.
+    Token(String),
+    /// `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE`: read by the launcher at every fetch.
+    File,
+}
+
+impl fmt::Debug for ContainerAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ContainerAuth::None => "none",
+            ContainerAuth::Token(_) => "token (redacted)",
+            ContainerAuth::File => "token file",
+        })
+    }
+}
 
 /// Where SigV4 credentials come from.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Source {
     /// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` (handled by the plugin configuration).
     Static,
+    /// STS `AssumeRoleWithWebIdentity` with the token of `AWS_WEB_IDENTITY_TOKEN_FILE` (IRSA).
+    WebIdentity {
+        /// `AWS_ROLE_ARN`, validated.
+        role_arn: String,
+        /// `AWS_ROLE_SESSION_NAME`; `None`: `duo-bedrock-<unix seconds>` per fetch.
+        session_name: Option<String>,
+        /// STS URL, `http(s)://authority/path`, validated.
+        sts_url: String,
+    },
     /// ECS / EKS Pod Identity container endpoint.
     Container {
         /// Full URL, `http(s)://authority/path[?query]`, validated.
         url: String,
-        /// Sent verbatim as `Authorization` when set.
-        auth_token: Option<String>,
+        auth: ContainerAuth,
     },
     /// EC2 instance metadata service, IMDSv2.
     Imds {
@@ -91,10 +140,20 @@ impl fmt::Debug for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Source::Static => f.write_str("Static"),
-            Source::Container { url, auth_token } => f
+            Source::WebIdentity {
+                role_arn,
+                session_name,
+                sts_url,
+            } => f
+                .debug_struct("WebIdentity")
+                .field("role_arn", role_arn)
+                .field("session_name", session_name)
+                .field("sts_url", sts_url)
+                .finish(),
+            Source::Container { url, auth } => f
                 .debug_struct("Container")
                 .field("url", url)
-                .field("auth_token", &auth_token.as_ref().map(|_| "** redacted **"))
+                .field("auth", auth)
                 .finish(),
             Source::Imds { base_url } => {
                 f.debug_struct("Imds").field("base_url", base_url).finish()
@@ -104,33 +163,63 @@ impl fmt::Debug for Source {
 }
 
 impl Source {
-    /// Short name for logs and metric labels: `static`, `container`, `imds`.
+    /// Short name for logs and metric labels: `static`, `web_identity`, `container`, `imds`.
     pub fn kind(&self) -> &'static str {
         match self {
             Source::Static => "static",
+            Source::WebIdentity { .. } => "web_identity",
             Source::Container { .. } => "container",
             Source::Imds { .. } => "imds",
         }
     }
 
-    /// `(https, authority)` every call of this source goes to (`None` for `Static`): the host
-    /// needs one Envoy cluster for it.
+    /// `(https, authority)` the credentials come from (STS, the container endpoint, IMDS;
+    /// `None` for `Static`): the host needs one Envoy cluster for it.
     pub fn endpoint(&self) -> Option<(bool, String)> {
         let url = match self {
             Source::Static => return None,
+            Source::WebIdentity { sts_url, .. } => sts_url,
             Source::Container { url, .. } => url,
             Source::Imds { base_url } => base_url,
         };
         split_url(url).ok().map(|u| (u.https, u.authority))
     }
+
+    /// True when a fetch first asks the launcher for a token file (the token-files cluster
+    /// must exist).
+    pub fn reads_token_file(&self) -> bool {
+        matches!(
+            self,
+            Source::WebIdentity { .. }
+                | Source::Container {
+                    auth: ContainerAuth::File,
+                    ..
+                }
+        )
+    }
+}
+
+/// The default STS endpoint of `region` (regional, as the SDKs use by default; China regions
+/// are in the `amazonaws.com.cn` partition).
+pub fn default_sts_url(region: &str) -> String {
+    let suffix = if region.starts_with("cn-") {
+        "amazonaws.com.cn"
+    } else {
+        "amazonaws.com"
+    };
+    format!("https://sts.{region}.{suffix}/")
 }
 
 /// Reads the credential chain from the (VM) environment. Empty values count as unset.
+/// `region` (the signing region) picks the default STS endpoint.
 ///
 /// `Ok(None)`: no credentials at all (no keys, no container endpoint, IMDS disabled).
 /// `AWS_BEARER_TOKEN_BEDROCK` is not looked at: the configuration decides Bearer first.
 /// Errors name the variable and never contain a token.
-pub fn source_from_env(env: impl Fn(&str) -> Option<String>) -> Result<Option<Source>, String> {
+pub fn source_from_env(
+    env: impl Fn(&str) -> Option<String>,
+    region: &str,
+) -> Result<Option<Source>, String> {
     let env = |name: &str| env(name).filter(|v| !v.trim().is_empty());
 
     match (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
@@ -142,6 +231,10 @@ pub fn source_from_env(env: impl Fn(&str) -> Option<String>) -> Result<Option<So
             return Err("AWS_ACCESS_KEY_ID is not set (AWS_SECRET_ACCESS_KEY is)".into())
         }
         (None, None) => {}
+    }
+
+    if env("AWS_WEB_IDENTITY_TOKEN_FILE").is_some() {
+        return web_identity(&env, region).map(Some);
     }
 
     let relative = env("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI");
@@ -175,8 +268,8 @@ pub fn source_from_env(env: impl Fn(&str) -> Option<String>) -> Result<Option<So
             }
             (None, None) => return Ok(None), // unreachable: one of them is set
         };
-        let auth_token = container_token(&env)?;
-        return Ok(Some(Source::Container { url, auth_token }));
+        let auth = container_auth(&env)?;
+        return Ok(Some(Source::Container { url, auth }));
     }
 
     if env("AWS_EC2_METADATA_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
@@ -209,46 +302,155 @@ pub fn source_from_env(env: impl Fn(&str) -> Option<String>) -> Result<Option<So
     Ok(Some(Source::Imds { base_url }))
 }
 
-/// The container `Authorization` token: the file's content (passed by the launcher) wins over
-/// the literal token, as in the SDKs.
-fn container_token(env: &impl Fn(&str) -> Option<String>) -> Result<Option<String>, String> {
-    let (var, token) = if env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE").is_some() {
-        match env(TOKEN_FILE_CONTENT_VAR) {
-            Some(t) => (TOKEN_FILE_CONTENT_VAR, t),
-            None => {
-                return Err(format!(
-                    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE is set, but the wasm VM cannot read \
-                     files: the launcher must pass the file's content in {TOKEN_FILE_CONTENT_VAR}"
-                ))
-            }
-        }
-    } else {
-        match env("AWS_CONTAINER_AUTHORIZATION_TOKEN") {
-            Some(t) => ("AWS_CONTAINER_AUTHORIZATION_TOKEN", t),
-            None => return Ok(None),
-        }
+/// The web identity source: `AWS_ROLE_ARN` required with the token file (the SDKs refuse the
+/// same), `AWS_ROLE_SESSION_NAME` optional, `AWS_ENDPOINT_URL_STS` optional.
+fn web_identity(env: &impl Fn(&str) -> Option<String>, region: &str) -> Result<Source, String> {
+    let Some(role_arn) = env("AWS_ROLE_ARN") else {
+        return Err(
+            "AWS_WEB_IDENTITY_TOKEN_FILE is set but AWS_ROLE_ARN is not: web identity (IRSA) \
+             needs the IAM role to assume (EKS sets both from the ServiceAccount annotation \
+             eks.amazonaws.com/role-arn)"
+                .into(),
+        );
     };
-    // A file usually ends with a newline; anything else must be one printable line.
-    let token = token.trim_matches(|c: char| c.is_ascii_whitespace());
-    if token.len() > MAX_AUTH_TOKEN_BYTES {
-        return Err(format!("{var} is longer than {MAX_AUTH_TOKEN_BYTES} bytes"));
-    }
-    if !token
-        .bytes()
-        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
-    {
+    let role_arn = role_arn.trim().to_string();
+    if !is_role_arn(&role_arn) {
         return Err(format!(
-            "{var} must be one line of printable ASCII (it is sent as the Authorization header)"
+            "AWS_ROLE_ARN='{}': expected an IAM role ARN, arn:<partition>:iam::<12-digit \
+             account>:role/<name>",
+            shorten(&role_arn)
         ));
     }
-    Ok(Some(token.to_string()))
+    let session_name = match env("AWS_ROLE_SESSION_NAME") {
+        None => None,
+        Some(s) => {
+            let s = s.trim();
+            if !is_session_name(s) {
+                return Err(format!(
+                    "AWS_ROLE_SESSION_NAME='{}': expected 2 to 64 characters of \
+                     [A-Za-z0-9_+=,.@-] (STS RoleSessionName)",
+                    shorten(s)
+                ));
+            }
+            Some(s.to_string())
+        }
+    };
+    let sts_url = match env("AWS_ENDPOINT_URL_STS") {
+        None => default_sts_url(region),
+        Some(u) => {
+            let var = "AWS_ENDPOINT_URL_STS";
+            let u = u.trim();
+            let parsed = split_url(u).map_err(|e| format!("{var}='{}': {e}", shown_url(u)))?;
+            if parsed.path.contains('?') {
+                return Err(format!(
+                    "{var}='{}': expected http(s)://host[:port][/path] without a query",
+                    shown_url(u)
+                ));
+            }
+            parsed.to_url()
+        }
+    };
+    Ok(Source::WebIdentity {
+        role_arn,
+        session_name,
+        sts_url,
+    })
 }
 
-/// One HTTP call the host must dispatch (no body). The host maps `authority` to the Envoy
-/// cluster it configured for the source and sends `:method`, `:path`, `:authority` and
-/// `headers`. `Debug` redacts `authorization` and `x-aws-ec2-metadata-token`.
+/// An IAM role ARN: `arn:<partition>:iam::<12 digits>:role/<path/><name>`, at most 2048
+/// characters (STS `arnType`), the name 1–64 of `[A-Za-z0-9+=,.@_-]` and the path of the same
+/// characters plus `/` (IAM `roleNameType`, `pathType`).
+pub fn is_role_arn(arn: &str) -> bool {
+    let mut parts = arn.splitn(6, ':');
+    let (Some("arn"), Some(partition), Some("iam"), Some(""), Some(account), Some(resource)) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return false;
+    };
+    let name_char = |b: u8| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b);
+    let Some(path_and_name) = resource.strip_prefix("role/") else {
+        return false;
+    };
+    let name = path_and_name.rsplit('/').next().unwrap_or("");
+    arn.len() <= 2048
+        && partition.starts_with("aws")
+        && partition
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b == b'-')
+        && account.len() == 12
+        && account.bytes().all(|b| b.is_ascii_digit())
+        && (1..=64).contains(&name.len())
+        && path_and_name.bytes().all(|b| name_char(b) || b == b'/')
+}
+
+/// STS `roleSessionNameType`: 2–64 of `[\w+=,.@-]`.
+fn is_session_name(s: &str) -> bool {
+    (2..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_+=,.@-".contains(&b))
+}
+
+/// The container `Authorization`: the token file (served by the launcher) wins over the
+/// literal token, as in the SDKs.
+fn container_auth(env: &impl Fn(&str) -> Option<String>) -> Result<ContainerAuth, String> {
+    if env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE").is_some() {
+        return Ok(ContainerAuth::File);
+    }
+    let var = "AWS_CONTAINER_AUTHORIZATION_TOKEN";
+    let Some(token) = env(var) else {
+        return Ok(ContainerAuth::None);
+    };
+    match header_token(token.as_bytes(), MAX_AUTH_TOKEN_BYTES) {
+        Ok(t) => Ok(ContainerAuth::Token(t)),
+        Err(e) => Err(format!("{var} {e}")),
+    }
+}
+
+/// A token read from a variable or a file, for a header or a form field: surrounding ASCII
+/// whitespace trimmed (a file usually ends with a newline), then non-empty, at most `max`
+/// bytes, one line of printable ASCII. Errors never contain the token.
+fn header_token(raw: &[u8], max: usize) -> Result<String, String> {
+    let token = raw.trim_ascii();
+    if token.is_empty() {
+        return Err("is empty".into());
+    }
+    if token.len() > max {
+        return Err(format!("is longer than {max} bytes"));
+    }
+    if !token
+        .iter()
+        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+    {
+        return Err(
+            "must be one line of printable ASCII (it is sent as the Authorization header)".into(),
+        );
+    }
+    Ok(String::from_utf8_lossy(token).into_owned())
+}
+
+/// Which Envoy cluster a call goes to; the host maps it to the configured cluster name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallTo {
+    /// The source's endpoint: container endpoint or IMDS (`credentials_cluster`).
+    Endpoint,
+    /// The launcher's token-file server (`token_files_cluster`).
+    TokenFiles,
+    /// STS (`sts_cluster`).
+    Sts,
+}
+
+/// One HTTP call the host must dispatch. The host sends it on the cluster `to` names with
+/// `:method`, `:path`, `:authority`, `headers` and `body` (empty: none). `Debug` redacts
+/// `authorization`, `x-aws-ec2-metadata-token` and the body (the STS form carries the web
+/// identity token).
 #[derive(Clone, PartialEq, Eq)]
 pub struct HttpCall {
+    pub to: CallTo,
     pub method: &'static str,
     pub scheme_https: bool,
     pub authority: String,
@@ -256,6 +458,7 @@ pub struct HttpCall {
     pub path: String,
     /// Lower-case names.
     pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
 }
 
 const SECRET_HEADERS: [&str; 2] = ["authorization", "x-aws-ec2-metadata-token"];
@@ -274,11 +477,13 @@ impl fmt::Debug for HttpCall {
             })
             .collect();
         f.debug_struct("HttpCall")
+            .field("to", &self.to)
             .field("method", &self.method)
             .field("scheme_https", &self.scheme_https)
             .field("authority", &self.authority)
             .field("path", &self.path)
             .field("headers", &headers)
+            .field("body_bytes", &self.body.len())
             .finish()
     }
 }
@@ -315,11 +520,48 @@ pub struct Fetch {
 }
 
 enum State {
-    Container { authority: String },
-    ImdsToken { base: Base },
-    ImdsRole { base: Base, token: String },
+    /// Waiting for the launcher's token file; then `next` uses it.
+    TokenFile {
+        next: AfterToken,
+    },
+    /// Waiting for STS; `token` only to keep it out of an echoed error message.
+    Sts {
+        token: String,
+    },
+    Container {
+        authority: String,
+    },
+    ImdsToken {
+        base: Base,
+    },
+    ImdsRole {
+        base: Base,
+        token: String,
+    },
     ImdsCreds,
     Finished,
+}
+
+/// What the token read from the launcher is for.
+enum AfterToken {
+    Sts {
+        base: Base,
+        role_arn: String,
+        session_name: String,
+    },
+    Container {
+        base: Base,
+        path: String,
+    },
+}
+
+impl AfterToken {
+    fn variable(&self) -> &'static str {
+        match self {
+            AfterToken::Sts { .. } => "AWS_WEB_IDENTITY_TOKEN_FILE",
+            AfterToken::Container { .. } => "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+        }
+    }
 }
 
 struct Base {
@@ -332,6 +574,13 @@ struct Base {
 impl fmt::Debug for Fetch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let stage = match &self.state {
+            State::TokenFile {
+                next: AfterToken::Sts { .. },
+            } => "web-identity-token-file",
+            State::TokenFile {
+                next: AfterToken::Container { .. },
+            } => "container-token-file",
+            State::Sts { .. } => "sts",
             State::Container { .. } => "container",
             State::ImdsToken { .. } => "imds-token",
             State::ImdsRole { .. } => "imds-role",
@@ -342,13 +591,33 @@ impl fmt::Debug for Fetch {
     }
 }
 
-fn call(method: &'static str, base: &Base, path: String, headers: Vec<(String, String)>) -> Step {
+fn call(
+    to: CallTo,
+    method: &'static str,
+    base: &Base,
+    path: String,
+    headers: Vec<(String, String)>,
+) -> Step {
     Step::Call(HttpCall {
+        to,
         method,
         scheme_https: base.https,
         authority: base.authority.clone(),
         path,
         headers,
+        body: Vec::new(),
+    })
+}
+
+fn token_file_call(path: &str) -> Step {
+    Step::Call(HttpCall {
+        to: CallTo::TokenFiles,
+        method: "GET",
+        scheme_https: false,
+        authority: TOKEN_FILES_AUTHORITY.to_string(),
+        path: path.to_string(),
+        headers: Vec::new(),
+        body: Vec::new(),
     })
 }
 
@@ -360,9 +629,36 @@ fn status_text(status: u16) -> String {
     }
 }
 
+/// `application/x-www-form-urlencoded` value: everything but `A-Za-z0-9-_.~` percent-encoded
+/// (as botocore's query serializer does).
+fn form_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The STS `AssumeRoleWithWebIdentity` form body.
+fn sts_form(role_arn: &str, session_name: &str, token: &str) -> Vec<u8> {
+    format!(
+        "Action={STS_ACTION}&Version={STS_VERSION}&RoleArn={}&RoleSessionName={}&WebIdentityToken={}",
+        form_encode(role_arn),
+        form_encode(session_name),
+        form_encode(token)
+    )
+    .into_bytes()
+}
+
 impl Fetch {
-    /// Starts a refresh: the container GET, or the IMDS token PUT. `Static` fails at once.
-    pub fn start(source: &Source) -> (Fetch, Step) {
+    /// Starts a refresh at `now` (Unix seconds): the launcher's token file first (web identity,
+    /// container with a token file), or the container GET, or the IMDS token PUT. `Static`
+    /// fails at once.
+    pub fn start(source: &Source, now: u64) -> (Fetch, Step) {
         let finished = |msg: &str| {
             (
                 Fetch {
@@ -373,28 +669,53 @@ impl Fetch {
         };
         match source {
             Source::Static => finished("static credentials are not fetched"),
-            Source::Container { url, auth_token } => {
+            Source::WebIdentity {
+                role_arn,
+                session_name,
+                sts_url,
+            } => {
+                let Ok(u) = split_url(sts_url) else {
+                    return finished("the STS endpoint URL is invalid");
+                };
+                let next = AfterToken::Sts {
+                    base: Base {
+                        https: u.https,
+                        authority: u.authority,
+                        prefix: u.path,
+                    },
+                    role_arn: role_arn.clone(),
+                    session_name: session_name
+                        .clone()
+                        .unwrap_or_else(|| format!("{SESSION_NAME_PREFIX}-{now}")),
+                };
+                (
+                    Fetch {
+                        state: State::TokenFile { next },
+                    },
+                    token_file_call(WEB_IDENTITY_TOKEN_PATH),
+                )
+            }
+            Source::Container { url, auth } => {
                 let Ok(u) = split_url(url) else {
                     return finished("the container credentials URL is invalid");
                 };
-                let mut headers = vec![("accept".to_string(), "application/json".to_string())];
-                if let Some(t) = auth_token {
-                    headers.push(("authorization".to_string(), t.clone()));
-                }
                 let base = Base {
                     https: u.https,
                     authority: u.authority.clone(),
                     prefix: String::new(),
                 };
-                let step = call("GET", &base, u.path, headers);
-                (
-                    Fetch {
-                        state: State::Container {
-                            authority: u.authority,
+                match auth {
+                    ContainerAuth::File => (
+                        Fetch {
+                            state: State::TokenFile {
+                                next: AfterToken::Container { base, path: u.path },
+                            },
                         },
-                    },
-                    step,
-                )
+                        token_file_call(CONTAINER_TOKEN_PATH),
+                    ),
+                    ContainerAuth::None => Fetch::container(base, u.path, None),
+                    ContainerAuth::Token(t) => Fetch::container(base, u.path, Some(t)),
+                }
             }
             Source::Imds { base_url } => {
                 let Ok(u) = split_url(base_url) else {
@@ -406,6 +727,7 @@ impl Fetch {
                     prefix: u.path.trim_end_matches('/').to_string(),
                 };
                 let step = call(
+                    CallTo::Endpoint,
                     "PUT",
                     &base,
                     format!("{}{IMDS_TOKEN_PATH}", base.prefix),
@@ -424,12 +746,82 @@ impl Fetch {
         }
     }
 
+    /// The container endpoint GET, with `Authorization: token` when there is one.
+    fn container(base: Base, path: String, token: Option<&str>) -> (Fetch, Step) {
+        let mut headers = vec![("accept".to_string(), "application/json".to_string())];
+        if let Some(t) = token {
+            headers.push(("authorization".to_string(), t.to_string()));
+        }
+        let step = call(CallTo::Endpoint, "GET", &base, path, headers);
+        (
+            Fetch {
+                state: State::Container {
+                    authority: base.authority,
+                },
+            },
+            step,
+        )
+    }
+
     /// Feeds the answer to the last [`Step::Call`] (`status` 0 = no answer) and returns the
     /// next step. `now` (Unix seconds) rejects credentials that are already expired.
     pub fn on_response(&mut self, status: u16, body: &[u8], now: u64) -> Step {
         let state = std::mem::replace(&mut self.state, State::Finished);
         match state {
             State::Finished => Step::Failed("the credentials fetch is already finished".into()),
+            State::TokenFile { next } => {
+                let var = next.variable();
+                let token = match token_file_answer(var, status, body) {
+                    Ok(t) => t,
+                    Err(e) => return Step::Failed(e),
+                };
+                match next {
+                    AfterToken::Sts {
+                        base,
+                        role_arn,
+                        session_name,
+                    } => {
+                        let step = Step::Call(HttpCall {
+                            to: CallTo::Sts,
+                            method: "POST",
+                            scheme_https: base.https,
+                            authority: base.authority,
+                            path: base.prefix,
+                            headers: vec![(
+                                "content-type".to_string(),
+                                "application/x-www-form-urlencoded; charset=utf-8".to_string(),
+                            )],
+                            body: sts_form(&role_arn, &session_name, &token),
+                        });
+                        self.state = State::Sts { token };
+                        step
+                    }
+                    AfterToken::Container { base, path } => {
+                        let (fetch, step) = Fetch::container(base, path, Some(&token));
+                        *self = fetch;
+                        step
+                    }
+                }
+            }
+            State::Sts { token } => {
+                if status != 200 {
+                    let cause = match parse_sts_error(body, &token) {
+                        Some((code, message)) => {
+                            if message.is_empty() {
+                                format!(": {code}")
+                            } else {
+                                format!(": {code}: {message}")
+                            }
+                        }
+                        None => String::new(),
+                    };
+                    return Step::Failed(format!(
+                        "STS {STS_ACTION} answered {}{cause}",
+                        status_text(status)
+                    ));
+                }
+                finish(parse_sts_credentials(body), now, "STS")
+            }
             State::Container { authority } => {
                 if status != 200 {
                     return Step::Failed(format!(
@@ -465,6 +857,7 @@ impl Fetch {
                     }
                 };
                 let step = call(
+                    CallTo::Endpoint,
                     "GET",
                     &base,
                     format!("{}{IMDS_CREDS_PATH}", base.prefix),
@@ -501,6 +894,7 @@ impl Fetch {
                     Some(_) => return Step::Failed("IMDS: the role name is not valid".into()),
                 };
                 let step = call(
+                    CallTo::Endpoint,
                     "GET",
                     &base,
                     format!("{}{IMDS_CREDS_PATH}{role}", base.prefix),
@@ -524,6 +918,54 @@ impl Fetch {
     /// True once the fetch answered `Done` or `Failed`.
     pub fn is_finished(&self) -> bool {
         matches!(self.state, State::Finished)
+    }
+}
+
+/// The launcher's answer for a token file (docs/bedrock-contract.md#token-files): 200 and the
+/// token; 404 when the launcher has no such variable; 503 with a text cause when it cannot read
+/// the file. The cause is the launcher's own text (a path and an OS error, never file content);
+/// it is still cut and reduced to printable ASCII.
+fn token_file_answer(var: &str, status: u16, body: &[u8]) -> Result<String, String> {
+    match status {
+        200 => header_token(body, MAX_TOKEN_FILE_BYTES)
+            .map_err(|e| format!("the token of {var} (served by the launcher) {e}")),
+        0 => Err(format!(
+            "the launcher's token-file server did not answer for {var} (is the sidecar started \
+             by the launcher?)"
+        )),
+        404 => Err(format!(
+            "the launcher does not serve {var} (404): the variable is not set in the \
+             launcher's environment"
+        )),
+        _ => {
+            let cause: String = body
+                .iter()
+                .take(200)
+                .map(|&b| {
+                    if (b' '..=b'~').contains(&b) {
+                        char::from(b)
+                    } else {
+                        ' '
+                    }
+                })
+                .collect();
+            let cause = cause.trim();
+            // 503 with the launcher's cause, or Envoy's own 503 when nothing listens.
+            Err(format!(
+                "the launcher's token-file server answered HTTP {status} for {var}{}{cause}",
+                if cause.is_empty() { "" } else { ": " }
+            ))
+        }
+    }
+}
+
+/// `message` with every occurrence of `secret` replaced (STS error messages do not echo the
+/// token, but nothing relies on it).
+fn redact(message: &str, secret: &str) -> String {
+    if secret.len() >= 4 {
+        message.replace(secret, "***")
+    } else {
+        message.to_string()
     }
 }
 
@@ -555,6 +997,62 @@ fn is_role_name(r: &[u8]) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(b))
         && r != b"."
         && r != b".."
+}
+
+/// Checks a credential field: `None` when absent or (if not `required`) empty; otherwise at
+/// most `max` bytes of printable ASCII without spaces. Errors name the field, never its value.
+fn credential_field(
+    name: &str,
+    value: Option<&str>,
+    max: usize,
+    required: bool,
+) -> Result<Option<String>, String> {
+    match value {
+        None if required => Err(format!("the credentials answer has no {name}")),
+        None => Ok(None),
+        Some("") if !required => Ok(None),
+        Some("") => Err(format!("{name} is empty")),
+        Some(s) if s.len() > max => Err(format!("{name} is longer than {max} bytes")),
+        Some(s) if !s.bytes().all(|b| (b'!'..=b'~').contains(&b)) => {
+            Err(format!("{name} is not printable ASCII without spaces"))
+        }
+        Some(s) => Ok(Some(s.to_string())),
+    }
+}
+
+/// Builds [`Fetched`] from the four credential fields (JSON or STS XML names passed by the
+/// caller as `token_name`), checked alike.
+fn fetched_from(
+    access_key_id: Option<&str>,
+    secret_access_key: Option<&str>,
+    (token_name, session_token): (&str, Option<&str>),
+    expiration: Option<&str>,
+) -> Result<Fetched, String> {
+    let access_key_id =
+        credential_field("AccessKeyId", access_key_id, MAX_KEY_BYTES, true)?.unwrap_or_default();
+    if !access_key_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err("AccessKeyId is not alphanumeric".into());
+    }
+    let secret_access_key =
+        credential_field("SecretAccessKey", secret_access_key, MAX_KEY_BYTES, true)?
+            .unwrap_or_default();
+    let session_token =
+        credential_field(token_name, session_token, MAX_SESSION_TOKEN_BYTES, false)?;
+    let expires_at =
+        match expiration {
+            None => None,
+            Some(s) => Some(parse_rfc3339(s).ok_or_else(|| {
+                format!("Expiration '{}' is not an RFC 3339 timestamp", shorten(s))
+            })?),
+        };
+    Ok(Fetched {
+        creds: Credentials {
+            access_key_id,
+            secret_access_key,
+            session_token,
+        },
+        expires_at,
+    })
 }
 
 /// Parses the credentials JSON of the container endpoint and IMDS:
@@ -589,47 +1087,273 @@ pub fn parse_credentials_json(body: &[u8]) -> Result<Fetched, String> {
             ));
         }
     }
-    let field = |name: &str, max: usize, required: bool| -> Result<Option<String>, String> {
+    let string = |name: &str| -> Result<Option<&str>, String> {
         match obj.get(name) {
-            None | Some(Value::Null) if !required => Ok(None),
-            None | Some(Value::Null) => Err(format!("the credentials answer has no {name}")),
-            Some(Value::String(s)) if s.is_empty() && !required => Ok(None),
-            Some(Value::String(s)) => {
-                if s.is_empty() {
-                    Err(format!("{name} is empty"))
-                } else if s.len() > max {
-                    Err(format!("{name} is longer than {max} bytes"))
-                } else if !s.bytes().all(|b| (b'!'..=b'~').contains(&b)) {
-                    Err(format!("{name} is not printable ASCII without spaces"))
-                } else {
-                    Ok(Some(s.clone()))
-                }
-            }
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.as_str())),
             Some(_) => Err(format!("{name} is not a string")),
         }
     };
-    let access_key_id = field("AccessKeyId", MAX_KEY_BYTES, true)?.unwrap_or_default();
-    if !access_key_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return Err("AccessKeyId is not alphanumeric".into());
+    fetched_from(
+        string("AccessKeyId")?,
+        string("SecretAccessKey")?,
+        ("Token", string("Token")?),
+        string("Expiration")?,
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// STS answers (query protocol, XML; docs/bedrock-contract.md#web-identity)
+
+const STS_RESULT: &str = "AssumeRoleWithWebIdentityResponse/AssumeRoleWithWebIdentityResult";
+
+/// Parses a successful `AssumeRoleWithWebIdentity` answer:
+/// `AssumeRoleWithWebIdentityResponse/AssumeRoleWithWebIdentityResult/Credentials/`
+/// `{AccessKeyId, SecretAccessKey, SessionToken, Expiration}` (all four required by the STS
+/// model). Errors name the element, never its value.
+pub fn parse_sts_credentials(body: &[u8]) -> Result<Fetched, String> {
+    let leaves = xml_leaves(body).map_err(|e| format!("the STS answer is not valid XML: {e}"))?;
+    let get = |name: &str| {
+        let path = format!("{STS_RESULT}/Credentials/{name}");
+        leaves
+            .iter()
+            .find(|(p, _)| *p == path)
+            .map(|(_, v)| v.trim())
+    };
+    if get("AccessKeyId").is_none() {
+        return Err(format!(
+            "the STS answer has no {STS_RESULT}/Credentials/AccessKeyId"
+        ));
     }
-    let secret_access_key = field("SecretAccessKey", MAX_KEY_BYTES, true)?.unwrap_or_default();
-    let session_token = field("Token", MAX_SESSION_TOKEN_BYTES, false)?;
-    let expires_at =
-        match obj.get("Expiration") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(parse_rfc3339(s).ok_or_else(|| {
-                format!("Expiration '{}' is not an RFC 3339 timestamp", shorten(s))
-            })?),
-            Some(_) => return Err("Expiration is not a string".into()),
+    if get("SessionToken").is_none_or(str::is_empty) {
+        return Err("the STS answer has no SessionToken".into());
+    }
+    let Some(expiration) = get("Expiration") else {
+        return Err("the STS answer has no Expiration".into());
+    };
+    fetched_from(
+        get("AccessKeyId"),
+        get("SecretAccessKey"),
+        ("SessionToken", get("SessionToken")),
+        Some(expiration),
+    )
+}
+
+/// The `Code` and `Message` of an STS error answer (`ErrorResponse/Error/{Code,Message}`), for a
+/// log line: the code when it is a plain identifier (else `None`), the message with every
+/// occurrence of `secret` (the web identity token sent) replaced by `***`, then reduced to
+/// printable ASCII and cut to 300 characters. `None` when the body is not such an answer.
+pub fn parse_sts_error(body: &[u8], secret: &str) -> Option<(String, String)> {
+    let leaves = xml_leaves(body).ok()?;
+    let get = |name: &str| {
+        let path = format!("ErrorResponse/Error/{name}");
+        leaves
+            .iter()
+            .find(|(p, _)| *p == path)
+            .map(|(_, v)| v.trim().to_string())
+    };
+    let code = get("Code").filter(|c| {
+        (1..=64).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.')
+    })?;
+    let message: String = redact(&get("Message").unwrap_or_default(), secret)
+        .chars()
+        .map(|c| if (' '..='~').contains(&c) { c } else { ' ' })
+        .take(300)
+        .collect();
+    Some((code, message.trim().to_string()))
+}
+
+/// Most elements (open tags) an XML answer may have.
+const MAX_XML_ELEMENTS: usize = 512;
+/// Deepest element nesting accepted.
+const MAX_XML_DEPTH: usize = 16;
+
+/// A small, bounded XML reader for AWS query-protocol answers: the text of every element that
+/// has no child element, with its path of local names (namespace prefixes dropped) joined by
+/// `/`. Handles the XML declaration and processing instructions, comments, attributes (skipped),
+/// self-closing tags, CDATA sections and the five predefined entities plus numeric character
+/// references. Refuses DOCTYPE (no entity expansion), mismatched or unclosed tags, more than
+/// [`MAX_XML_DEPTH`] levels, more than [`MAX_XML_ELEMENTS`] elements and bodies over
+/// [`MAX_BODY_BYTES`]. Errors never contain document text.
+pub fn xml_leaves(body: &[u8]) -> Result<Vec<(String, String)>, String> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(format!("more than {MAX_BODY_BYTES} bytes"));
+    }
+    let doc = std::str::from_utf8(body).map_err(|_| "not UTF-8".to_string())?;
+    let mut stack: Vec<(&str, String, bool)> = Vec::new(); // (local name, text, has children)
+    let mut leaves = Vec::new();
+    let mut elements = 0usize;
+    let mut seen_root = false;
+    let mut rest = doc;
+    while !rest.is_empty() {
+        let Some(lt) = rest.find('<') else {
+            let text = decode_entities(rest)?;
+            push_text(&mut stack, &text)?;
+            break;
         };
-    Ok(Fetched {
-        creds: Credentials {
-            access_key_id,
-            secret_access_key,
-            session_token,
-        },
-        expires_at,
-    })
+        let (text, tag) = rest.split_at(lt);
+        if !text.is_empty() {
+            let text = decode_entities(text)?;
+            push_text(&mut stack, &text)?;
+        }
+        if let Some(after) = tag.strip_prefix("<?") {
+            let end = after
+                .find("?>")
+                .ok_or("unterminated processing instruction")?;
+            rest = &after[end + 2..];
+        } else if let Some(after) = tag.strip_prefix("<!--") {
+            let end = after.find("-->").ok_or("unterminated comment")?;
+            rest = &after[end + 3..];
+        } else if let Some(after) = tag.strip_prefix("<![CDATA[") {
+            let end = after.find("]]>").ok_or("unterminated CDATA section")?;
+            push_text(&mut stack, &after[..end])?;
+            rest = &after[end + 3..];
+        } else if tag.starts_with("<!") {
+            return Err("DOCTYPE and other declarations are not accepted".into());
+        } else if let Some(after) = tag.strip_prefix("</") {
+            let end = after.find('>').ok_or("unterminated end tag")?;
+            let name = local_name(after[..end].trim_end())?;
+            let (open, text, has_children) = stack.pop().ok_or("end tag without a start tag")?;
+            if open != name {
+                return Err("mismatched end tag".into());
+            }
+            if !has_children {
+                leaves.push((path_of(&stack, name), text));
+            }
+            rest = &after[end + 1..];
+        } else {
+            let after = &tag[1..];
+            let end = tag_end(after).ok_or("unterminated start tag")?;
+            let inner = &after[..end];
+            let self_closing = inner.ends_with('/');
+            let inner = inner.strip_suffix('/').unwrap_or(inner);
+            let name_end = inner
+                .find(|c: char| c.is_ascii_whitespace())
+                .unwrap_or(inner.len());
+            let name = local_name(&inner[..name_end])?;
+            if stack.is_empty() && seen_root {
+                return Err("more than one root element".into());
+            }
+            seen_root = true;
+            elements += 1;
+            if elements > MAX_XML_ELEMENTS {
+                return Err(format!("more than {MAX_XML_ELEMENTS} elements"));
+            }
+            if let Some(parent) = stack.last_mut() {
+                parent.2 = true;
+            }
+            if self_closing {
+                leaves.push((path_of(&stack, name), String::new()));
+            } else {
+                if stack.len() >= MAX_XML_DEPTH {
+                    return Err(format!("nested deeper than {MAX_XML_DEPTH} elements"));
+                }
+                stack.push((name, String::new(), false));
+            }
+            rest = &after[end + 1..];
+        }
+    }
+    if !stack.is_empty() {
+        return Err("unclosed element".into());
+    }
+    if !seen_root {
+        return Err("no element".into());
+    }
+    Ok(leaves)
+}
+
+/// Appends text to the open element; outside the root only whitespace is allowed.
+fn push_text(stack: &mut [(&str, String, bool)], text: &str) -> Result<(), String> {
+    match stack.last_mut() {
+        Some(top) => {
+            top.1.push_str(text);
+            Ok(())
+        }
+        None if text.trim().is_empty() => Ok(()),
+        None => Err("text outside the root element".into()),
+    }
+}
+
+/// The `>` ending a start tag, skipping quoted attribute values.
+fn tag_end(s: &str) -> Option<usize> {
+    let mut quote = None;
+    for (i, c) in s.char_indices() {
+        match (quote, c) {
+            (None, '"' | '\'') => quote = Some(c),
+            (Some(q), _) if c == q => quote = None,
+            (None, '>') => return Some(i),
+            (None, '<') => return None,
+            _ => {}
+        }
+    }
+    None
+}
+
+/// A tag's local name (after any `prefix:`): a non-empty XML name.
+fn local_name(qualified: &str) -> Result<&str, String> {
+    let local = qualified.rsplit(':').next().unwrap_or("");
+    let valid = !local.is_empty()
+        && local.len() <= 128
+        && local
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if valid {
+        Ok(local)
+    } else {
+        Err("invalid element name".into())
+    }
+}
+
+fn path_of(stack: &[(&str, String, bool)], name: &str) -> String {
+    let mut path = String::new();
+    for (n, _, _) in stack {
+        path.push_str(n);
+        path.push('/');
+    }
+    path.push_str(name);
+    path
+}
+
+/// Decodes `&amp; &lt; &gt; &quot; &apos;` and `&#N;` / `&#xH;` (a valid, non-NUL character).
+fn decode_entities(s: &str) -> Result<String, String> {
+    if !s.contains('&') {
+        return Ok(s.to_string());
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(amp) = rest.find('&') {
+        out.push_str(&rest[..amp]);
+        let after = &rest[amp + 1..];
+        let semi = after
+            .bytes()
+            .take(12)
+            .position(|b| b == b';')
+            .ok_or("unterminated entity reference")?;
+        let name = &after[..semi];
+        let c = match name {
+            "amp" => '&',
+            "lt" => '<',
+            "gt" => '>',
+            "quot" => '"',
+            "apos" => '\'',
+            _ => {
+                let code = if let Some(hex) = name.strip_prefix("#x") {
+                    u32::from_str_radix(hex, 16).ok()
+                } else if let Some(dec) = name.strip_prefix('#') {
+                    dec.parse::<u32>().ok()
+                } else {
+                    None
+                };
+                code.filter(|&n| n != 0)
+                    .and_then(char::from_u32)
+                    .ok_or("unknown entity reference")?
+            }
+        };
+        out.push(c);
+        rest = &after[semi + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 /// When to refresh credentials fetched at `fetched_at` (Unix seconds): 5 minutes before
@@ -954,7 +1678,7 @@ mod tests {
     }
 
     fn src(vars: &[(&str, &str)]) -> Result<Option<Source>, String> {
-        source_from_env(env_of(vars))
+        source_from_env(env_of(vars), "us-east-1")
     }
 
     const NOW: u64 = 1_790_000_000; // 2026-09-21T...
@@ -1022,7 +1746,7 @@ mod tests {
             s,
             Source::Container {
                 url: "http://169.254.170.2/v2/credentials/abc?x=1".into(),
-                auth_token: None
+                auth: ContainerAuth::None
             }
         );
         assert_eq!(s.endpoint(), Some((false, "169.254.170.2".into())));
@@ -1098,62 +1822,174 @@ mod tests {
     }
 
     #[test]
-    fn container_authorization_token_and_file_content() {
+    fn container_authorization_token_and_file() {
         let base = (
             "AWS_CONTAINER_CREDENTIALS_FULL_URI",
             "http://169.254.170.23/v1/credentials",
         );
-        let token = |vars: &[(&str, &str)]| match src(vars) {
-            Ok(Some(Source::Container { auth_token, .. })) => Ok(auth_token),
+        let auth = |vars: &[(&str, &str)]| match src(vars) {
+            Ok(Some(Source::Container { auth, .. })) => Ok(auth),
             Ok(other) => panic!("{other:?}"),
             Err(e) => Err(e),
         };
-        assert_eq!(token(&[base]), Ok(None));
+        assert_eq!(auth(&[base]), Ok(ContainerAuth::None));
         assert_eq!(
-            token(&[base, ("AWS_CONTAINER_AUTHORIZATION_TOKEN", AUTH)]),
-            Ok(Some(AUTH.into()))
+            auth(&[base, ("AWS_CONTAINER_AUTHORIZATION_TOKEN", AUTH)]),
+            Ok(ContainerAuth::Token(AUTH.into()))
         );
-        // The file wins; its content arrives through the launcher, trailing newline trimmed.
-        let content = format!("{AUTH}\n");
-        assert_eq!(
-            token(&[
-                base,
-                ("AWS_CONTAINER_AUTHORIZATION_TOKEN", "literal"),
-                (
-                    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
-                    "/var/run/secrets/token"
-                ),
-                (TOKEN_FILE_CONTENT_VAR, &content),
-            ]),
-            Ok(Some(AUTH.into()))
-        );
-        let e = token(&[
+        // The file wins (read by the launcher at every fetch).
+        let s = src(&[
             base,
-            ("AWS_CONTAINER_AUTHORIZATION_TOKEN", AUTH),
+            ("AWS_CONTAINER_AUTHORIZATION_TOKEN", "literal"),
             (
                 "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
-                "/var/run/secrets/token",
+                "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount/eks-pod-identity-token",
             ),
         ])
-        .unwrap_err();
-        assert!(
-            e.contains("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")
-                && e.contains(TOKEN_FILE_CONTENT_VAR)
-        );
-        no_secret(&e);
+        .unwrap()
+        .unwrap();
+        assert!(matches!(
+            s,
+            Source::Container {
+                auth: ContainerAuth::File,
+                ..
+            }
+        ));
+        assert!(s.reads_token_file());
+        assert!(format!("{s:?}").contains("token file"));
         // Header injection is refused and the token is not echoed.
         let bad = format!("{AUTH}\r\nx-evil: 1");
-        let e = token(&[base, ("AWS_CONTAINER_AUTHORIZATION_TOKEN", &bad)]).unwrap_err();
+        let e = auth(&[base, ("AWS_CONTAINER_AUTHORIZATION_TOKEN", &bad)]).unwrap_err();
         assert!(e.contains("AWS_CONTAINER_AUTHORIZATION_TOKEN"));
         no_secret(&e);
         let huge = "a".repeat(MAX_AUTH_TOKEN_BYTES + 1);
-        assert!(token(&[base, ("AWS_CONTAINER_AUTHORIZATION_TOKEN", &huge)]).is_err());
+        assert!(auth(&[base, ("AWS_CONTAINER_AUTHORIZATION_TOKEN", &huge)]).is_err());
         // Debug of the source redacts the token.
         let s = src(&[base, ("AWS_CONTAINER_AUTHORIZATION_TOKEN", AUTH)])
             .unwrap()
             .unwrap();
         no_secret(&format!("{s:?}"));
         assert!(format!("{s:?}").contains("redacted"));
+        assert!(!s.reads_token_file());
+    }
+
+    const ROLE: &str = "arn:aws:iam::123456789012:role/duo-bedrock";
+    const WEB_TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.WEBIDENTITY+/=.sig";
+
+    fn irsa(extra: &[(&str, &str)]) -> Result<Option<Source>, String> {
+        let mut vars = vec![
+            (
+                "AWS_WEB_IDENTITY_TOKEN_FILE",
+                "/var/run/secrets/eks.amazonaws.com/serviceaccount/token",
+            ),
+            ("AWS_ROLE_ARN", ROLE),
+        ];
+        for (k, v) in extra {
+            vars.retain(|(key, _)| key != k);
+            vars.push((k, v));
+        }
+        src(&vars)
+    }
+
+    #[test]
+    fn web_identity_comes_after_static_keys_and_before_the_container() {
+        let s = irsa(&[]).unwrap().unwrap();
+        assert_eq!(
+            s,
+            Source::WebIdentity {
+                role_arn: ROLE.into(),
+                session_name: None,
+                sts_url: "https://sts.us-east-1.amazonaws.com/".into(),
+            }
+        );
+        assert_eq!(s.kind(), "web_identity");
+        assert_eq!(
+            s.endpoint(),
+            Some((true, "sts.us-east-1.amazonaws.com".into()))
+        );
+        assert!(s.reads_token_file());
+        // Static keys first; web identity before the container endpoint and IMDS.
+        assert_eq!(
+            irsa(&[("AWS_ACCESS_KEY_ID", "A"), ("AWS_SECRET_ACCESS_KEY", "S")]),
+            Ok(Some(Source::Static))
+        );
+        assert!(matches!(
+            irsa(&[(
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                "http://169.254.170.23/v1/credentials"
+            )]),
+            Ok(Some(Source::WebIdentity { .. }))
+        ));
+        // AWS_ROLE_ARN alone is not a web identity configuration.
+        assert!(matches!(
+            src(&[("AWS_ROLE_ARN", ROLE)]),
+            Ok(Some(Source::Imds { .. }))
+        ));
+        assert_eq!(
+            default_sts_url("cn-north-1"),
+            "https://sts.cn-north-1.amazonaws.com.cn/"
+        );
+        let s = source_from_env(
+            env_of(&[
+                ("AWS_WEB_IDENTITY_TOKEN_FILE", "/t"),
+                ("AWS_ROLE_ARN", "arn:aws-cn:iam::123456789012:role/r"),
+                ("AWS_ROLE_SESSION_NAME", "gitlab-duo@host.1"),
+                ("AWS_ENDPOINT_URL_STS", "http://127.0.0.1:9000"),
+            ]),
+            "cn-north-1",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            s,
+            Source::WebIdentity {
+                role_arn: "arn:aws-cn:iam::123456789012:role/r".into(),
+                session_name: Some("gitlab-duo@host.1".into()),
+                sts_url: "http://127.0.0.1:9000/".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn web_identity_configuration_errors_name_the_variable() {
+        let err = |extra: &[(&str, &str)], var: &str| {
+            let e = irsa(extra).unwrap_err();
+            assert!(e.contains(var), "{e}");
+            e
+        };
+        let e = src(&[("AWS_WEB_IDENTITY_TOKEN_FILE", "/t")]).unwrap_err();
+        assert!(e.contains("AWS_ROLE_ARN") && e.contains("AWS_WEB_IDENTITY_TOKEN_FILE"));
+        for bad in [
+            "duo-bedrock",
+            "arn:aws:iam::123456789012:user/duo",
+            "arn:aws:iam::12345678901:role/duo",
+            "arn:aws:iam:us-east-1:123456789012:role/duo",
+            "arn:aws:sts::123456789012:role/duo",
+            "arn:aws:iam::123456789012:role/",
+            "arn:aws:iam::123456789012:role/a b",
+            "arn:evil:iam::123456789012:role/duo",
+            "arn:aws:iam::123456789012:role/\u{e9}",
+        ] {
+            err(&[("AWS_ROLE_ARN", bad)], "AWS_ROLE_ARN");
+        }
+        assert!(is_role_arn(
+            "arn:aws-us-gov:iam::123456789012:role/path/to/my+role=,.@_-"
+        ));
+        assert!(!is_role_arn(&format!(
+            "arn:aws:iam::123456789012:role/{}",
+            "r".repeat(65)
+        )));
+        for bad in ["a", "has space", "slash/no", &"s".repeat(65)] {
+            err(&[("AWS_ROLE_SESSION_NAME", bad)], "AWS_ROLE_SESSION_NAME");
+        }
+        err(
+            &[("AWS_ENDPOINT_URL_STS", "sts.amazonaws.com")],
+            "AWS_ENDPOINT_URL_STS",
+        );
+        err(
+            &[("AWS_ENDPOINT_URL_STS", "https://sts/?x=1")],
+            "AWS_ENDPOINT_URL_STS",
+        );
     }
 
     #[test]
@@ -1220,9 +2056,11 @@ mod tests {
         for token in [None, Some(AUTH.to_string())] {
             let source = Source::Container {
                 url: "http://127.0.0.1:8080/_creds/container?x=1".into(),
-                auth_token: token.clone(),
+                auth: token
+                    .clone()
+                    .map_or(ContainerAuth::None, ContainerAuth::Token),
             };
-            let (mut f, step) = Fetch::start(&source);
+            let (mut f, step) = Fetch::start(&source, NOW);
             let Step::Call(c) = step else {
                 panic!("{step:?}")
             };
@@ -1251,10 +2089,10 @@ mod tests {
     fn container_fetch_failures() {
         let source = Source::Container {
             url: "https://creds.example.com/c".into(),
-            auth_token: Some(AUTH.into()),
+            auth: ContainerAuth::Token(AUTH.into()),
         };
         let run = |status: u16, body: &[u8]| {
-            let (mut f, step) = Fetch::start(&source);
+            let (mut f, step) = Fetch::start(&source, NOW);
             assert!(matches!(step, Step::Call(ref c) if c.scheme_https));
             match f.on_response(status, body, NOW) {
                 Step::Failed(e) => {
@@ -1279,15 +2117,21 @@ mod tests {
         assert!(run(200, expired.as_bytes()).contains("expired"));
         let at_now = creds_json(&format_rfc3339(NOW));
         assert!(run(200, at_now.as_bytes()).contains("expired"));
-        assert!(matches!(Fetch::start(&Source::Static).1, Step::Failed(_)));
+        assert!(matches!(
+            Fetch::start(&Source::Static, NOW).1,
+            Step::Failed(_)
+        ));
     }
 
     // ----- IMDS fetch -----
 
     fn imds_start() -> (Fetch, HttpCall) {
-        let (f, step) = Fetch::start(&Source::Imds {
-            base_url: "http://127.0.0.1:1338".into(),
-        });
+        let (f, step) = Fetch::start(
+            &Source::Imds {
+                base_url: "http://127.0.0.1:1338".into(),
+            },
+            NOW,
+        );
         let Step::Call(c) = step else {
             panic!("{step:?}")
         };
@@ -1336,9 +2180,12 @@ mod tests {
 
     #[test]
     fn imds_path_prefix_and_ipv6() {
-        let (mut f, step) = Fetch::start(&Source::Imds {
-            base_url: "http://[fd00:ec2::254]/prefix".into(),
-        });
+        let (mut f, step) = Fetch::start(
+            &Source::Imds {
+                base_url: "http://[fd00:ec2::254]/prefix".into(),
+            },
+            NOW,
+        );
         let Step::Call(c) = step else { panic!() };
         assert_eq!(c.authority, "[fd00:ec2::254]");
         assert_eq!(c.path, "/prefix/latest/api/token");
@@ -1452,6 +2299,434 @@ mod tests {
         assert!(
             matches!(f.on_response(200, expired.as_bytes(), NOW), Step::Failed(e) if e.contains("expired"))
         );
+    }
+
+    // ----- web identity (IRSA) fetch -----
+
+    fn sts_xml(expiration: &str) -> String {
+        format!(
+            r#"<AssumeRoleWithWebIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+  <AssumeRoleWithWebIdentityResult>
+    <SubjectFromWebIdentityToken>system:serviceaccount:gitlab:duo-bedrock</SubjectFromWebIdentityToken>
+    <Audience>sts.amazonaws.com</Audience>
+    <AssumedRoleUser>
+      <Arn>arn:aws:sts::123456789012:assumed-role/duo-bedrock/duo-bedrock-1</Arn>
+      <AssumedRoleId>AROACLKWSDQRAOEXAMPLE:duo-bedrock-1</AssumedRoleId>
+    </AssumedRoleUser>
+    <Credentials>
+      <SessionToken>{SESSION}</SessionToken>
+      <SecretAccessKey>{SECRET}</SecretAccessKey>
+      <Expiration>{expiration}</Expiration>
+      <AccessKeyId>ASIAEMU000009</AccessKeyId>
+    </Credentials>
+    <Provider>arn:aws:iam::123456789012:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/X</Provider>
+  </AssumeRoleWithWebIdentityResult>
+  <ResponseMetadata>
+    <RequestId>ad4156e9-bce1-11e2-82e6-6b6efEXAMPLE</RequestId>
+  </ResponseMetadata>
+</AssumeRoleWithWebIdentityResponse>
+"#
+        )
+    }
+
+    fn sts_error(code: &str, message: &str) -> String {
+        format!(
+            r#"<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+  <Error>
+    <Type>Sender</Type>
+    <Code>{code}</Code>
+    <Message>{message}</Message>
+  </Error>
+  <RequestId>c6104cbe-af31-11e0-8154-cbc7ccf896c7</RequestId>
+</ErrorResponse>"#
+        )
+    }
+
+    fn web_identity_source() -> Source {
+        Source::WebIdentity {
+            role_arn: ROLE.into(),
+            session_name: None,
+            sts_url: "http://127.0.0.1:9000/".into(),
+        }
+    }
+
+    /// Starts a web identity fetch and answers the token-file call with `token`.
+    fn at_sts(token: &str) -> (Fetch, HttpCall) {
+        let (mut f, step) = Fetch::start(&web_identity_source(), NOW);
+        let Step::Call(c) = step else {
+            panic!("{step:?}")
+        };
+        assert_eq!(
+            (c.to, c.method, c.path.as_str(), c.authority.as_str()),
+            (
+                CallTo::TokenFiles,
+                "GET",
+                WEB_IDENTITY_TOKEN_PATH,
+                TOKEN_FILES_AUTHORITY
+            )
+        );
+        assert!(c.body.is_empty() && c.headers.is_empty());
+        assert_eq!(
+            format!("{f:?}"),
+            r#"Fetch { stage: "web-identity-token-file" }"#
+        );
+        let Step::Call(c) = f.on_response(200, token.as_bytes(), NOW) else {
+            panic!()
+        };
+        (f, c)
+    }
+
+    #[test]
+    fn web_identity_reads_the_token_then_calls_sts() {
+        let (mut f, c) = at_sts(&format!("{WEB_TOKEN}\n"));
+        assert_eq!(c.to, CallTo::Sts);
+        assert_eq!(c.method, "POST");
+        assert!(!c.scheme_https);
+        assert_eq!(c.authority, "127.0.0.1:9000");
+        assert_eq!(c.path, "/");
+        assert_eq!(
+            header(&c, "content-type"),
+            Some("application/x-www-form-urlencoded; charset=utf-8")
+        );
+        assert!(
+            header(&c, "authorization").is_none(),
+            "STS call is unsigned"
+        );
+        let body = String::from_utf8(c.body.clone()).unwrap();
+        assert_eq!(
+            body,
+            format!(
+                "Action=AssumeRoleWithWebIdentity&Version=2011-06-15\
+                 &RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Fduo-bedrock\
+                 &RoleSessionName=duo-bedrock-{NOW}\
+                 &WebIdentityToken=eyJhbGciOiJSUzI1NiJ9.WEBIDENTITY%2B%2F%3D.sig"
+            )
+        );
+        let shown = format!("{c:?} {f:?}");
+        assert!(!shown.contains("WEBIDENTITY"), "{shown}");
+        assert!(shown.contains("body_bytes"));
+        let Step::Done(got) = f.on_response(200, sts_xml(&later()).as_bytes(), NOW) else {
+            panic!()
+        };
+        assert_eq!(got.creds.access_key_id, "ASIAEMU000009");
+        assert_eq!(got.creds.secret_access_key, SECRET);
+        assert_eq!(got.creds.session_token.as_deref(), Some(SESSION));
+        assert_eq!(got.expires_at, Some(NOW + 900));
+        assert!(f.is_finished());
+        // A configured session name is sent as it is; the STS path of an override is kept.
+        let source = Source::WebIdentity {
+            role_arn: ROLE.into(),
+            session_name: Some("gitlab@duo".into()),
+            sts_url: "https://sts.example.com/prefix".into(),
+        };
+        let (mut f, _) = Fetch::start(&source, NOW);
+        let Step::Call(c) = f.on_response(200, b"tok1", NOW) else {
+            panic!()
+        };
+        assert!(c.scheme_https);
+        assert_eq!(c.path, "/prefix");
+        assert!(String::from_utf8(c.body)
+            .unwrap()
+            .contains("&RoleSessionName=gitlab%40duo&"));
+    }
+
+    #[test]
+    fn each_fetch_sends_the_token_of_that_fetch() {
+        // The token is never kept between fetches: the second fetch sends what the launcher
+        // serves then.
+        for token in ["first-token", "second-token"] {
+            let (_, c) = at_sts(token);
+            let body = String::from_utf8(c.body).unwrap();
+            assert!(
+                body.ends_with(&format!("&WebIdentityToken={token}")),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn token_file_failures() {
+        for (status, body, want) in [
+            (404, &b""[..], "not set in the launcher"),
+            (0, b"", "did not answer"),
+            (
+                503,
+                b"open /var/run/token: permission denied\n",
+                "permission denied",
+            ),
+            (503, b"", "HTTP 503"),
+            (500, b"\x1b[31mred\xff", "HTTP 500"),
+            (200, b"", "empty"),
+            (200, b" \n", "empty"),
+            (200, b"two\nlines", "printable"),
+            (200, b"\xff\xfe", "printable"),
+        ] {
+            let (mut f, _) = Fetch::start(&web_identity_source(), NOW);
+            match f.on_response(status, body, NOW) {
+                Step::Failed(e) => {
+                    assert!(e.contains(want), "{status}: {e}");
+                    assert!(e.contains("AWS_WEB_IDENTITY_TOKEN_FILE"), "{e}");
+                    assert!(!e.contains('\x1b'), "{e}");
+                }
+                other => panic!("{status}: {other:?}"),
+            }
+            assert!(f.is_finished());
+        }
+        let (mut f, _) = Fetch::start(&web_identity_source(), NOW);
+        let huge = vec![b't'; MAX_TOKEN_FILE_BYTES + 1];
+        assert!(matches!(f.on_response(200, &huge, NOW), Step::Failed(e) if e.contains("longer")));
+        // A long cause is cut.
+        let (mut f, _) = Fetch::start(&web_identity_source(), NOW);
+        let Step::Failed(e) = f.on_response(503, &vec![b'x'; 10_000], NOW) else {
+            panic!()
+        };
+        assert!(e.len() < 400, "{e}");
+    }
+
+    #[test]
+    fn sts_errors_are_logged_by_code_and_message_never_the_token() {
+        for (status, body, want) in [
+            (
+                400,
+                sts_error(
+                    "InvalidIdentityToken",
+                    &format!("Token {WEB_TOKEN} &amp; no OpenIDConnect provider found"),
+                ),
+                "STS AssumeRoleWithWebIdentity answered HTTP 400: InvalidIdentityToken: Token *** & no OpenIDConnect provider found",
+            ),
+            (
+                400,
+                sts_error("ExpiredTokenException", "Token expired: current date/time 1 must be before the expiration date/time 0"),
+                "HTTP 400: ExpiredTokenException: Token expired",
+            ),
+            (
+                403,
+                sts_error("AccessDenied", "Not authorized to perform sts:AssumeRoleWithWebIdentity"),
+                "HTTP 403: AccessDenied: Not authorized",
+            ),
+            (403, sts_error("IDPRejectedClaim", ""), "HTTP 403: IDPRejectedClaim"),
+            (400, sts_error("Bad Code!", "x"), "answered HTTP 400"),
+            (500, "<html>oops</html>".to_string(), "answered HTTP 500"),
+            (0, String::new(), "no answer"),
+            (200, "not xml".to_string(), "not valid XML"),
+            (200, sts_error("InvalidIdentityToken", "m"), "no AssumeRoleWithWebIdentityResponse"),
+        ] {
+            let (mut f, _) = at_sts(WEB_TOKEN);
+            match f.on_response(status, body.as_bytes(), NOW) {
+                Step::Failed(e) => {
+                    assert!(e.contains(want), "{status}: {e}");
+                    assert!(!e.contains("WEBIDENTITY"), "{e}");
+                    no_secret(&e);
+                }
+                other => panic!("{status}: {other:?}"),
+            }
+        }
+        // Expired already.
+        let (mut f, _) = at_sts(WEB_TOKEN);
+        let expired = sts_xml(&format_rfc3339(NOW - 1));
+        assert!(
+            matches!(f.on_response(200, expired.as_bytes(), NOW), Step::Failed(e) if e.contains("expired"))
+        );
+    }
+
+    // ----- Pod Identity: container endpoint with a token file -----
+
+    #[test]
+    fn container_token_file_is_read_at_every_fetch() {
+        let source = Source::Container {
+            url: "http://169.254.170.23/v1/credentials".into(),
+            auth: ContainerAuth::File,
+        };
+        for token in ["pod-token-1", "pod-token-2"] {
+            let (mut f, step) = Fetch::start(&source, NOW);
+            let Step::Call(c) = step else { panic!() };
+            assert_eq!(
+                (c.to, c.path.as_str()),
+                (CallTo::TokenFiles, CONTAINER_TOKEN_PATH)
+            );
+            assert_eq!(
+                format!("{f:?}"),
+                r#"Fetch { stage: "container-token-file" }"#
+            );
+            let Step::Call(c) = f.on_response(200, format!("{token}\n").as_bytes(), NOW) else {
+                panic!()
+            };
+            assert_eq!(c.to, CallTo::Endpoint);
+            assert_eq!(c.method, "GET");
+            assert_eq!(c.authority, "169.254.170.23");
+            assert_eq!(c.path, "/v1/credentials");
+            assert_eq!(header(&c, "authorization"), Some(token));
+            assert!(!format!("{c:?}").contains(token));
+            let Step::Done(got) = f.on_response(200, creds_json(&later()).as_bytes(), NOW) else {
+                panic!()
+            };
+            assert_eq!(got.creds.access_key_id, "ASIAEMU000001");
+        }
+        let (mut f, _) = Fetch::start(&source, NOW);
+        let Step::Failed(e) = f.on_response(404, b"", NOW) else {
+            panic!()
+        };
+        assert!(e.contains("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"), "{e}");
+        let (mut f, _) = Fetch::start(&source, NOW);
+        assert!(matches!(
+            f.on_response(200, b"a\r\nx-evil: 1", NOW),
+            Step::Failed(_)
+        ));
+        let (mut f, _) = Fetch::start(&source, NOW);
+        assert!(matches!(
+            f.on_response(200, AUTH.as_bytes(), NOW),
+            Step::Call(_)
+        ));
+        let Step::Failed(e) = f.on_response(401, b"", NOW) else {
+            panic!()
+        };
+        assert!(e.contains("HTTP 401"));
+        no_secret(&e);
+    }
+
+    // ----- STS XML -----
+
+    #[test]
+    fn sts_credentials_xml() {
+        let f = parse_sts_credentials(sts_xml(&later()).as_bytes()).unwrap();
+        assert_eq!(f.expires_at, Some(NOW + 900));
+        // Declaration, comments, prefixes, CDATA, entities, fractional seconds.
+        let doc = format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?>
+<!-- answer -->
+<sts:AssumeRoleWithWebIdentityResponse xmlns:sts="https://sts.amazonaws.com/doc/2011-06-15/">
+ <sts:AssumeRoleWithWebIdentityResult><sts:Credentials a='x>y'>
+  <sts:AccessKeyId>ASIA1</sts:AccessKeyId>
+  <sts:SecretAccessKey><![CDATA[{SECRET}]]></sts:SecretAccessKey>
+  <sts:SessionToken>a&amp;b&#x2F;&#61;&lt;&gt;&quot;&apos;</sts:SessionToken>
+  <sts:Expiration>{}.123Z</sts:Expiration>
+ </sts:Credentials><Empty/></sts:AssumeRoleWithWebIdentityResult>
+</sts:AssumeRoleWithWebIdentityResponse>"#,
+            format_rfc3339(NOW + 60).trim_end_matches('Z')
+        );
+        let f = parse_sts_credentials(doc.as_bytes()).unwrap();
+        assert_eq!(f.creds.access_key_id, "ASIA1");
+        assert_eq!(f.creds.secret_access_key, SECRET);
+        assert_eq!(f.creds.session_token.as_deref(), Some("a&b/=<>\"'"));
+        assert_eq!(f.expires_at, Some(NOW + 60));
+        no_secret(&format!("{f:?}"));
+        let bad = |doc: String, want: &str| {
+            let e = parse_sts_credentials(doc.as_bytes()).unwrap_err();
+            assert!(e.contains(want), "{e}");
+            no_secret(&e);
+        };
+        let xml = sts_xml(&later());
+        bad(
+            xml.replace("<SessionToken>", "<Token>")
+                .replace("</SessionToken>", "</Token>"),
+            "SessionToken",
+        );
+        bad(xml.replace("2026", "20x6"), "Expiration");
+        bad(xml.replace(&later(), ""), "Expiration");
+        bad(xml.replace("ASIAEMU000009", "ASIA/1"), "AccessKeyId");
+        bad(
+            xml.replace(SECRET, &format!("{SECRET} x")),
+            "SecretAccessKey",
+        );
+        bad(xml.replace("</Credentials>", ""), "XML");
+        bad(
+            xml.replace("<Credentials>", "<Credentials><!DOCTYPE x>"),
+            "DOCTYPE",
+        );
+        bad(xml.replace(SECRET, &format!("{SECRET}&bogus;")), "entity");
+        bad(
+            xml.replace("AssumeRoleWithWebIdentityResult", "Other"),
+            "no AssumeRoleWithWebIdentityResponse",
+        );
+    }
+
+    #[test]
+    fn xml_reader_is_bounded_and_total() {
+        let ok = |doc: &str| xml_leaves(doc.as_bytes()).unwrap();
+        assert_eq!(ok("<a>x</a>"), [("a".to_string(), "x".to_string())]);
+        assert_eq!(
+            ok("<a><b>1</b><c/><d>&#65;&#x42;</d></a>"),
+            [
+                ("a/b".to_string(), "1".to_string()),
+                ("a/c".to_string(), String::new()),
+                ("a/d".to_string(), "AB".to_string())
+            ]
+        );
+        for bad in [
+            "",
+            "   ",
+            "text",
+            "<a>",
+            "<a></b>",
+            "</a>",
+            "<a></a><b></b>",
+            "<a></a>trailing",
+            "<a>&amp</a>",
+            "<a>&#0;</a>",
+            "<a>&#xD800;</a>",
+            "<a>&#99999999999;</a>",
+            "<a>&unknown;</a>",
+            "<!DOCTYPE a [<!ENTITY x 'y'>]><a>&x;</a>",
+            "<a b='1></a>",
+            "<a><!-- x </a>",
+            "<a><![CDATA[x</a>",
+            "<?xml",
+            "<>x</>",
+            "<a b<c>x</a>",
+            "<\u{e9}\u{301}:>x</\u{e9}\u{301}:>",
+        ] {
+            assert!(xml_leaves(bad.as_bytes()).is_err(), "{bad:?}");
+        }
+        assert!(xml_leaves(b"<a>\xff</a>").is_err());
+        // Depth, element count and size limits.
+        let deep = format!(
+            "{}{}",
+            "<a>".repeat(MAX_XML_DEPTH + 1),
+            "</a>".repeat(MAX_XML_DEPTH + 1)
+        );
+        assert!(xml_leaves(deep.as_bytes()).unwrap_err().contains("deeper"));
+        let fits = format!(
+            "{}{}",
+            "<a>".repeat(MAX_XML_DEPTH),
+            "</a>".repeat(MAX_XML_DEPTH)
+        );
+        assert!(xml_leaves(fits.as_bytes()).is_ok());
+        let many = format!("<r>{}</r>", "<e/>".repeat(MAX_XML_ELEMENTS));
+        assert!(xml_leaves(many.as_bytes())
+            .unwrap_err()
+            .contains("elements"));
+        let huge = format!("<r>{}</r>", "x".repeat(MAX_BODY_BYTES));
+        assert!(xml_leaves(huge.as_bytes()).is_err());
+        // Multi-byte text next to entities.
+        assert_eq!(
+            ok("<a>\u{e9}&amp;\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}</a>")[0].1,
+            "\u{e9}&\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}"
+        );
+        // Errors never carry document text.
+        let e = xml_leaves(format!("<a>{SECRET}</b>").as_bytes()).unwrap_err();
+        no_secret(&e);
+    }
+
+    #[test]
+    fn sts_error_xml() {
+        assert_eq!(
+            parse_sts_error(
+                sts_error("InvalidIdentityToken", "bad\u{7}  token").as_bytes(),
+                ""
+            ),
+            Some((
+                "InvalidIdentityToken".to_string(),
+                "bad   token".to_string()
+            ))
+        );
+        assert_eq!(parse_sts_error(b"<ErrorResponse/>", ""), None);
+        assert_eq!(parse_sts_error(b"garbage", ""), None);
+        let long = sts_error("Throttling", &"m".repeat(5000));
+        assert_eq!(parse_sts_error(long.as_bytes(), "").unwrap().1.len(), 300);
+        // The token is redacted before the message is cut: no prefix of it survives.
+        let msg = format!("{}{WEB_TOKEN}", "m".repeat(290));
+        let (_, shown) = parse_sts_error(sts_error("X", &msg).as_bytes(), WEB_TOKEN).unwrap();
+        assert!(shown.ends_with("m***"), "{shown}");
     }
 
     // ----- parsing -----

@@ -11,10 +11,11 @@
 //! * Streaming answer: body chunks → [`eventstream::EventStreamDecoder::push`] →
 //!   [`eventstream::StreamFrame`] (wrapping a [`stream::StreamEvent`], an in-stream exception,
 //!   or `Malformed`).
-//! * Credentials fetched at run time (container endpoint, EC2 IMDSv2): [`credentials::Source`]
-//!   from the environment → [`credentials::Fetch`] state machine (the host dispatches its
-//!   [`credentials::HttpCall`]s) → [`credentials::Fetched`], shared across VMs and refreshed
-//!   at [`credentials::refresh_at`].
+//! * Credentials fetched at run time (web identity through STS, container endpoint, EC2
+//!   IMDSv2; token files served by the launcher): [`credentials::Source`] from the environment
+//!   → [`credentials::Fetch`] state machine (the host dispatches its [`credentials::HttpCall`]s
+//!   to the cluster each names) → [`credentials::Fetched`], shared across VMs and refreshed at
+//!   [`credentials::refresh_at`].
 //! * Knowledge base search (Agents for Amazon Bedrock Runtime): [`retrieve::RetrieveRequest`] +
 //!   the agent runtime's [`endpoint::Endpoint`] → [`retrieve::build`] (SigV4 only) → the same
 //!   [`invoke::UpstreamRequest`]; the 200 body → [`retrieve::RetrieveResponse`].

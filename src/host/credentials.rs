@@ -1,9 +1,11 @@
-//! Refreshing AWS credentials (ECS/EKS container endpoint, EC2 IMDSv2) for every VM: one
-//! fetch serves all workers through the [`Shared`] value `duo_bedrock.aws_credentials`.
+//! Refreshing AWS credentials (web identity through STS, ECS/EKS container endpoint, EC2 IMDSv2)
+//! for every VM: one fetch serves all workers through the [`Shared`] value
+//! `duo_bedrock.aws_credentials`.
 //!
 //! Root contexts tick: a tick picks up credentials another VM fetched, and when they are due
 //! (`refresh_at`: well before `Expiration`) and the lease is free, runs the fetch state machine
-//! of `bedrock::credentials` with `dispatch_http_call` on the configured cluster. A failed
+//! of `bedrock::credentials` with `dispatch_http_call` on the cluster each call names (token
+//! files from the launcher, STS, the credentials endpoint; `config::Clusters`). A failed
 //! refresh keeps serving with the current credentials until they expire, retries with
 //! backoff, and is logged and counted. The secret lives in VM memory and shared data only.
 
@@ -14,7 +16,7 @@ use crate::bedrock::credentials::{
     deserialize_shared, refresh_at, retry_at, serialize_shared, Fetch, Source, Step,
     CALL_TIMEOUT_SECS, MAX_BODY_BYTES,
 };
-use crate::config::Upstream;
+use crate::config::{Clusters, Upstream};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType};
 use std::rc::Rc;
@@ -33,10 +35,10 @@ pub struct CredentialFetcher {
 
 impl CredentialFetcher {
     pub fn tick(&mut self, vm: &mut Vm, now: u64) {
-        let Upstream::Refreshing { source, cluster } = &vm.config.upstream else {
+        let Upstream::Refreshing { source, clusters } = &vm.config.upstream else {
             return;
         };
-        let (source, cluster) = (source.clone(), cluster.clone());
+        let (source, clusters) = (source.clone(), clusters.clone());
         self.sync(vm);
         if self
             .in_flight
@@ -47,8 +49,8 @@ impl CredentialFetcher {
         }
         let value = shared();
         if self.in_flight.is_none() && value.due(now) && value.claim_lease(now) {
-            let (fetch, step) = Fetch::start(&source);
-            self.step(vm, &source, &cluster, fetch, step, now);
+            let (fetch, step) = Fetch::start(&source, now);
+            self.step(vm, &source, &clusters, fetch, step, now);
         }
     }
 
@@ -60,10 +62,10 @@ impl CredentialFetcher {
             self.in_flight = Some((expected, fetch, now));
             return false;
         }
-        let Upstream::Refreshing { source, cluster } = &vm.config.upstream else {
+        let Upstream::Refreshing { source, clusters } = &vm.config.upstream else {
             return true;
         };
-        let (source, cluster) = (source.clone(), cluster.clone());
+        let (source, clusters) = (source.clone(), clusters.clone());
         let status = abi::header(MapType::HttpCallResponseHeaders, ":status")
             .and_then(|s| s.parse::<u16>().ok())
             .unwrap_or(0);
@@ -74,7 +76,7 @@ impl CredentialFetcher {
         )
         .unwrap_or_default();
         let step = fetch.on_response(status, &body, now);
-        self.step(vm, &source, &cluster, fetch, step, now);
+        self.step(vm, &source, &clusters, fetch, step, now);
         true
     }
 
@@ -82,13 +84,18 @@ impl CredentialFetcher {
         &mut self,
         vm: &mut Vm,
         source: &Source,
-        cluster: &str,
+        clusters: &Clusters,
         fetch: Fetch,
         step: Step,
         now: u64,
     ) {
         match step {
             Step::Call(call) => {
+                let Some(cluster) = clusters.name(call.to) else {
+                    // Config::load refuses a source without the clusters it needs.
+                    self.failed(vm, source, now, &format!("no cluster for {:?}", call.to));
+                    return;
+                };
                 let scheme = if call.scheme_https { "https" } else { "http" };
                 let mut headers: Vec<(&str, &str)> = vec![
                     (":method", call.method),
@@ -100,7 +107,7 @@ impl CredentialFetcher {
                 match hostcalls::dispatch_http_call(
                     cluster,
                     headers,
-                    None,
+                    (!call.body.is_empty()).then_some(call.body.as_slice()),
                     vec![],
                     Duration::from_secs(CALL_TIMEOUT_SECS),
                 ) {

@@ -9,6 +9,7 @@
 mod abi;
 mod credentials;
 mod keys;
+pub(crate) mod logging;
 mod metrics;
 mod request;
 mod root;
@@ -19,7 +20,7 @@ use proxy_wasm::types::LogLevel;
 
 pub fn start() {
     // Also installs a panic hook that logs through proxy_log (a panic would kill the VM).
-    proxy_wasm::set_log_level(LogLevel::Info);
+    logging::init(LogLevel::Info);
     proxy_wasm::set_root_context(|context_id| Box::new(root::Root::new(context_id)));
 }
 
@@ -27,7 +28,7 @@ pub fn start() {
 /// the admin `/logging` page): messages the host would drop are then never formatted.
 pub(crate) fn follow_host_log_level() {
     if let Ok(level) = proxy_wasm::hostcalls::get_log_level() {
-        proxy_wasm::set_log_level(level);
+        logging::set_level(level);
     }
 }
 

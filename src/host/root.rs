@@ -56,6 +56,7 @@ impl Root {
             if hostcalls::set_effective_context(w.context_id).is_err() {
                 continue;
             }
+            let _log = request.log_scope();
             if request.retry(&mut vm, timed_out) {
                 w.generation = vm.generation;
                 vm.waiters.push(w);
@@ -97,6 +98,7 @@ impl RootContext for Root {
         };
         match Config::load(&raw, |name| std::env::var(name).ok()) {
             Ok(config) => {
+                super::logging::set_format(config.log_format);
                 if config.auth_bypass {
                     log::warn!(
                         "AIGW_AUTH__BYPASS_EXTERNAL=true: AUTHENTICATION IS DISABLED, every request is accepted \

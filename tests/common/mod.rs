@@ -86,13 +86,22 @@ pub fn wait_ready(port: u16, timeout: Duration) -> Response {
 }
 
 /// A free port for a peer that cannot report the port it bound (prefer port 0 and asking the
-/// peer, as [`envoy_bound_ports`] does).
+/// peer, as [`envoy_bound_ports`] does). Never the same port twice in one test process: the
+/// kernel readily hands a just-released port out again, so two calls in a row could collide.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 pub const ACCESS_KEY: &str = "AKIDEXAMPLE";
@@ -286,8 +295,18 @@ impl Sidecar {
     /// As [`Sidecar::boot`], with the rendered Envoy config rewritten by `patch` first (for
     /// tests of a deployment the launcher does not render, e.g. an HTTP/2 upstream).
     pub fn boot_patched(
+        env: Vec<(&str, String)>,
+        patch: &dyn Fn(String) -> String,
+    ) -> Result<Sidecar, String> {
+        Self::boot_with_args(env, patch, &[])
+    }
+
+    /// As [`Sidecar::boot_patched`], with more Envoy command-line arguments (e.g. the
+    /// `--log-format` the launcher renders for `AIGW_LOGGING__FORMAT_JSON`).
+    pub fn boot_with_args(
         mut env: Vec<(&str, String)>,
         patch: &dyn Fn(String) -> String,
+        envoy_args: &[&str],
     ) -> Result<Sidecar, String> {
         let dir = TempDir::new();
         // Port 0 for both: Envoy binds free ports itself and reports them (no port race).
@@ -307,7 +326,8 @@ impl Sidecar {
         let mut cmd = Command::new(envoy_bin());
         cmd.arg("-c")
             .arg(&config)
-            .args(["--concurrency", "2", "--log-level", "info"]);
+            .args(["--concurrency", "2", "--log-level", "info"])
+            .args(envoy_args);
         cmd.arg("--disable-hot-restart")
             .arg("--admin-address-path")
             .arg(&admin_file);

@@ -18,6 +18,7 @@ impl Request {
         self.gitlab_version = find("x-gitlab-version").map(str::to_string);
         self.route = classify(header(":method"), header(":path"));
         self.record.request_id = header("x-request-id").chars().take(128).collect();
+        logging::set_request_id(&self.record.request_id);
         // Forwarded to Bedrock only when it is plain visible ASCII (GitLab's ids are).
         self.request_id_header = Some(header("x-request-id"))
             .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_graphic()))

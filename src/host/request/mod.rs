@@ -15,6 +15,7 @@ mod respond;
 
 use super::abi;
 use super::keys::request_refresh;
+use super::logging::{self, RequestScope};
 use super::vm::{Vm, Waiter};
 use super::{now_ms, now_secs};
 use crate::auth::cache::TokenKey;
@@ -226,6 +227,11 @@ impl Request {
         self.reply(e.status, e.body.as_bytes(), &e.headers);
     }
 
+    /// Messages logged until the scope is dropped carry this request's id (JSON logs).
+    pub fn log_scope(&self) -> RequestScope {
+        RequestScope::enter(&self.record.request_id)
+    }
+
     pub fn set_this(&mut self, this: Weak<RefCell<Request>>) {
         self.this = this;
     }
@@ -248,6 +254,7 @@ impl HttpContext for Http {
         let Ok(mut request) = self.0.try_borrow_mut() else {
             return Action::Pause;
         };
+        let _log = request.log_scope();
         request.on_request_headers(end_of_stream)
     }
 
@@ -255,6 +262,7 @@ impl HttpContext for Http {
         let Ok(mut request) = self.0.try_borrow_mut() else {
             return Action::Pause;
         };
+        let _log = request.log_scope();
         request.on_request_body(body_size, end_of_stream)
     }
 
@@ -262,6 +270,7 @@ impl HttpContext for Http {
         let Ok(mut request) = self.0.try_borrow_mut() else {
             return Action::Pause;
         };
+        let _log = request.log_scope();
         request.on_request_trailers()
     }
 
@@ -269,6 +278,7 @@ impl HttpContext for Http {
         let Ok(mut request) = self.0.try_borrow_mut() else {
             return Action::Continue;
         };
+        let _log = request.log_scope();
         request.on_response_headers(end_of_stream)
     }
 
@@ -276,6 +286,7 @@ impl HttpContext for Http {
         let Ok(mut request) = self.0.try_borrow_mut() else {
             return Action::Continue;
         };
+        let _log = request.log_scope();
         request.on_response_body(body_size, end_of_stream)
     }
 
@@ -283,11 +294,13 @@ impl HttpContext for Http {
         let Ok(mut request) = self.0.try_borrow_mut() else {
             return Action::Continue;
         };
+        let _log = request.log_scope();
         request.on_response_trailers()
     }
 
     fn on_log(&mut self) {
         if let Ok(mut request) = self.0.try_borrow_mut() {
+            let _log = request.log_scope();
             request.on_log();
         }
     }

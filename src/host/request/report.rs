@@ -100,7 +100,7 @@ impl Request {
         if !log::log_enabled!(log::Level::Info) {
             return;
         }
-        let line = serde_json::json!({
+        logging::record(serde_json::json!({
             "request_id": r.request_id,
             "endpoint": endpoint,
             "feature": r.feature,
@@ -114,7 +114,6 @@ impl Request {
             "time_to_first_token_ms": if r.first_token_ms > 0 { Some(ttft_ms) } else { None },
             "auth_failure": r.auth_detail.as_deref().or(r.auth_failure),
             "error_type": r.error_type,
-        });
-        log::info!("request {line}");
+        }));
     }
 }
