@@ -464,7 +464,7 @@ fn signed_invoke_stream_records_and_oidc() {
     let stats = get(a, "/_emulator/stats").json();
     assert_eq!(
         stats,
-        json!({"discovery_fetches": 2, "jwks_fetches": 4, "invocations": 2, "signature_failures": 0,
+        json!({"discovery_fetches": 2, "jwks_fetches": 4, "filter_jwks_fetches": 0, "invocations": 2, "signature_failures": 0,
                "retrievals": 0, "container_fetches": 0, "sts_calls": 0, "imds_token_fetches": 0,
                "imds_role_fetches": 0, "imds_credential_fetches": 0, "unknown_paths": 0})
     );
