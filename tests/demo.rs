@@ -12,15 +12,14 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn make_run_without_credentials_is_an_honest_working_demo() {
-    let port = free_port();
     let mut launcher = Command::new(launcher_bin())
         .arg("run")
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("AIGW_FASTAPI__API_HOST", "127.0.0.1")
-        .env("AIGW_FASTAPI__API_PORT", port.to_string())
-        .env("ENVOY_ADMIN_PORT", free_port().to_string())
-        .env("AIGW_FASTAPI__METRICS_PORT", free_port().to_string())
+        .env("AIGW_FASTAPI__API_PORT", "0")
+        .env("ENVOY_ADMIN_PORT", "0")
+        .env("AIGW_FASTAPI__METRICS_PORT", "0")
         .env("ENVOY_CONCURRENCY", "1")
         .env("DUO_FILTER_WASM", wasm_path())
         .env("DUO_EMULATOR_BIN", emulator_bin())
@@ -38,6 +37,7 @@ fn make_run_without_credentials_is_an_honest_working_demo() {
         }
     }
     let stdout = launcher.stdout.take().unwrap();
+    let (port, _) = launched_ports(&mut launcher, Duration::from_secs(40));
     let _guard = Kill(launcher);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -130,9 +130,9 @@ fn make_run_without_credentials_is_an_honest_working_demo() {
     assert_eq!(v["metadata"]["provider"], "bedrock-knowledge-base");
 }
 
-/// `make run`'s launcher against the emulator (as Bedrock and GitLab) on `port`, its admin on
-/// `admin`, without the metrics listener (several of them run on one host).
-fn make_run(emu: &Emulator, port: u16, admin: u16, stdout: Stdio) -> std::process::Child {
+/// `make run`'s launcher against the emulator (as Bedrock and GitLab), Envoy's listener and
+/// admin on ports it picks ([`launched_ports`]), without the metrics listener.
+fn make_run(emu: &Emulator, stdout: Stdio) -> std::process::Child {
     Command::new(launcher_bin())
         .arg("run")
         .env_clear()
@@ -143,9 +143,9 @@ fn make_run(emu: &Emulator, port: u16, admin: u16, stdout: Stdio) -> std::proces
         .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
         .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
         .env("AIGW_FASTAPI__API_HOST", "127.0.0.1")
-        .env("AIGW_FASTAPI__API_PORT", port.to_string())
+        .env("AIGW_FASTAPI__API_PORT", "0")
         .env("AIGW_FASTAPI__METRICS_PORT", "0")
-        .env("ENVOY_ADMIN_PORT", admin.to_string())
+        .env("ENVOY_ADMIN_PORT", "0")
         .env("ENVOY_CONCURRENCY", "1")
         .env("DUO_FILTER_WASM", wasm_path())
         .env("ENVOY_BIN", envoy_bin())
@@ -160,7 +160,7 @@ fn make_run(emu: &Emulator, port: u16, admin: u16, stdout: Stdio) -> std::proces
 #[test]
 fn two_sidecars_on_one_host_do_not_collide() {
     let emu = Emulator::start();
-    let launch = |port: u16| make_run(&emu, port, free_port(), Stdio::null());
+    let launch = || make_run(&emu, Stdio::null());
     struct Stop(Vec<std::process::Child>);
     impl Drop for Stop {
         fn drop(&mut self) {
@@ -170,8 +170,12 @@ fn two_sidecars_on_one_host_do_not_collide() {
             }
         }
     }
-    let ports = [free_port(), free_port()];
-    let _running = Stop(ports.iter().map(|p| launch(*p)).collect());
+    let mut running = Stop(vec![launch(), launch()]);
+    let ports: Vec<u16> = running
+        .0
+        .iter_mut()
+        .map(|c| launched_ports(c, Duration::from_secs(40)).0)
+        .collect();
     let token = emu.token();
     for port in ports {
         let r = wait_ready(port, Duration::from_secs(40));
@@ -196,8 +200,8 @@ fn two_sidecars_on_one_host_do_not_collide() {
 #[test]
 fn sigterm_drains_streams_in_flight_then_stops() {
     let emu = Emulator::start();
-    let (port, admin) = (free_port(), free_port());
-    let mut launcher = make_run(&emu, port, admin, Stdio::piped());
+    let mut launcher = make_run(&emu, Stdio::piped());
+    let (port, _admin) = launched_ports(&mut launcher, Duration::from_secs(40));
     let stdout = launcher.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

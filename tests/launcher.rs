@@ -12,14 +12,15 @@ use std::os::unix::net::{SocketAddr, UnixStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// `duo-bedrock run` on `port` with only `env` (plus PATH and the build outputs).
-fn launch(port: u16, env: &[(&str, String)]) -> Child {
+/// `duo-bedrock run` with only `env` (plus PATH and the build outputs); Envoy binds its listener
+/// and admin on port 0 ([`launched_ports`] finds them).
+fn launch(env: &[(&str, String)]) -> Child {
     Command::new(launcher_bin())
         .arg("run")
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("AIGW_FASTAPI__API_HOST", "127.0.0.1")
-        .env("AIGW_FASTAPI__API_PORT", port.to_string())
+        .env("AIGW_FASTAPI__API_PORT", "0")
         .env("AIGW_FASTAPI__METRICS_PORT", "0")
         .env("ENVOY_ADMIN_PORT", "0")
         .env("ENVOY_CONCURRENCY", "1")
@@ -78,9 +79,9 @@ fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitS
 /// Envoy dies (SIGKILL): the launcher exits at once with 128 + 9 and stops the demo emulator.
 #[test]
 fn envoy_exiting_ends_the_launcher_at_once_with_its_status_and_no_orphan() {
-    let port = free_port();
     // The offline demo: the launcher starts the emulator too.
-    let mut guard = Guard(launch(port, &[]));
+    let mut guard = Guard(launch(&[]));
+    let (port, _) = launched_ports(&mut guard.0, Duration::from_secs(40));
     let r = wait_ready(port, Duration::from_secs(40));
     assert_eq!(r.status, 200, "{}", r.text());
     let kids = children(guard.0.id());
@@ -115,7 +116,7 @@ fn an_unreadable_token_file_is_refused_naming_the_variable() {
         ("AWS_REGION_NAME", REGION.into()),
         ("AWS_WEB_IDENTITY_TOKEN_FILE", missing.display().to_string()),
     ];
-    let mut child = launch(free_port(), &env);
+    let mut child = launch(&env);
     let status = wait_exit(&mut child, Duration::from_secs(10)).expect("exits");
     let mut err = String::new();
     child
@@ -142,7 +143,6 @@ fn token_files_are_served_on_the_launchers_socket_to_envoy_only() {
     let dir = TempDir::new();
     let token = dir.0.join("token");
     std::fs::write(&token, "web-identity-token-content").unwrap();
-    let port = free_port();
     let env = [
         ("AIGW_GITLAB_URL", emu.url.clone()),
         ("AWS_BEDROCK_RUNTIME_ENDPOINT", emu.url.clone()),
@@ -153,7 +153,8 @@ fn token_files_are_served_on_the_launchers_socket_to_envoy_only() {
         ("AWS_ROLE_ARN", "arn:aws:iam::111122223333:role/duo".into()),
         ("AWS_ENDPOINT_URL_STS", emu.url.clone()),
     ];
-    let guard = Guard(launch(port, &env));
+    let mut guard = Guard(launch(&env));
+    let (port, _) = launched_ports(&mut guard.0, Duration::from_secs(40));
     let r = wait_ready(port, Duration::from_secs(40));
     assert_eq!(r.status, 200, "{}", r.text());
     let socket = format!("duo-bedrock-tokens-{}", guard.0.id());
@@ -213,7 +214,6 @@ fn token_files_are_served_on_the_launchers_socket_to_envoy_only() {
 #[test]
 fn json_mode_writes_only_json_lines() {
     let emu = Emulator::start();
-    let port = free_port();
     let env = [
         ("AIGW_GITLAB_URL", emu.url.clone()),
         ("AWS_BEDROCK_RUNTIME_ENDPOINT", emu.url.clone()),
@@ -227,7 +227,7 @@ fn json_mode_writes_only_json_lines() {
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("AIGW_FASTAPI__API_HOST", "127.0.0.1")
-        .env("AIGW_FASTAPI__API_PORT", port.to_string())
+        .env("AIGW_FASTAPI__API_PORT", "0")
         .env("AIGW_FASTAPI__METRICS_PORT", "0")
         .env("ENVOY_ADMIN_PORT", "0")
         .env("ENVOY_CONCURRENCY", "1")
@@ -239,6 +239,7 @@ fn json_mode_writes_only_json_lines() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let (port, _) = launched_ports(&mut child, Duration::from_secs(40));
     let r = wait_ready(port, Duration::from_secs(40));
     assert_eq!(r.status, 200, "{}", r.text());
     // One request without a token: the filter's request record is among the lines.
@@ -310,7 +311,6 @@ fn irsa_through_the_launcher_follows_the_rotated_token_file() {
     let dir = TempDir::new();
     let file = dir.0.join("token");
     std::fs::write(&file, "irsa-1\n").unwrap();
-    let port = free_port();
     let env = [
         ("AIGW_GITLAB_URL", emu.url.clone()),
         ("AWS_BEDROCK_RUNTIME_ENDPOINT", emu.url.clone()),
@@ -320,7 +320,8 @@ fn irsa_through_the_launcher_follows_the_rotated_token_file() {
         ("AWS_ENDPOINT_URL_STS", emu.url.clone()),
         ("AWS_EC2_METADATA_DISABLED", "true".into()),
     ];
-    let _guard = Guard(launch(port, &env));
+    let mut guard = Guard(launch(&env));
+    let (port, _) = launched_ports(&mut guard.0, Duration::from_secs(40));
     let r = wait_ready(port, Duration::from_secs(40));
     assert_eq!(r.status, 200, "{}", r.text());
     let token = emu.token();

@@ -71,6 +71,44 @@ pub fn envoy_bound_ports(admin_address_file: &Path) -> Option<(u16, u16)> {
     Some((u16::try_from(port).ok()?, admin_port))
 }
 
+/// The (listener, admin) ports of the Envoy a launcher started (`duo-bedrock run` with
+/// `AIGW_FASTAPI__API_PORT=0` and `ENVOY_ADMIN_PORT=0`: Envoy binds both itself, and the
+/// launcher passes it `--admin-address-path`): found from the Envoy child's command line. Waits
+/// up to `timeout`; a panic if the launcher exits or Envoy never gets that far.
+pub fn launched_ports(launcher: &mut Child, timeout: Duration) -> (u16, u16) {
+    let deadline = Instant::now() + timeout;
+    let pid = launcher.id();
+    loop {
+        if let Ok(Some(status)) = launcher.try_wait() {
+            panic!("the launcher exited: {status}");
+        }
+        let envoy = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse::<u32>().ok())
+            .find(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/comm"))
+                    .is_ok_and(|c| c.trim() == "envoy")
+            });
+        let admin_file = envoy.and_then(|p| {
+            let cmdline = std::fs::read(format!("/proc/{p}/cmdline")).ok()?;
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            let i = args.iter().position(|a| *a == b"--admin-address-path")?;
+            Some(PathBuf::from(
+                String::from_utf8_lossy(args.get(i + 1)?).into_owned(),
+            ))
+        });
+        if let Some(ports) = admin_file.and_then(|f| envoy_bound_ports(&f)) {
+            return ports;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the launcher's Envoy did not bind its ports"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Polls `/monitoring/ready` until it answers 200 (Envoy listening, keys loaded, credentials
 /// usable) or `timeout` passes; the last answer either way (a panic if nothing ever answered).
 pub fn wait_ready(port: u16, timeout: Duration) -> Response {
