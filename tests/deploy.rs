@@ -744,8 +744,9 @@ fn kubernetes_kustomize_renders_and_validates() {
 
         // Graceful stop: the preStop sleep (endpoint removal propagating), then the launcher's
         // drain (DUO_BEDROCK_DRAIN_SECONDS, default model timeout + 5, longer than any request),
-        // then the launcher's own stop (at most 20 s: admin calls, then at most 3 x 5 s for Envoy
-        // to exit, launcher/src/supervise.rs): all inside the grace period.
+        // then the launcher's own stop (at most 25 s: a last drain poll and /quitquitquit, 4 s
+        // each at most, then at most 3 x 5 s for Envoy to exit, launcher/src/supervise.rs): all
+        // inside the grace period.
         let timeout: u64 = env_of(&env, "AIGW_MODEL_TIMEOUT_SECONDS")
             .unwrap_or("60")
             .parse()
@@ -758,8 +759,8 @@ fn kubernetes_kustomize_renders_and_validates() {
         let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
         assert!(drain > timeout, "{dir}: {drain} {timeout}");
         assert!(
-            sleep >= 5 && sleep + drain + 20 <= grace,
-            "{dir}: {sleep} + {drain} + 20 > {grace}"
+            sleep >= 5 && sleep + drain + 25 <= grace,
+            "{dir}: {sleep} + {drain} + 25 > {grace}"
         );
 
         // Upgrades: surge one, never below the replicas; the PDB keeps one serving.

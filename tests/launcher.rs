@@ -136,7 +136,7 @@ fn an_unreadable_token_file_is_refused_naming_the_variable() {
 }
 
 /// IRSA: Envoy gets the `sts` and `duo_bedrock_token_files` clusters, the launcher serves the
-/// token file on `@duo-bedrock-tokens-<pid>`, and only to its Envoy.
+/// token file on `@duo-bedrock-tokens-<pid>-<random>`, and only to its Envoy.
 #[test]
 fn token_files_are_served_on_the_launchers_socket_to_envoy_only() {
     let emu = Emulator::start();
@@ -157,18 +157,6 @@ fn token_files_are_served_on_the_launchers_socket_to_envoy_only() {
     let (port, _) = launched_ports(&mut guard.0, Duration::from_secs(40));
     let r = wait_ready(port, Duration::from_secs(40));
     assert_eq!(r.status, 200, "{}", r.text());
-    let socket = format!("duo-bedrock-tokens-{}", guard.0.id());
-    let addr = SocketAddr::from_abstract_name(&socket).unwrap();
-    let mut s = UnixStream::connect_addr(&addr).expect("the launcher listens");
-    write!(
-        s,
-        "GET /web-identity-token HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).unwrap();
-    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
-    assert!(!answer.contains("web-identity-token-content"), "{answer}");
     // Envoy's view: both clusters, the token files one on the launcher's socket.
     let envoy = *children(guard.0.id())
         .iter()
@@ -188,10 +176,33 @@ fn token_files_are_served_on_the_launchers_socket_to_envoy_only() {
     let text = std::fs::read_to_string(&admin_file).unwrap();
     let admin: u16 = text.trim().rsplit(':').next().unwrap().parse().unwrap();
     let clusters = request(admin, "GET", "/clusters", &[], None).text();
+    // The socket: `@duo-bedrock-tokens-<launcher pid>-<random>`.
+    let socket = clusters
+        .lines()
+        .find_map(|l| l.strip_prefix("duo_bedrock_token_files::@"))
+        .and_then(|l| l.split("::").next())
+        .unwrap_or_else(|| panic!("{clusters}"))
+        .to_string();
     assert!(
-        clusters.contains(&format!("duo_bedrock_token_files::@{socket}")),
-        "{clusters}"
+        socket.starts_with(&format!("duo-bedrock-tokens-{}-", guard.0.id())),
+        "{socket}"
     );
+    // Another process than the launcher's Envoy: 403, nothing served.
+    let addr = SocketAddr::from_abstract_name(&socket).unwrap();
+    let mut s = UnixStream::connect_addr(&addr).expect("the launcher listens");
+    let _ = write!(
+        s,
+        "GET /web-identity-token HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n"
+    );
+    // 403 and closed without reading the request (a reset when it was still unread).
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 403"),
+        "{answer}"
+    );
+    assert!(!answer.contains("web-identity-token-content"), "{answer}");
     assert!(clusters.contains("sts::127.0.0.1"), "{clusters}");
     // SIGTERM: drained through the admin port Envoy picked, exit 0, the directory removed.
     let mut guard = guard;

@@ -164,8 +164,21 @@ impl Env {
 pub type Base = (String, String, u16);
 
 /// `(scheme, host, port)` of an http(s)://host[:port][/path] URL, or an error naming `name`.
+/// `url` as an error message may show it: without user info (`user:password@`), query and
+/// fragment, which may carry secrets.
+fn shown_url(url: &str) -> String {
+    let cut = url.find(['?', '#']).unwrap_or(url.len());
+    let url = &url[..cut];
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let authority_end = url[start..].find('/').map_or(url.len(), |i| start + i);
+    match url[start..authority_end].rfind('@') {
+        Some(at) => format!("{}***@{}", &url[..start], &url[start + at + 1..]),
+        None => url.to_string(),
+    }
+}
+
 pub fn parse_base_url(name: &str, url: &str) -> Result<Base, ConfigError> {
-    let bad = |why: &str| ConfigError(format!("{name}={}: {why}", py_repr(url)));
+    let bad = |why: &str| ConfigError(format!("{name}={}: {why}", py_repr(&shown_url(url))));
     let parts = split_url(url).map_err(|e| bad(&e))?;
     let host = match parts.hostname {
         Some(h) if parts.scheme == "http" || parts.scheme == "https" => h,
@@ -254,8 +267,15 @@ pub fn metrics_listener(host: &str, port: i128, admin_port: i128) -> (String, St
 /// One upstream cluster. `max_requests`: its circuit breakers, sized for long LLM streams
 /// (Envoy's default of 1,024 connections / pending / active requests would refuse the rest);
 /// the bedrock cluster speaks HTTP/1.1, one connection per open stream, so all three are the
-/// same number. The filter answers an overflow in GitLab's format (concurrency_limit).
-pub fn cluster_block(env: &Env, name: &str, base: &Base, max_requests: Option<i128>) -> String {
+/// same number (with `DUO_BEDROCK_UPSTREAM_HTTP2`, streams share connections and `max_requests`
+/// is the bound). The filter answers an overflow in GitLab's format (concurrency_limit).
+pub fn cluster_block(
+    env: &Env,
+    name: &str,
+    base: &Base,
+    max_requests: Option<i128>,
+    http2: bool,
+) -> String {
     let (scheme, host, port) = base;
     let dns = if is_ip(host) { "STATIC" } else { "LOGICAL_DNS" };
     let breakers = match max_requests {
@@ -265,39 +285,41 @@ pub fn cluster_block(env: &Env, name: &str, base: &Base, max_requests: Option<i1
         _ => String::new(),
     };
     let tls = tls_block(env, scheme, host);
+    let protocol = upstream_protocol(scheme, http2);
     format!(
         r#"  - name: {name}
     type: {dns}
     dns_lookup_family: V4_PREFERRED
     connect_timeout: 5s
     per_connection_buffer_limit_bytes: 16777216
-{breakers}    load_assignment:
+{protocol}{breakers}    load_assignment:
       cluster_name: {name}
       endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: "{host}", port_value: {port} }} }} }} }}] }}]
 {tls}"#
     )
 }
 
-/// `block` (a [`cluster_block`]) speaking HTTP/2 to Bedrock when `http2`
-/// (`DUO_BEDROCK_UPSTREAM_HTTP2`): over TLS Envoy offers `h2` and `http/1.1` by ALPN and uses
-/// what the endpoint picks (the Bedrock runtime picks `h2`: the AWS SDK for JavaScript has used
-/// HTTP/2 for it by default since v3.798.0); over plain `http://` (an emulator, a local proxy)
-/// it is HTTP/2 with prior knowledge. Many streams then share few connections (docs/performance.md,
-/// "HTTP/2 to Bedrock"). Without it, HTTP/1.1: one connection per request in flight.
-pub fn upstream_protocol(block: String, scheme: &str, http2: bool) -> String {
+/// The protocol options of a Bedrock cluster with `DUO_BEDROCK_UPSTREAM_HTTP2`: over TLS Envoy
+/// offers `h2` and `http/1.1` by ALPN and uses what the endpoint picks (the Bedrock runtime picks
+/// `h2`: the AWS SDK for JavaScript has used HTTP/2 for it by default since v3.798.0); over plain
+/// `http://` (an emulator, a local proxy) it is HTTP/2 with prior knowledge. Many streams then
+/// share few connections (README "Concurrency"). At most 100 streams per connection: Envoy opens
+/// another connection beyond that, rather than sending a burst of streams the server refuses
+/// (`REFUSED_STREAM`) before its own SETTINGS limit has arrived. Empty without `http2` (HTTP/1.1:
+/// one connection per request in flight).
+fn upstream_protocol(scheme: &str, http2: bool) -> String {
     if !http2 {
-        return block;
+        return String::new();
     }
+    let h2 = "http2_protocol_options: { max_concurrent_streams: 100 }";
     let protocol = if scheme == "https" {
-        "auto_config: { http_protocol_options: {}, http2_protocol_options: {} }"
+        format!("auto_config: {{ http_protocol_options: {{}}, {h2} }}")
     } else {
-        "explicit_http_config: { http2_protocol_options: {} }"
+        format!("explicit_http_config: {{ {h2} }}")
     };
-    let options = format!(
+    format!(
         "    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        {protocol}\n"
-    );
-    let anchor = "    per_connection_buffer_limit_bytes: 16777216\n";
-    block.replacen(anchor, &format!("{anchor}{options}"), 1)
+    )
 }
 
 /// The cluster that reaches the launcher's token-file server on the abstract Unix socket
@@ -447,6 +469,8 @@ pub fn sts_endpoint(env: &Env) -> Result<Option<String>, ConfigError> {
         return Ok(Some(url.trim_end_matches('/').to_string()));
     }
     match region_or_runtime(env)? {
+        // As the filter's default (src/bedrock/credentials.rs): `.com.cn` in the China regions.
+        Some(r) if r.starts_with("cn-") => Ok(Some(format!("https://sts.{r}.amazonaws.com.cn"))),
         Some(r) => Ok(Some(format!("https://sts.{r}.amazonaws.com"))),
         None => err(
             "AWS_WEB_IDENTITY_TOKEN_FILE: no region for the STS endpoint: \
@@ -483,6 +507,8 @@ pub fn credentials_endpoint(env: &Env) -> Result<Option<Base>, ConfigError> {
             "AWS_BEARER_TOKEN_BEDROCK",
             "AWS_ACCESS_KEY_ID",
             "AWS_SECRET_ACCESS_KEY",
+            // Web identity comes before the container endpoint and IMDS in the chain.
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
         ])
         .is_some()
     {
@@ -551,34 +577,26 @@ pub fn render(env: &Env, wasm_path: &str, token_socket: &str) -> Result<String, 
     )?;
     let http2 = env.bool("DUO_BEDROCK_UPSTREAM_HTTP2", false)?;
     let mut clusters = vec![
-        upstream_protocol(
-            cluster_block(env, "bedrock", &bedrock, Some(max_requests)),
-            &bedrock.0,
-            http2,
-        ),
-        cluster_block(env, "gitlab", &gitlab, None),
+        cluster_block(env, "bedrock", &bedrock, Some(max_requests), http2),
+        cluster_block(env, "gitlab", &gitlab, None, false),
     ];
     if let Some(creds) = credentials_endpoint(env)? {
-        clusters.push(cluster_block(env, "aws_credentials", &creds, None));
+        clusters.push(cluster_block(env, "aws_credentials", &creds, None, false));
     }
     let portal = env.get("AIGW_CUSTOMER_PORTAL_URL");
     if let Some(p) = &portal {
         let base = parse_base_url("AIGW_CUSTOMER_PORTAL_URL", p)?;
-        clusters.push(cluster_block(env, "customers", &base, None));
+        clusters.push(cluster_block(env, "customers", &base, None, false));
     }
     let kb = knowledge_base(env)?;
     if let Some((_, url, _)) = &kb {
         let base = parse_base_url("AWS_BEDROCK_AGENT_RUNTIME_ENDPOINT", url)?;
-        clusters.push(upstream_protocol(
-            cluster_block(env, "bedrock_agent", &base, None),
-            &base.0,
-            http2,
-        ));
+        clusters.push(cluster_block(env, "bedrock_agent", &base, None, http2));
     }
     let sts = sts_endpoint(env)?;
     if let Some(url) = &sts {
         let base = parse_base_url("AWS_ENDPOINT_URL_STS", url)?;
-        clusters.push(cluster_block(env, "sts", &base, None));
+        clusters.push(cluster_block(env, "sts", &base, None, false));
     }
     let token_files = serves_token_files(env);
     if token_files {

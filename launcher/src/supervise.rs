@@ -68,11 +68,17 @@ struct Envoy {
 
 fn start(children: &mut Children) -> Result<Envoy, ConfigError> {
     let mut env = Env::from_process();
-    // No credentials of any kind, no endpoint and no region: nothing real to talk to.
+    // No credentials of any kind, no endpoint and no region: nothing real to talk to. Any AWS
+    // credential setting (an IRSA or Pod Identity variable included) means a real deployment:
+    // a missing piece is then a configuration error, never a silent demo.
     let demo = env
         .first(&[
             "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
             "AWS_BEARER_TOKEN_BEDROCK",
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "AWS_ROLE_ARN",
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
             "AWS_CONTAINER_CREDENTIALS_FULL_URI",
             "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
             "AWS_BEDROCK_RUNTIME_ENDPOINT",

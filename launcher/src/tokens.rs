@@ -32,9 +32,20 @@ const MAX_HEAD_BYTES: usize = 8 * 1024;
 /// Connections served at once (Envoy opens about one per worker).
 const MAX_CONNECTIONS: usize = 64;
 
-/// The abstract socket name (without the leading `@` Envoy's `pipe` address uses) for `pid`.
+/// The answer to a peer that is not the launcher's Envoy (nothing read from it first).
+const FORBIDDEN: &[u8] =
+    b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+
+/// The abstract socket name (without the leading `@` Envoy's `pipe` address uses) for `pid`,
+/// with a random part: abstract names are per network namespace, and in the image the launcher
+/// is PID 1 in every pod, so two host-network pods on one node would otherwise collide.
 pub fn socket_name(pid: u32) -> String {
-    format!("duo-bedrock-tokens-{pid}")
+    let mut random = [0u8; 8];
+    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut random));
+    format!(
+        "duo-bedrock-tokens-{pid}-{:016x}",
+        u64::from_le_bytes(random)
+    )
 }
 
 /// What the server serves: each token variable's path on the server and its file, if set.
@@ -129,6 +140,16 @@ pub fn serve(name: &str, files: TokenFiles, peer: Arc<AtomicU32>) -> io::Result<
         .spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
+                // Only the Envoy the launcher started is served, and only it takes a slot: any
+                // other peer is closed at once, before anything is read from it.
+                let allowed = peer.load(Ordering::SeqCst);
+                if allowed == 0 || peer_pid(&stream) != Some(allowed) {
+                    let mut stream = stream;
+                    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+                    let _ = stream.write_all(FORBIDDEN);
+                    let _ = stream.shutdown(std::net::Shutdown::Both);
+                    continue;
+                }
                 if active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
                     active.fetch_sub(1, Ordering::SeqCst);
                     continue;
@@ -372,9 +393,19 @@ mod tests {
         let file = dir.join("token");
         std::fs::write(&file, "peer-secret").unwrap();
         let name = server("peer", Some(file), false);
-        let (status, body) = get(&name, "/web-identity-token");
-        assert_eq!(status, 403);
-        assert!(!body.contains("peer-secret"), "{body}");
+        // The server answers 403 and closes without reading the request: the client sees the
+        // 403 or, when its request was still unread, a reset. Never the token.
+        let addr = SocketAddr::from_abstract_name(&name).unwrap();
+        let mut s = UnixStream::connect_addr(&addr).unwrap();
+        let _ = write!(
+            s,
+            "GET /web-identity-token HTTP/1.1\r\nhost: tokens\r\nconnection: close\r\n\r\n"
+        );
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        let out = String::from_utf8_lossy(&out);
+        assert!(out.is_empty() || out.starts_with("HTTP/1.1 403"), "{out}");
+        assert!(!out.contains("peer-secret"), "{out}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

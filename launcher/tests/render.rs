@@ -51,7 +51,7 @@ fn without_pid(yaml: &str) -> String {
         let (head, tail) = rest.split_at(i + "duo-bedrock-tokens-".len());
         out.push_str(head);
         out.push_str("PID");
-        rest = tail.trim_start_matches(|c: char| c.is_ascii_digit());
+        rest = tail.trim_start_matches(|c: char| c.is_ascii_hexdigit() || c == '-');
     }
     out.push_str(rest);
     out
@@ -225,7 +225,7 @@ fn http2_to_bedrock_is_alpn_over_tls() {
         String::from_utf8_lossy(&out.stderr)
     );
     let yaml = String::from_utf8_lossy(&out.stdout).to_string();
-    let alpn = "auto_config: { http_protocol_options: {}, http2_protocol_options: {} }";
+    let alpn = "auto_config: { http_protocol_options: {}, http2_protocol_options: { max_concurrent_streams: 100 } }";
     assert_eq!(yaml.matches(alpn).count(), 2, "bedrock and bedrock_agent");
     let bedrock = &yaml[yaml.find("  - name: bedrock\n").unwrap()..];
     let bedrock = &bedrock[..bedrock.find("  - name: gitlab\n").unwrap()];

@@ -44,8 +44,8 @@
 //!   mid-parse) make the whole `decode` fail;
 //! - the provider is process-wide (`install_default`, once, no getter) and its verifier factory a
 //!   plain `fn` given only the key's `n`/`e` (the Montgomery precomputation must be cached aside);
-//! - it adds 109,365 bytes to the release .wasm (980,029 → 1,089,394), past the 1 MiB ConfigMap
-//!   budget `tests/deploy.rs` enforces, and a `clock_time_get` import; natively, one
+//! - it adds 109,365 bytes to the release .wasm (980,029 → 1,089,394; memory for every worker)
+//!   and a `clock_time_get` import; natively, one
 //!   verification took 490,381 instructions instead of 441,151 (+11 %, callgrind).
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -416,6 +416,10 @@ impl EnvoyFailure {
             EnvoyFailure::Overflow
         } else if d.contains("no_healthy_upstream") {
             EnvoyFailure::NoAddress
+        } else if d.contains("refused_stream") {
+            // An HTTP/2 stream refused by the endpoint (REFUSED_STREAM): it answered, so
+            // not "connection refused".
+            EnvoyFailure::Other("the endpoint refused the HTTP/2 stream (refused_stream)".into())
         } else if d.contains("refused") || d.contains("_111") {
             EnvoyFailure::Refused
         } else if d.contains("remote_connection_failure") {
@@ -796,6 +800,15 @@ mod tests {
     fn envoy_failures() {
         let f = |d: &str| EnvoyFailure::classify(d);
         const EP: &str = "bedrock-runtime.us-east-1.amazonaws.com";
+        // HTTP/2 REFUSED_STREAM: the endpoint answered; not a refused connection.
+        let refused = f("upstream_reset_before_response_started{remote_refused_stream_reset}");
+        assert_eq!(refused.error_type(), "upstream_unavailable");
+        assert!(
+            body(&from_envoy(Family::CodeSuggestions, &refused, EP))["detail"]
+                .as_str()
+                .unwrap()
+                .contains("refused the HTTP/2 stream")
+        );
         let e = from_envoy(Family::Prompts, &f("upstream_response_timeout"), EP);
         assert_eq!(
             (e.status, body(&e)["detail"].as_str().unwrap()),
