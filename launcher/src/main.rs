@@ -7,13 +7,14 @@
 //! filesystem is fine); only with `ENVOY_ADMIN_PORT=0` does it create a private directory under
 //! `$TMPDIR` for Envoy's `--admin-address-path`.
 
+mod env;
 mod pyish;
 mod render;
 mod say;
 mod supervise;
 mod tokens;
 
-use render::{ConfigError, Env};
+use env::{ConfigError, Env};
 use std::path::{Path, PathBuf};
 
 const USAGE: &str = "\

@@ -8,7 +8,8 @@
 //! Envoy (the admin's `/quitquitquit`, then the signal itself, then SIGKILL) and exits 0. Children
 //! get SIGTERM if the launcher dies without stopping them (`PR_SET_PDEATHSIG`).
 
-use crate::render::{self, ConfigError, Env};
+use crate::env::{ConfigError, Env};
+use crate::render;
 use crate::say;
 use crate::{config_error, emulator_path, envoy_path, tokens, wasm_path};
 use std::io::{BufRead, BufReader, Read, Write};

@@ -53,7 +53,7 @@ pub fn socket_name(pid: u32) -> String {
 pub struct TokenFiles(pub Vec<(&'static str, &'static str, Option<PathBuf>)>);
 
 impl TokenFiles {
-    pub fn from_env(env: &crate::render::Env) -> TokenFiles {
+    pub fn from_env(env: &crate::env::Env) -> TokenFiles {
         TokenFiles(
             TOKEN_FILE_VARS
                 .iter()
