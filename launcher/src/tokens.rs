@@ -154,11 +154,11 @@ pub fn serve(name: &str, files: TokenFiles, peer: Arc<AtomicU32>) -> io::Result<
                     active.fetch_sub(1, Ordering::SeqCst);
                     continue;
                 }
-                let (files, peer, done) = (files.clone(), peer.clone(), active.clone());
+                let (files, done) = (files.clone(), active.clone());
                 let spawned = std::thread::Builder::new()
                     .name("token-files-conn".into())
                     .spawn(move || {
-                        let _ = connection(stream, &files, peer.load(Ordering::SeqCst));
+                        let _ = connection(stream, &files);
                         done.fetch_sub(1, Ordering::SeqCst);
                     });
                 if spawned.is_err() {
@@ -191,10 +191,10 @@ fn peer_pid(stream: &UnixStream) -> Option<u32> {
 }
 
 /// Serves the requests of one connection (HTTP/1.1 keep-alive) until it closes.
-fn connection(mut stream: UnixStream, files: &TokenFiles, allowed: u32) -> io::Result<()> {
+/// Only connections of the launcher's Envoy get here (checked at accept, in [`serve`]).
+fn connection(mut stream: UnixStream, files: &TokenFiles) -> io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
     stream.set_write_timeout(Some(Duration::from_secs(10)))?;
-    let trusted = allowed != 0 && peer_pid(&stream) == Some(allowed);
     let mut buf = Vec::new();
     loop {
         let head_end = loop {
@@ -241,13 +241,7 @@ fn connection(mut stream: UnixStream, files: &TokenFiles, allowed: u32) -> io::R
         if has_body || !version.starts_with("HTTP/1.") {
             return reply(&mut stream, 400, "Bad Request", b"", false);
         }
-        let (status, reason, body) = if !trusted {
-            (
-                403,
-                "Forbidden",
-                b"only the Envoy this launcher started may read the token files\n".to_vec(),
-            )
-        } else if method != "GET" {
+        let (status, reason, body) = if method != "GET" {
             (405, "Method Not Allowed", b"GET only\n".to_vec())
         } else {
             files.answer(target.split('?').next().unwrap_or_default())
