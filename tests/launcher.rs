@@ -13,8 +13,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// `duo-bedrock run` with only `env` (plus PATH and the build outputs); Envoy binds its listener
-/// and admin on port 0 ([`launched_ports`] finds them).
+/// and admin on port 0 ([`launched_ports`] finds them). Its stderr is piped, stdout dropped.
 fn launch(env: &[(&str, String)]) -> Child {
+    launch_with(env, Stdio::null())
+}
+
+/// [`launch`] with the launcher's stdout going to `stdout`.
+fn launch_with(env: &[(&str, String)], stdout: Stdio) -> Child {
     Command::new(launcher_bin())
         .arg("run")
         .env_clear()
@@ -28,7 +33,7 @@ fn launch(env: &[(&str, String)]) -> Child {
         .env("DUO_EMULATOR_BIN", emulator_bin())
         .env("ENVOY_BIN", envoy_bin())
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdout(Stdio::null())
+        .stdout(stdout)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
@@ -232,24 +237,9 @@ fn json_mode_writes_only_json_lines() {
         ("AWS_ACCESS_KEY_ID", ACCESS_KEY.into()),
         ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.into()),
         ("AIGW_LOGGING__FORMAT_JSON", "True".into()),
+        ("DUO_BEDROCK_DRAIN_SECONDS", "0".into()),
     ];
-    let mut child = Command::new(launcher_bin())
-        .arg("run")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("AIGW_FASTAPI__API_HOST", "127.0.0.1")
-        .env("AIGW_FASTAPI__API_PORT", "0")
-        .env("AIGW_FASTAPI__METRICS_PORT", "0")
-        .env("ENVOY_ADMIN_PORT", "0")
-        .env("ENVOY_CONCURRENCY", "1")
-        .env("DUO_BEDROCK_DRAIN_SECONDS", "0")
-        .env("DUO_FILTER_WASM", wasm_path())
-        .env("ENVOY_BIN", envoy_bin())
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = launch_with(&env, Stdio::piped());
     let (port, _) = launched_ports(&mut child, Duration::from_secs(40));
     let r = wait_ready(port, Duration::from_secs(40));
     assert_eq!(r.status, 200, "{}", r.text());
