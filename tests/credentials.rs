@@ -26,17 +26,6 @@ fn completion() -> Vec<u8> {
     .into_bytes()
 }
 
-fn creds_knobs(emu: &Emulator, knobs: Value) {
-    let r = request(
-        emu.port,
-        "POST",
-        "/_emulator/creds",
-        &[("content-type", "application/json")],
-        Some(knobs.to_string().as_bytes()),
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-}
-
 fn access_key(req: &Value) -> String {
     let auth = req["headers"]["authorization"].as_str().unwrap();
     auth.split("Credential=")
@@ -51,10 +40,7 @@ fn access_key(req: &Value) -> String {
 #[test]
 fn container_credentials_are_fetched_refreshed_and_survive_a_failing_refresh() {
     let emu = Emulator::start();
-    creds_knobs(
-        &emu,
-        json!({"container_token": "pod-identity-token", "ttl_secs": 6}),
-    );
+    emu.creds(json!({"container_token": "pod-identity-token", "ttl_secs": 6}));
     let full_uri = format!("{}/_creds/container", emu.url);
     let sidecar = Sidecar::start_with(
         &emu,
@@ -101,7 +87,7 @@ fn container_credentials_are_fetched_refreshed_and_survive_a_failing_refresh() {
         std::thread::sleep(Duration::from_millis(300));
     }
     // The credential source fails: the current credentials keep signing until they expire.
-    creds_knobs(&emu, json!({"fail": true}));
+    emu.creds(json!({"fail": true}));
     let until = Instant::now() + Duration::from_secs(4);
     while Instant::now() < until {
         assert_eq!(
@@ -281,12 +267,8 @@ fn write_token(path: &Path, token: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
-fn creds_state(emu: &Emulator) -> Value {
-    request(emu.port, "GET", "/_emulator/creds", &[], None).json()
-}
-
 fn last_seen(emu: &Emulator, list: &str) -> Option<String> {
-    creds_state(emu)[list]
+    emu.creds_state()[list]
         .as_array()
         .and_then(|a| a.last())
         .and_then(Value::as_str)
@@ -332,7 +314,7 @@ fn until_rotated(
         assert!(
             Instant::now() < deadline,
             "the new token was never sent ({:#}):\n{}",
-            creds_state(emu),
+            emu.creds_state(),
             sidecar.logs()
         );
         std::thread::sleep(Duration::from_millis(300));
@@ -352,10 +334,7 @@ fn eks_env<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
 #[test]
 fn irsa_credentials_from_sts_follow_the_token_file_without_restart() {
     let emu = Emulator::start();
-    creds_knobs(
-        &emu,
-        json!({"web_identity_token": "irsa-token-1", "role_arn": ROLE_ARN, "ttl_secs": 6}),
-    );
+    emu.creds(json!({"web_identity_token": "irsa-token-1", "role_arn": ROLE_ARN, "ttl_secs": 6}));
     let dir = TempDir::new();
     let token_file = dir.0.join("token");
     write_token(&token_file, "irsa-token-1");
@@ -401,8 +380,8 @@ fn irsa_credentials_from_sts_follow_the_token_file_without_restart() {
     // EKS rotates the projected token: only the new one is valid from now on, and the next
     // refresh (6 s credentials) sends it, without a restart.
     write_token(&token_file, "irsa-token-2");
-    creds_knobs(&emu, json!({"web_identity_token": "irsa-token-2"}));
-    let issued = creds_state(&emu)["issued"].as_u64().unwrap();
+    emu.creds(json!({"web_identity_token": "irsa-token-2"}));
+    let issued = emu.creds_state()["issued"].as_u64().unwrap();
     until_rotated(
         &emu,
         &sidecar,
@@ -412,7 +391,7 @@ fn irsa_credentials_from_sts_follow_the_token_file_without_restart() {
         issued,
     );
     assert!(
-        !creds_state(&emu)["web_identity_tokens_seen"]
+        !emu.creds_state()["web_identity_tokens_seen"]
             .as_array()
             .unwrap()
             .iter()
@@ -436,10 +415,7 @@ fn irsa_credentials_from_sts_follow_the_token_file_without_restart() {
 #[test]
 fn pod_identity_token_file_is_reread_at_every_refresh() {
     let emu = Emulator::start();
-    creds_knobs(
-        &emu,
-        json!({"container_token": "pod-token-1", "ttl_secs": 6}),
-    );
+    emu.creds(json!({"container_token": "pod-token-1", "ttl_secs": 6}));
     let dir = TempDir::new();
     let token_file = dir.0.join("eks-pod-identity-token");
     write_token(&token_file, "pod-token-1");
@@ -473,8 +449,8 @@ fn pod_identity_token_file_is_reread_at_every_refresh() {
         Some("pod-token-1")
     );
     write_token(&token_file, "pod-token-2");
-    creds_knobs(&emu, json!({"container_token": "pod-token-2"}));
-    let issued = creds_state(&emu)["issued"].as_u64().unwrap();
+    emu.creds(json!({"container_token": "pod-token-2"}));
+    let issued = emu.creds_state()["issued"].as_u64().unwrap();
     until_rotated(
         &emu,
         &sidecar,
@@ -489,7 +465,7 @@ fn pod_identity_token_file_is_reread_at_every_refresh() {
 #[test]
 fn sts_invalid_identity_token_keeps_the_sidecar_unready() {
     let emu = Emulator::start();
-    creds_knobs(&emu, json!({"web_identity_token": "the-valid-token"}));
+    emu.creds(json!({"web_identity_token": "the-valid-token"}));
     let dir = TempDir::new();
     let token_file = dir.0.join("token");
     write_token(&token_file, "a-rejected-token");

@@ -297,18 +297,8 @@ fn json_mode_writes_only_json_lines() {
 #[test]
 fn irsa_through_the_launcher_follows_the_rotated_token_file() {
     let emu = Emulator::start();
-    let knobs = |v: serde_json::Value| {
-        let r = request(
-            emu.port,
-            "POST",
-            "/_emulator/creds",
-            &[("content-type", "application/json")],
-            Some(v.to_string().as_bytes()),
-        );
-        assert_eq!(r.status, 200, "{}", r.text());
-    };
     let role = "arn:aws:iam::111122223333:role/gitlab-duo";
-    knobs(serde_json::json!({"web_identity_token": "irsa-1", "role_arn": role, "ttl_secs": 6}));
+    emu.creds(serde_json::json!({"web_identity_token": "irsa-1", "role_arn": role, "ttl_secs": 6}));
     let dir = TempDir::new();
     let file = dir.0.join("token");
     std::fs::write(&file, "irsa-1\n").unwrap();
@@ -349,10 +339,10 @@ fn irsa_through_the_launcher_follows_the_rotated_token_file() {
     let tmp = dir.0.join("token.new");
     std::fs::write(&tmp, "irsa-2\n").unwrap();
     std::fs::rename(&tmp, &file).unwrap();
-    knobs(serde_json::json!({"web_identity_token": "irsa-2"}));
+    emu.creds(serde_json::json!({"web_identity_token": "irsa-2"}));
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let state = request(emu.port, "GET", "/_emulator/creds", &[], None).json();
+        let state = emu.creds_state();
         let seen = state["web_identity_tokens_seen"]
             .as_array()
             .cloned()

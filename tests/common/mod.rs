@@ -214,6 +214,19 @@ impl Emulator {
         self.call("GET", "/_emulator/stats", None).json()
     }
 
+    /// Sets the credential endpoints' knobs (`POST /_emulator/creds`: expected tokens, role,
+    /// credential lifetime, forced errors; emulator/README.md).
+    pub fn creds(&self, knobs: serde_json::Value) {
+        let r = self.call("POST", "/_emulator/creds", Some(&knobs.to_string()));
+        assert_eq!(r.status, 200, "creds: {}", r.text());
+    }
+
+    /// The credential endpoints' state (`GET /_emulator/creds`: issued credentials, the tokens
+    /// STS and the container endpoint saw).
+    pub fn creds_state(&self) -> serde_json::Value {
+        self.call("GET", "/_emulator/creds", None).json()
+    }
+
     /// The text the emulator's model answers with from now on (`POST /_emulator/reply`).
     pub fn set_reply(&self, reply: &str) {
         let body = serde_json::json!({ "reply": reply }).to_string();
