@@ -46,6 +46,10 @@ cut streams (fewer deltas or frames than sent, closed early), connection errors,
 done within BENCH_STREAM_TIMEOUT (30 s). Failed cells also print Envoy's overflow / connect-failure
 / timeout counters from the admin /stats. The filter row shows its ratio to plain Envoy (×k).
 BENCH_STREAM_ROUNDS (default 1) repeats the cells interleaved and reports medians.
+
+BENCH_PERF=<row>[,<row>...] records Envoy with `perf record` (cpu-clock, call graphs) during that
+row's c=16 runs and prints where its CPU went: Envoy's own code by symbol, and the V8-compiled
+wasm (JIT code, no symbols: V8's --perf-prof cannot be set in Envoy) as one line.
 """
 import asyncio
 import base64
@@ -180,6 +184,29 @@ def run_wrk(port, script, connections, pid=None):
     total = int(re.search(r"(\d+) requests in", out).group(1))
     cpu = (cpu_ns(pid) - before) / 1000 / max(total, 1) if pid else None
     return rps, pct(50), pct(99), int(non2xx.group(1)) if non2xx else 0, cpu
+
+
+PERF_ROWS = {r for r in os.environ.get("BENCH_PERF", "").split(",") if r}
+
+
+def perf_start(pid, out):
+    """`perf record` of Envoy `pid` into `out` until perf_stop (software clock: no PMU on this VM)."""
+    return subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", "2999", "-g", "-p", str(pid),
+                             "-o", out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def perf_stop(proc):
+    proc.send_signal(2)
+    proc.wait(timeout=60)
+
+
+def perf_summary(data, label):
+    """Self time by DSO and the top symbols of one recording."""
+    print(f"\nperf, {label} ({data}):")
+    for sort in ("dso", "dso,sym"):
+        out = subprocess.run(["perf", "report", "-i", data, "--no-children", "--sort", sort, "--stdio", "-q",
+                              "-g", "none", "--percent-limit", "0.7"], capture_output=True, text=True).stdout
+        print("\n".join(line for line in out.splitlines() if line.strip())[:6000])
 
 
 def rss_mb(pid):
@@ -807,7 +834,10 @@ def run_table(url, up_port, workdir, fresh_tokens):
         for _ in range(ROUNDS):
             for key, _label, port, script, proc in plan:
                 cells[key][0].append(run_wrk(port, f"{workdir}/{script}", 1))
+                recorder = perf_start(proc.pid, f"{workdir}/perf-{key}.data") if key in PERF_ROWS else None
                 cells[key][1].append(run_wrk(port, f"{workdir}/{script}", 16, proc.pid))
+                if recorder:
+                    perf_stop(recorder)
 
         def median(runs, index):
             """The run with the median value of `index` (p50 at c=1, req/s at c=16)."""
@@ -834,6 +864,9 @@ def run_table(url, up_port, workdir, fresh_tokens):
         for label, lat, thr, rss, errors, cpu in rows:
             print(f"| {label} | {lat[1]:.3f} | {lat[2]:.3f} | {(lat[1] - base) * 1000:+.0f} | {thr[0]:.0f} | "
                   f"{thr[1]:.3f} | {thr[2]:.3f} | {cpu:.0f} | {cpu - base_cpu:+.0f} | {rss:.0f} | {errors} |")
+        for key, label, *_ in plan:
+            if key in PERF_ROWS:
+                perf_summary(f"{workdir}/perf-{key}.data", label)
         print("\nEnvoy CPU µs/req: CPU time of every Envoy thread during the c=16 run / requests served "
               "(the cost that decides capacity; latency at c=1 also includes waiting on the upstream).")
         print()
