@@ -17,7 +17,7 @@ use super::abi;
 use super::keys::request_refresh;
 use super::logging::{self, RequestScope};
 use super::vm::{Vm, Waiter};
-use super::{now_ms, now_secs};
+use super::{now_ms, now_secs, ClockScope};
 use crate::auth::cache::TokenKey;
 use crate::auth::error::AuthError;
 use crate::auth::rules::{
@@ -252,6 +252,7 @@ impl HttpContext for Http {
             return Action::Pause;
         };
         let _log = request.log_scope();
+        let _clock = ClockScope::enter();
         request.on_request_headers(end_of_stream)
     }
 
@@ -260,6 +261,7 @@ impl HttpContext for Http {
             return Action::Pause;
         };
         let _log = request.log_scope();
+        let _clock = ClockScope::enter();
         request.on_request_body(body_size, end_of_stream)
     }
 
@@ -268,6 +270,7 @@ impl HttpContext for Http {
             return Action::Pause;
         };
         let _log = request.log_scope();
+        let _clock = ClockScope::enter();
         request.on_request_trailers()
     }
 
@@ -276,6 +279,7 @@ impl HttpContext for Http {
             return Action::Continue;
         };
         let _log = request.log_scope();
+        let _clock = ClockScope::enter();
         request.on_response_headers(end_of_stream)
     }
 
@@ -284,6 +288,7 @@ impl HttpContext for Http {
             return Action::Continue;
         };
         let _log = request.log_scope();
+        let _clock = ClockScope::enter();
         request.on_response_body(body_size, end_of_stream)
     }
 
@@ -292,12 +297,14 @@ impl HttpContext for Http {
             return Action::Continue;
         };
         let _log = request.log_scope();
+        let _clock = ClockScope::enter();
         request.on_response_trailers()
     }
 
     fn on_log(&mut self) {
         if let Ok(mut request) = self.0.try_borrow_mut() {
             let _log = request.log_scope();
+            let _clock = ClockScope::enter();
             request.on_log();
         }
     }
