@@ -175,7 +175,7 @@ mod tests {
     use rsa::pkcs8::DecodePrivateKey as _;
     use rsa::traits::{PrivateKeyParts as _, PublicKeyParts as _};
     use rsa::{BigUint, Pkcs1v15Sign, RsaPrivateKey, RsaPublicKey};
-    use sha2::{Digest, Sha256};
+    use sha2_010::{Digest, Sha256};
 
     const PEMS: [(&str, &str); 7] = [
         ("key1 2048", include_str!("testdata/key1_pkcs1.pem")),
