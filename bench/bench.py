@@ -19,7 +19,8 @@ Rows (every row ends at the emulator's InvokeModel, which verifies SigV4 and ans
 BENCH_ROWS=plain,native,jwt,floor,floor+jwt,filter,wasm,cached,stream,streams picks rows (default: all).
 
 Each row: wrk at 1 connection (latency) and at 16 connections (throughput), Envoy --concurrency 1
-(override with BENCH_CONCURRENCY), plus the Envoy process RSS after the run. Numbers on a shared
+(override with BENCH_CONCURRENCY), plus the Envoy process RSS idle (3 s after it is ready, before
+any load) and after the runs. Numbers on a shared
 2-core machine are noisy; compare rows of the same run, not runs.
 
 Streaming scenario (`streams`, a second table, run after the first): long LLM streams, N of them
@@ -797,6 +798,10 @@ def run_table(url, up_port, workdir, fresh_tokens):
                      *(v[1] for v in variants)):
             wait_ready(port)
         time.sleep(1.0)  # JWKS fetched by every variant
+        # Idle RSS, before any load: Envoy with its workers' VMs compiled and the keys fetched
+        # (the launcher's memory_allocator_manager hands freed pages back once a second).
+        time.sleep(2.0)
+        idle = {name: rss_mb(proc.pid) for name, proc in by_name.items()}
 
         scripts = {}
         lua_script(f"{workdir}/plain.lua", "POST", invoke_path, presigned, bedrock_body)
@@ -848,7 +853,8 @@ def run_table(url, up_port, workdir, fresh_tokens):
             lat, thr = median(lat_runs, 1), median(thr_runs, 0)
             cpu = sorted(r[4] for r in thr_runs)[len(thr_runs) // 2]
             errors = sum(r[3] for r in lat_runs + thr_runs)
-            rows.append((label, lat, thr, rss_mb(proc.pid), errors, cpu))
+            rows.append((label, lat, thr, rss_mb(proc.pid), errors, cpu,
+                         next((v for k, v in idle.items() if by_name[k] is proc), 0.0)))
 
         if not rows:
             sys.exit(f"BENCH_ROWS={os.environ.get('BENCH_ROWS')!r}: no such row")
@@ -857,13 +863,14 @@ def run_table(url, up_port, workdir, fresh_tokens):
               f"median of {ROUNDS} interleaved rounds, upstream = bedrock-emulator (SigV4 verified)"
               f"{', Envoy pinned to CPU ' + ENVOY_CPUS if PIN else ''}\n")
         print("| variant | c=1 p50 ms | c=1 p99 ms | added p50 µs | c=16 req/s | c=16 p50 ms | c=16 p99 ms "
-              "| Envoy CPU µs/req | added CPU µs/req | RSS MB | errors |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
+              "| Envoy CPU µs/req | added CPU µs/req | idle RSS MB | RSS MB after | errors |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         if "plain" not in wanted:
             print("(no plain row: 'added' is relative to the first row)\n")
-        for label, lat, thr, rss, errors, cpu in rows:
+        for label, lat, thr, rss, errors, cpu, idle_rss in rows:
             print(f"| {label} | {lat[1]:.3f} | {lat[2]:.3f} | {(lat[1] - base) * 1000:+.0f} | {thr[0]:.0f} | "
-                  f"{thr[1]:.3f} | {thr[2]:.3f} | {cpu:.0f} | {cpu - base_cpu:+.0f} | {rss:.0f} | {errors} |")
+                  f"{thr[1]:.3f} | {thr[2]:.3f} | {cpu:.0f} | {cpu - base_cpu:+.0f} | {idle_rss:.1f} | {rss:.0f} | "
+                  f"{errors} |")
         for key, label, *_ in plan:
             if key in PERF_ROWS:
                 perf_summary(f"{workdir}/perf-{key}.data", label)
