@@ -23,7 +23,7 @@ use duo_bedrock_filter::bedrock::sigv4::Credentials;
 use duo_bedrock_filter::bedrock::stream::StreamEvent;
 use duo_bedrock_filter::gitlab::routes::classify;
 use duo_bedrock_filter::gitlab::{plan, Endpoint, RequestContext};
-use duo_bedrock_filter::logline::{self, LogFormat};
+use duo_bedrock_filter::logline::{self, LogFormat, RequestRecord};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::json;
 use std::hint::black_box;
@@ -273,11 +273,21 @@ impl Fixture {
 fn log_line(request_id: &str, endpoint: &str, feature: &str, model: &str) -> String {
     logline::record(
         LogFormat::Text,
-        json!({"request_id": request_id, "endpoint": endpoint, "feature": feature,
-            "model": model, "status": 200u16, "bedrock_request_id": "9f1c2d3e-0000-4000-8000-00000000abcd",
-            "input_tokens": 120u64, "output_tokens": 42u64, "duration_ms": 3u64,
-            "upstream_headers_ms": Some(2u64), "time_to_first_token_ms": None::<u64>,
-            "auth_failure": None::<&str>, "error_type": None::<String>}),
+        &RequestRecord {
+            request_id,
+            endpoint,
+            feature,
+            model,
+            status: 200,
+            bedrock_request_id: "9f1c2d3e-0000-4000-8000-00000000abcd",
+            input_tokens: 120,
+            output_tokens: 42,
+            duration_ms: 3,
+            upstream_headers_ms: Some(2),
+            time_to_first_token_ms: None,
+            auth_failure: None,
+            error_type: None,
+        },
     )
 }
 
