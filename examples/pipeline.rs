@@ -12,7 +12,7 @@
 
 use duo_bedrock_filter::auth::keys::KeySet;
 use duo_bedrock_filter::auth::rules::{
-    check_bindings, extract_token, verify_with, AuthConfig, SignatureCheck,
+    check_bindings, extract_token, verify_with, AuthConfig, Claims, SignatureCheck,
 };
 use duo_bedrock_filter::auth::scopes::{authorize, Requirement};
 use duo_bedrock_filter::bedrock::endpoint::Endpoint as BedrockEndpoint;
@@ -23,6 +23,7 @@ use duo_bedrock_filter::bedrock::sigv4::Credentials;
 use duo_bedrock_filter::bedrock::stream::StreamEvent;
 use duo_bedrock_filter::gitlab::routes::classify;
 use duo_bedrock_filter::gitlab::{plan, Endpoint, RequestContext};
+use duo_bedrock_filter::logline::{self, LogFormat, RequestRecord};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::json;
 use std::hint::black_box;
@@ -188,16 +189,7 @@ impl Fixture {
             .chars()
             .take(128)
             .collect();
-        let t = extract_token(&h).unwrap();
-        let (claims, _) = verify_with(
-            t,
-            &self.keys,
-            &self.cfg,
-            NOW,
-            SignatureCheck::VerifiedByEnvoy { jti },
-        )
-        .unwrap();
-        check_bindings(&claims, &h).unwrap();
+        let claims = self.auth(&h, jti);
         // body: plan, scopes, build + sign
         let endpoint = Endpoint::from_route(&route).unwrap();
         let ctx = RequestContext {
@@ -249,14 +241,54 @@ impl Fixture {
                 }
             }
         }
-        // the log line and metric names (src/host/request/report.rs)
-        let line = json!({"request_id": request_id, "endpoint": route.name(), "feature": planned.feature,
-            "model": planned.invoke.model_id, "status": 200, "input_tokens": 120, "output_tokens": 42,
-            "duration_ms": 3, "upstream_headers_ms": 2, "time_to_first_token_ms": null,
-            "auth_failure": null, "error_type": null});
-        out += format!("request {line}").len();
+        out += log_line(
+            &request_id,
+            route.name(),
+            planned.feature,
+            &planned.invoke.model_id,
+        )
+        .len();
         out
     }
+
+    /// The JWT claims (jwt_authn verified the signature) and the claim/header bindings.
+    #[inline(never)]
+    fn auth(&self, h: &[(String, String)], jti: &str) -> Claims {
+        let t = extract_token(h).unwrap();
+        let (claims, _) = verify_with(
+            t,
+            &self.keys,
+            &self.cfg,
+            NOW,
+            SignatureCheck::VerifiedByEnvoy { jti },
+        )
+        .unwrap();
+        check_bindings(&claims, h).unwrap();
+        claims
+    }
+}
+
+/// The request's log line, as src/host/request/report.rs builds it (text format).
+#[inline(never)]
+fn log_line(request_id: &str, endpoint: &str, feature: &str, model: &str) -> String {
+    logline::record(
+        LogFormat::Text,
+        &RequestRecord {
+            request_id,
+            endpoint,
+            feature,
+            model,
+            status: 200,
+            bedrock_request_id: "9f1c2d3e-0000-4000-8000-00000000abcd",
+            input_tokens: 120,
+            output_tokens: 42,
+            duration_ms: 3,
+            upstream_headers_ms: Some(2),
+            time_to_first_token_ms: None,
+            auth_failure: None,
+            error_type: None,
+        },
+    )
 }
 
 #[inline(never)]

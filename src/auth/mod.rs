@@ -34,6 +34,7 @@
 //! compared exactly with `oidc`.
 
 pub mod cache;
+mod claims;
 pub mod error;
 pub mod headers;
 pub mod keys;

@@ -27,7 +27,8 @@
 //!   verifications. So no token costs more than one.
 //! - Time claims must be JSON numbers (python-jose's `int()` would also take numeric strings);
 //!   `sub`, `iss`, `jti`, `gitlab_realm`, `gitlab_instance_id` must be strings and `scopes` a
-//!   list of strings when present (`null` counts as absent).
+//!   list of strings when present (`null` counts as absent). `src/auth/claims.rs` reads the
+//!   payload under these rules.
 //!
 //! Like the gateway, the issuer is not checked (it only selects the subject binding).
 //!
@@ -50,9 +51,10 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use super::claims::Payload;
 use super::error::AuthError;
 use super::headers::Headers;
 use super::keys::KeySet;
@@ -258,20 +260,17 @@ pub fn verify_with(
         },
     };
 
-    let decode_payload = || -> Result<Map<String, Value>, AuthError> {
-        let payload = URL_SAFE_NO_PAD
-            .decode(payload_b64)
-            .map_err(|_| AuthError::Forbidden("malformed"))?;
-        serde_json::from_slice(&payload).map_err(|_| AuthError::Forbidden("malformed"))
-    };
     // The Envoy path: a known kid and the very token jwt_authn verified (same jti). Otherwise
-    // the payload already decoded waits for the signature check (its errors come after it).
+    // the payload is read only once the signature holds (its errors come after it); what was
+    // decoded for the jti waits for that.
     let mut decoded = None;
     if let (SignatureCheck::VerifiedByEnvoy { jti }, true) = (check, named) {
-        let payload = decode_payload();
-        if let Ok(p) = &payload {
-            if p.get("jti").and_then(Value::as_str) == Some(jti) {
-                return claims_from_payload(payload?, cfg, now).map(|c| (c, VerifiedBy::Envoy));
+        let payload = decode_payload(payload_b64);
+        if let Ok(json) = &payload {
+            if let Ok(p) = Payload::parse(json) {
+                if p.jti() == Some(jti) {
+                    return accept(p, cfg, now).map(|c| (c, VerifiedBy::Envoy));
+                }
             }
         }
         decoded = Some(payload);
@@ -289,8 +288,25 @@ pub fn verify_with(
     if !rs256_ok(key, &digest, &signature) {
         return Err(AuthError::Forbidden("bad_signature"));
     }
-    let payload = decoded.unwrap_or_else(decode_payload)?;
-    claims_from_payload(payload, cfg, now).map(|c| (c, VerifiedBy::Filter))
+    let json = decoded.unwrap_or_else(|| decode_payload(payload_b64))?;
+    accept(Payload::parse(&json)?, cfg, now).map(|c| (c, VerifiedBy::Filter))
+}
+
+fn decode_payload(payload_b64: &str) -> Result<Vec<u8>, AuthError> {
+    URL_SAFE_NO_PAD
+        .decode(payload_b64)
+        .map_err(|_| AuthError::Forbidden("malformed"))
+}
+
+/// The claims of a verified token, if its type rules hold ([`Payload::into_claims`]), it is
+/// valid at `now` and its audience is ours.
+fn accept(payload: Payload<'_>, cfg: &AuthConfig, now: u64) -> Result<Claims, AuthError> {
+    let claims = payload.into_claims()?;
+    check_times(claims.exp, claims.nbf, now, cfg.leeway_secs)?;
+    if !claims.aud.contains(&cfg.audience) {
+        return Err(AuthError::Forbidden("bad_audience"));
+    }
+    Ok(claims)
 }
 
 /// RSASSA-PKCS1-v1_5 with SHA-256 (JWS `RS256`, RFC 7518 §3.3). [`Rs256Key::verify`] checks
@@ -308,85 +324,6 @@ fn truncate(mut s: String, max: usize) -> String {
         s.truncate(cut);
     }
     s
-}
-
-/// A NumericDate: a non-negative JSON number (fractions truncated, like Python's `int()`).
-fn numeric_date(v: &Value) -> Option<u64> {
-    if let Some(u) = v.as_u64() {
-        return Some(u);
-    }
-    let f = v.as_f64()?;
-    if v.is_i64() || !(0.0..18_446_744_073_709_551_615.0).contains(&f) {
-        return None;
-    }
-    // In range and finite: the cast truncates toward zero.
-    Some(f as u64)
-}
-
-fn opt_string(m: &Map<String, Value>, name: &str) -> Result<Option<String>, AuthError> {
-    match m.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(AuthError::Forbidden("bad_claims")),
-    }
-}
-
-fn opt_date(m: &Map<String, Value>, name: &str) -> Result<Option<u64>, AuthError> {
-    match m.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => numeric_date(v)
-            .map(Some)
-            .ok_or(AuthError::Forbidden("bad_claims")),
-    }
-}
-
-fn string_list(v: &Value) -> Option<Vec<String>> {
-    v.as_array()?
-        .iter()
-        .map(|x| x.as_str().map(str::to_string))
-        .collect()
-}
-
-fn claims_from_payload(
-    m: Map<String, Value>,
-    cfg: &AuthConfig,
-    now: u64,
-) -> Result<Claims, AuthError> {
-    let exp = opt_date(&m, "exp")?.ok_or(AuthError::Forbidden("missing_exp"))?;
-    let nbf = opt_date(&m, "nbf")?;
-    let iat = opt_date(&m, "iat")?;
-    let aud = match m.get("aud") {
-        None | Some(Value::Null) => return Err(AuthError::Forbidden("missing_aud")),
-        Some(Value::String(s)) => vec![s.clone()],
-        Some(v) => string_list(v).ok_or(AuthError::Forbidden("bad_claims"))?,
-    };
-    let scopes = match m.get("scopes") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(v) => string_list(v).ok_or(AuthError::Forbidden("bad_claims"))?,
-    };
-    let duo_seat_count = match m.get("duo_seat_count") {
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(Value::Number(n)) => Some(n.to_string()),
-        _ => None,
-    };
-    let claims = Claims {
-        iss: opt_string(&m, "iss")?,
-        sub: opt_string(&m, "sub")?,
-        jti: opt_string(&m, "jti")?,
-        gitlab_realm: opt_string(&m, "gitlab_realm")?,
-        gitlab_instance_id: opt_string(&m, "gitlab_instance_id")?,
-        aud,
-        exp,
-        nbf,
-        iat,
-        scopes,
-        duo_seat_count,
-    };
-    check_times(claims.exp, claims.nbf, now, cfg.leeway_secs)?;
-    if !claims.aud.contains(&cfg.audience) {
-        return Err(AuthError::Forbidden("bad_audience"));
-    }
-    Ok(claims)
 }
 
 /// Step 3: claim/header bindings, in the gateway's order, each only when the claim is

@@ -78,7 +78,7 @@ pub fn set_request_id(request_id: &str) {
 }
 
 /// The request's one record (see [`logline::record`]), at info level.
-pub fn record(fields: serde_json::Value) {
+pub fn record(fields: &logline::RequestRecord<'_>) {
     if log::max_level() < log::LevelFilter::Info {
         return;
     }

@@ -1,6 +1,7 @@
 //! The end of a request: its one structured log line and its metrics.
 
 use super::*;
+use crate::logline::RequestRecord;
 
 impl Request {
     /// A stream that ended before `message_stop` without an exception: Envoy cut it (the
@@ -100,20 +101,20 @@ impl Request {
         if !log::log_enabled!(log::Level::Info) {
             return;
         }
-        logging::record(serde_json::json!({
-            "request_id": r.request_id,
-            "endpoint": endpoint,
-            "feature": r.feature,
-            "model": r.model,
-            "status": status,
-            "bedrock_request_id": r.bedrock_request_id,
-            "input_tokens": r.input_tokens,
-            "output_tokens": r.output_tokens,
-            "duration_ms": now_ms().saturating_sub(self.started_ms),
-            "upstream_headers_ms": if r.forwarded_ms > 0 { Some(upstream_ms) } else { None },
-            "time_to_first_token_ms": if r.first_token_ms > 0 { Some(ttft_ms) } else { None },
-            "auth_failure": r.auth_detail.as_deref().or(r.auth_failure),
-            "error_type": r.error_type,
-        }));
+        logging::record(&RequestRecord {
+            request_id: &r.request_id,
+            endpoint,
+            feature: r.feature,
+            model: &r.model,
+            status,
+            bedrock_request_id: &r.bedrock_request_id,
+            input_tokens: r.input_tokens,
+            output_tokens: r.output_tokens,
+            duration_ms: now_ms().saturating_sub(self.started_ms),
+            upstream_headers_ms: (r.forwarded_ms > 0).then_some(upstream_ms),
+            time_to_first_token_ms: (r.first_token_ms > 0).then_some(ttft_ms),
+            auth_failure: r.auth_detail.as_deref().or(r.auth_failure),
+            error_type: r.error_type.as_deref(),
+        });
     }
 }
