@@ -7,7 +7,12 @@
 //! error, its messages quote the input (`invalid type: string "…"`), and it has no notion of
 //! FastAPI `loc` paths. Here the body is parsed once into a [`serde_json::Value`] (values are
 //! moved out of it, not copied) and each field is checked with pydantic's error `type`/`msg`
-//! texts, collecting every issue. Nothing here echoes input.
+//! texts, collecting every issue. Nothing here echoes input. A field's `loc` is built only when
+//! it has an issue ([`FieldLoc`]).
+//!
+//! For the Code Suggestions endpoints a typed, borrowed fast path runs first
+//! ([`super::typed_body`]); it declines every body it cannot vouch for, so this module stays
+//! the reference for what is accepted and the only source of 422 bodies.
 //!
 //! Coercions follow pydantic's lax mode where GitLab could plausibly rely on them: booleans
 //! accept `0/1` and the usual strings (`"true"`, `"no"`…), integers accept integral floats and
@@ -25,6 +30,31 @@ pub fn at(base: &[LocPart], part: impl Into<LocPart>) -> Loc {
     let mut loc = base.to_vec();
     loc.push(part.into());
     loc
+}
+
+/// Where an issue goes, turned into a [`Loc`] only when there is an issue: most fields have
+/// none, and a `Loc` is an allocation per part (docs/performance.md).
+pub trait IntoLoc {
+    fn into_loc(self) -> Loc;
+}
+
+impl IntoLoc for Loc {
+    fn into_loc(self) -> Loc {
+        self
+    }
+}
+
+/// The location of field `key` of the object at `base`, not yet built.
+#[derive(Debug, Clone, Copy)]
+pub struct FieldLoc<'a> {
+    base: &'a [LocPart],
+    key: &'a str,
+}
+
+impl IntoLoc for FieldLoc<'_> {
+    fn into_loc(self) -> Loc {
+        at(self.base, self.key)
+    }
 }
 
 /// `["body"]`.
@@ -164,17 +194,17 @@ impl Validator {
 
     /// Takes a required field out of `map` and checks it with `check`; absent → `missing`
     /// (a `null` value goes to `check`, which reports it as the wrong type, like pydantic).
-    fn required<T>(
+    fn required<'k, T>(
         &mut self,
         map: &mut Map<String, Value>,
-        key: &str,
-        base: &[LocPart],
-        check: impl FnOnce(&mut Self, Value, Loc) -> Option<T>,
+        key: &'k str,
+        base: &'k [LocPart],
+        check: impl FnOnce(&mut Self, Value, FieldLoc<'k>) -> Option<T>,
     ) -> Option<T> {
-        let loc = at(base, key);
+        let loc = FieldLoc { base, key };
         match map.remove(key) {
             None => {
-                self.push(missing(loc));
+                self.push(missing(loc.into_loc()));
                 None
             }
             Some(v) => check(self, v, loc),
@@ -183,16 +213,16 @@ impl Validator {
 
     /// Takes an optional field out of `map` and checks it with `check`; absent or `null` →
     /// `None` without an issue.
-    fn optional<T>(
+    fn optional<'k, T>(
         &mut self,
         map: &mut Map<String, Value>,
-        key: &str,
-        base: &[LocPart],
-        check: impl FnOnce(&mut Self, Value, Loc) -> Option<T>,
+        key: &'k str,
+        base: &'k [LocPart],
+        check: impl FnOnce(&mut Self, Value, FieldLoc<'k>) -> Option<T>,
     ) -> Option<T> {
         match map.remove(key) {
             None | Some(Value::Null) => None,
-            Some(v) => check(self, v, at(base, key)),
+            Some(v) => check(self, v, FieldLoc { base, key }),
         }
     }
 
@@ -228,12 +258,12 @@ impl Validator {
     pub fn string(
         &mut self,
         v: Value,
-        loc: Loc,
+        loc: impl IntoLoc,
         max_chars: Option<usize>,
         strip: bool,
     ) -> Option<String> {
         let Value::String(s) = v else {
-            self.push(string_type(loc));
+            self.push(string_type(loc.into_loc()));
             return None;
         };
         let s = if strip { s.trim().to_string() } else { s };
@@ -243,7 +273,7 @@ impl Validator {
                 self.push(
                     ValidationIssue::new(
                         "string_too_long",
-                        loc,
+                        loc.into_loc(),
                         format!("String should have at most {max} characters"),
                     )
                     .with_ctx(json!({ "max_length": max })),
@@ -275,7 +305,7 @@ impl Validator {
     }
 
     /// Checks one value as a boolean with pydantic's lax coercions.
-    fn boolean(&mut self, v: Value, loc: Loc) -> Option<bool> {
+    fn boolean(&mut self, v: Value, loc: impl IntoLoc) -> Option<bool> {
         let parsed = match &v {
             Value::Bool(b) => Some(*b),
             Value::Number(n) => match n.as_i64() {
@@ -299,7 +329,7 @@ impl Validator {
             } else {
                 ("bool_type", "Input should be a valid boolean")
             };
-            self.push(ValidationIssue::new(kind, loc, msg));
+            self.push(ValidationIssue::new(kind, loc.into_loc(), msg));
         }
         parsed
     }
@@ -315,7 +345,7 @@ impl Validator {
     }
 
     /// Checks one value as a float with pydantic's lax coercions.
-    fn float(&mut self, v: Value, loc: Loc) -> Option<f64> {
+    fn float(&mut self, v: Value, loc: impl IntoLoc) -> Option<f64> {
         let parsed = match &v {
             Value::Number(n) => n.as_f64(),
             Value::String(s) => s.trim().parse::<f64>().ok().filter(|f| f.is_finite()),
@@ -330,7 +360,7 @@ impl Validator {
             } else {
                 ("float_type", "Input should be a valid number")
             };
-            self.push(ValidationIssue::new(kind, loc, msg));
+            self.push(ValidationIssue::new(kind, loc.into_loc(), msg));
         }
         parsed
     }
@@ -346,7 +376,7 @@ impl Validator {
     }
 
     /// Checks one value as an integer with pydantic's lax coercions.
-    fn int(&mut self, v: Value, loc: Loc) -> Option<i64> {
+    fn int(&mut self, v: Value, loc: impl IntoLoc) -> Option<i64> {
         match &v {
             Value::Number(n) => {
                 if let Some(i) = n.as_i64() {
@@ -357,7 +387,7 @@ impl Validator {
                     Some(f) if f.is_finite() && f.fract() != 0.0 => {
                         self.push(ValidationIssue::new(
                             "int_from_float",
-                            loc,
+                            loc.into_loc(),
                             "Input should be a valid integer, got a number with a fractional part",
                         ));
                         None
@@ -365,7 +395,7 @@ impl Validator {
                     _ => {
                         self.push(ValidationIssue::new(
                             "int_parsing_size",
-                            loc,
+                            loc.into_loc(),
                             "Unable to parse input string as an integer, exceeded maximum size",
                         ));
                         None
@@ -377,7 +407,7 @@ impl Validator {
                 Err(_) => {
                     self.push(ValidationIssue::new(
                         "int_parsing",
-                        loc,
+                        loc.into_loc(),
                         "Input should be a valid integer, unable to parse string as an integer",
                     ));
                     None
@@ -386,7 +416,7 @@ impl Validator {
             _ => {
                 self.push(ValidationIssue::new(
                     "int_type",
-                    loc,
+                    loc.into_loc(),
                     "Input should be a valid integer",
                 ));
                 None
@@ -426,12 +456,12 @@ impl Validator {
     pub fn list(
         &mut self,
         v: Value,
-        loc: Loc,
+        loc: impl IntoLoc,
         min_items: usize,
         max_items: usize,
     ) -> Option<Vec<Value>> {
         let Value::Array(items) = v else {
-            self.push(list_type(loc));
+            self.push(list_type(loc.into_loc()));
             return None;
         };
         let n = items.len();
@@ -439,7 +469,7 @@ impl Validator {
             self.push(
                 ValidationIssue::new(
                     "too_long",
-                    loc,
+                    loc.into_loc(),
                     format!("List should have at most {max_items} items after validation, not {n}"),
                 )
                 .with_ctx(
@@ -453,7 +483,7 @@ impl Validator {
             self.push(
                 ValidationIssue::new(
                     "too_short",
-                    loc,
+                    loc.into_loc(),
                     format!(
                         "List should have at least {min_items} {plural} after validation, not {n}"
                     ),
@@ -488,11 +518,11 @@ impl Validator {
     }
 
     /// Checks one value as a nested model (JSON object).
-    pub fn object(&mut self, v: Value, loc: Loc) -> Option<Map<String, Value>> {
+    pub fn object(&mut self, v: Value, loc: impl IntoLoc) -> Option<Map<String, Value>> {
         match v {
             Value::Object(m) => Some(m),
             _ => {
-                self.push(not_an_object(loc));
+                self.push(not_an_object(loc.into_loc()));
                 None
             }
         }
@@ -519,11 +549,11 @@ impl Validator {
     }
 
     /// Checks one value as a `dict[str, Any]`.
-    fn dict(&mut self, v: Value, loc: Loc) -> Option<Map<String, Value>> {
+    fn dict(&mut self, v: Value, loc: impl IntoLoc) -> Option<Map<String, Value>> {
         match v {
             Value::Object(m) => Some(m),
             _ => {
-                self.push(dict_type(loc));
+                self.push(dict_type(loc.into_loc()));
                 None
             }
         }
