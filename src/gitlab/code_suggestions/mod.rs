@@ -22,7 +22,6 @@ pub mod responses;
 pub mod v2;
 pub mod v2_typed;
 pub mod v3;
-pub mod v3_typed;
 
 use crate::bedrock::InvokeRequest;
 use crate::prompts::{
@@ -165,7 +164,7 @@ fn plan_v2_request(
 /// Stream flag of v3/v4: the component payload's `stream`, else the top-level `stream`
 /// (Rails sends both, equal), else `false` for v3 and `true` for v4 (GitLab only calls v4
 /// for streaming clients).
-fn v3_stream(endpoint: CodeEndpoint, req: &v3::V3Request<'_>) -> bool {
+fn v3_stream(endpoint: CodeEndpoint, req: &v3::V3Request) -> bool {
     req.payload
         .stream
         .or(req.stream)
@@ -177,21 +176,9 @@ fn plan_v3(
     body: &[u8],
     ctx: &RequestContext<'_>,
 ) -> Result<Plan, GitlabError> {
-    // As for v2: the typed fast path, else the `Value` path.
-    match v3_typed::parse(body) {
-        Some(req) => plan_v3_request(endpoint, &req, ctx),
-        None => plan_v3_request(endpoint, &v3::parse(body)?, ctx),
-    }
-}
-
-/// The plan of a validated v3/v4 request.
-fn plan_v3_request(
-    endpoint: CodeEndpoint,
-    req: &v3::V3Request<'_>,
-    ctx: &RequestContext<'_>,
-) -> Result<Plan, GitlabError> {
+    let req = v3::parse(body)?;
     let model_id = bedrock_model_id(req.model_identifier.as_deref(), ctx.default_model)?;
-    let stream = v3_stream(endpoint, req);
+    let stream = v3_stream(endpoint, &req);
     let p = &req.payload;
     let lang = prompts::language_name(p.language_identifier.as_deref(), &p.file_name);
 
@@ -219,8 +206,7 @@ fn plan_v3_request(
         ));
     }
 
-    let no_enhancer = v3::PromptEnhancer::default();
-    let pe = p.prompt_enhancer.as_ref().unwrap_or(&no_enhancer);
+    let pe = p.prompt_enhancer.clone().unwrap_or_default();
     // Without a prompt_enhancer, code_context components stand in for related files.
     let (ctx_files, ctx_snippets) = if p.prompt_enhancer.is_none() {
         related_from_context(&req.code_context)
@@ -247,16 +233,16 @@ fn plan_v3_request(
         related_files: pe
             .related_files
             .iter()
-            .map(AsRef::as_ref)
-            .chain(ctx_files.iter().map(String::as_str))
+            .chain(ctx_files.iter())
+            .map(String::as_str)
             .collect(),
         related_snippets: pe
             .related_snippets
             .iter()
-            .map(AsRef::as_ref)
-            .chain(ctx_snippets.iter().map(String::as_str))
+            .chain(ctx_snippets.iter())
+            .map(String::as_str)
             .collect(),
-        libraries: pe.libraries.iter().map(AsRef::as_ref).collect(),
+        libraries: pe.libraries.iter().map(String::as_str).collect(),
         examples: pe
             .examples
             .iter()
@@ -274,7 +260,7 @@ fn plan_v3_request(
         ctx,
         invoke,
         lang,
-        p.content_above_cursor.to_string(),
+        p.content_above_cursor.clone(),
         (0, 0),
     ))
 }

@@ -8,7 +8,6 @@ use std::time::{Duration, UNIX_EPOCH};
 use serde_json::{json, Value};
 
 use super::v2::tests::{COMPLETIONS_EXAMPLE, GENERATIONS_EXAMPLE};
-use super::v3::tests::GENERATION_EXAMPLE;
 use super::*;
 use crate::bedrock::endpoint::Endpoint as BedrockEndpoint;
 use crate::bedrock::invoke::{build, UpstreamAuth, UpstreamRequest};
@@ -31,7 +30,7 @@ fn reference(endpoint: CodeEndpoint, body: &[u8]) -> Result<Plan, GitlabError> {
             plan_v2_request(endpoint, &v2::parse(body)?, &ctx())
         }
         CodeEndpoint::V3Completions | CodeEndpoint::V4Suggestions => {
-            plan_v3_request(endpoint, &v3::parse(body)?, &ctx())
+            plan_v3(endpoint, body, &ctx())
         }
     }
 }
@@ -57,33 +56,24 @@ fn signed(p: &Plan) -> UpstreamRequest {
 
 /// Checks one body on one endpoint; `true` when the fast path took it.
 fn check(endpoint: CodeEndpoint, body: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(body);
-    let fast = match endpoint {
-        CodeEndpoint::V2Completions | CodeEndpoint::V2Generations => {
-            let fast = v2_typed::parse(body);
-            if let Some(req) = &fast {
-                assert_eq!(Ok(req), v2::parse(body).as_ref(), "{text}");
-            }
-            fast.is_some()
-        }
-        CodeEndpoint::V3Completions | CodeEndpoint::V4Suggestions => {
-            let fast = v3_typed::parse(body);
-            if let Some(req) = &fast {
-                assert_eq!(Ok(req), v3::parse(body).as_ref(), "{text}");
-            }
-            fast.is_some()
-        }
-    };
+    let fast = v2_typed::parse(body);
+    if let Some(req) = &fast {
+        assert_eq!(
+            Ok(req),
+            v2::parse(body).as_ref(),
+            "{}",
+            String::from_utf8_lossy(body)
+        );
+    }
     let got = plan(endpoint, body, &ctx());
     let want = reference(endpoint, body);
-    assert_eq!(got, want, "{text}");
-    // (When the fast path declined, `plan` ran the reference path itself: nothing to sign.)
-    if let (true, Ok(g), Ok(w)) = (fast, &got, &want) {
+    assert_eq!(got, want, "{}", String::from_utf8_lossy(body));
+    if let (Ok(g), Ok(w)) = (&got, &want) {
         let sent = signed(g);
         assert_eq!(sent, signed(w));
         assert_eq!(sent.body, serde_json::to_vec(&w.invoke.body).unwrap());
     }
-    fast
+    fast.is_some()
 }
 
 fn check_v2(body: &[u8]) -> bool {
@@ -91,16 +81,6 @@ fn check_v2(body: &[u8]) -> bool {
     let b = check(CodeEndpoint::V2Generations, body);
     assert_eq!(a, b);
     a
-}
-
-const V2: [CodeEndpoint; 2] = [CodeEndpoint::V2Completions, CodeEndpoint::V2Generations];
-const V3: [CodeEndpoint; 2] = [CodeEndpoint::V3Completions, CodeEndpoint::V4Suggestions];
-
-/// [`check`] on one of the family's two endpoints, taking turns: the large sweeps cover both
-/// endpoints at half the cost (both parse the body the same way).
-fn check_either(turn: &mut bool, family: [CodeEndpoint; 2], body: &[u8]) -> bool {
-    *turn = !*turn;
-    check(family[usize::from(*turn)], body)
 }
 
 fn bench_body() -> Value {
@@ -209,36 +189,36 @@ fn every_field_with_odd_values() {
         "extra",
     ];
     let item = ["type", "name", "content", "extra"];
-    let (mut fast, mut turn) = (0, false);
+    let mut fast = 0;
     for base in v2_bases() {
         for value in odd_values() {
             for key in top {
                 let mut v = base.clone();
                 v[key] = value.clone();
-                fast += usize::from(check_either(&mut turn, V2, v.to_string().as_bytes()));
+                fast += usize::from(check_v2(v.to_string().as_bytes()));
                 v.as_object_mut().unwrap().remove(key);
-                fast += usize::from(check_either(&mut turn, V2, v.to_string().as_bytes()));
+                fast += usize::from(check_v2(v.to_string().as_bytes()));
             }
             for key in file {
                 let mut v = base.clone();
                 v["current_file"][key] = value.clone();
-                fast += usize::from(check_either(&mut turn, V2, v.to_string().as_bytes()));
+                fast += usize::from(check_v2(v.to_string().as_bytes()));
                 v["current_file"].as_object_mut().unwrap().remove(key);
-                fast += usize::from(check_either(&mut turn, V2, v.to_string().as_bytes()));
+                fast += usize::from(check_v2(v.to_string().as_bytes()));
             }
             for key in item {
                 let mut v = base.clone();
                 let mut it = json!({"type": "file", "name": "n.py", "content": "c"});
                 it[key] = value.clone();
                 v["context"] = json!([it.clone()]);
-                fast += usize::from(check_either(&mut turn, V2, v.to_string().as_bytes()));
+                fast += usize::from(check_v2(v.to_string().as_bytes()));
                 it.as_object_mut().unwrap().remove(key);
                 v["context"] = json!([{"type": "file", "name": "m", "content": "d"}, it]);
-                fast += usize::from(check_either(&mut turn, V2, v.to_string().as_bytes()));
+                fast += usize::from(check_v2(v.to_string().as_bytes()));
             }
             let mut v = base.clone();
             v["telemetry"] = json!([{}, value.clone()]);
-            fast += usize::from(check_either(&mut turn, V2, v.to_string().as_bytes()));
+            fast += usize::from(check_v2(v.to_string().as_bytes()));
         }
     }
     assert!(fast > 100, "{fast}");
@@ -344,200 +324,6 @@ fn raw_bodies() {
     assert!(check_v2(b.as_bytes()));
 }
 
-fn check_v3(body: &[u8]) -> bool {
-    let a = check(CodeEndpoint::V3Completions, body);
-    let b = check(CodeEndpoint::V4Suggestions, body);
-    assert_eq!(a, b);
-    a
-}
-
-fn v3_completion() -> Value {
-    json!({
-        "current_file": {"file_name": "main.go", "content_above_cursor": "x", "content_below_cursor": ""},
-        "intent": "completion", "stream": false,
-        "prompt_components": [
-            {"type": "code_editor_completion", "payload": {
-                "file_name": " main.go ", "content_above_cursor": "func main() {\n\t",
-                "content_below_cursor": "\n}\n", "language_identifier": "go", "stream": false,
-                "choices_count": 1, "prompt": "", "model_name": "claude_3", "model_provider": "litellm"},
-             "metadata": {"source": "ide", "version": "1.0"}},
-            {"type": "code_context", "payload": {"type": "file", "name": "util.go", "content": "package util"}},
-            {"type": "code_editor_generation", "payload": {"file_name": "x", "content_above_cursor": "", "content_below_cursor": ""}},
-            {"type": "code_context", "payload": {"type": "snippet", "name": "s", "content": "func s() {}"}}
-        ],
-        "model_metadata": {"provider": "openai", "name": "claude_3", "endpoint": "https://x", "api_key": "sk-1",
-            "identifier": "bedrock/us.anthropic.claude-3-5-haiku-20241022-v1:0"}
-    })
-}
-
-fn v3_bases() -> Vec<Value> {
-    let generation: Value = serde_json::from_str(GENERATION_EXAMPLE).unwrap();
-    let mut bare = generation.clone();
-    bare["prompt_components"][0]["payload"]
-        .as_object_mut()
-        .unwrap()
-        .remove("prompt_enhancer");
-    bare["prompt_components"][0]["payload"]["prompt"] = json!("sort it");
-    bare["prompt_components"].as_array_mut().unwrap().push(
-        json!({"type": "code_context", "payload": {"type": "file", "name": "a\"b", "content": "X"}}),
-    );
-    vec![generation, v3_completion(), bare]
-}
-
-#[test]
-fn v3_gitlab_bodies_take_the_fast_path() {
-    for base in v3_bases() {
-        assert!(check_v3(base.to_string().as_bytes()), "{base}");
-    }
-    assert!(check_v3(GENERATION_EXAMPLE.as_bytes()));
-}
-
-#[test]
-fn v3_fields_with_odd_values() {
-    let top = [
-        "prompt_components",
-        "stream",
-        "model_metadata",
-        "role_arn",
-        "current_file",
-        "unknown_field",
-    ];
-    let payload = [
-        "file_name",
-        "content_above_cursor",
-        "content_below_cursor",
-        "language_identifier",
-        "model_provider",
-        "model_name",
-        "stream",
-        "prompt",
-        "choices_count",
-        "prompt_id",
-        "prompt_version",
-        "prompt_enhancer",
-        "type",
-        "name",
-        "content",
-        "extra",
-    ];
-    let enhancer = [
-        "examples_array",
-        "trimmed_content_above_cursor",
-        "trimmed_content_below_cursor",
-        "related_files",
-        "related_snippets",
-        "libraries",
-        "user_instruction",
-        "extra",
-    ];
-    let (mut fast, mut turn) = (0, false);
-    for base in v3_bases() {
-        let n = base["prompt_components"].as_array().unwrap().len();
-        for value in odd_values() {
-            let mut edits: Vec<Value> = Vec::new();
-            for key in top {
-                let mut v = base.clone();
-                v[key] = value.clone();
-                edits.push(v.clone());
-                v.as_object_mut().unwrap().remove(key);
-                edits.push(v);
-            }
-            for i in 0..n {
-                for key in payload {
-                    let mut v = base.clone();
-                    v["prompt_components"][i]["payload"][key] = value.clone();
-                    edits.push(v.clone());
-                    v["prompt_components"][i]["payload"]
-                        .as_object_mut()
-                        .unwrap()
-                        .remove(key);
-                    edits.push(v);
-                }
-                for key in ["type", "payload", "metadata", "extra"] {
-                    let mut v = base.clone();
-                    v["prompt_components"][i][key] = value.clone();
-                    edits.push(v);
-                }
-            }
-            for key in enhancer {
-                let mut v = base.clone();
-                v["prompt_components"][0]["payload"]["prompt_enhancer"][key] = value.clone();
-                edits.push(v);
-            }
-            for key in ["identifier", "name", "api_key", "extra"] {
-                let mut v = base.clone();
-                v["model_metadata"][key] = value.clone();
-                edits.push(v);
-            }
-            for key in ["source", "version", "extra"] {
-                let mut v = base.clone();
-                v["prompt_components"][0]["metadata"] = json!({"source": "s", "version": "v"});
-                v["prompt_components"][0]["metadata"][key] = value.clone();
-                edits.push(v);
-            }
-            let mut v = base.clone();
-            v["prompt_components"][0]["payload"]["prompt_enhancer"]["examples_array"] =
-                json!([{"example": "e", "response": "r"}, value.clone()]);
-            edits.push(v);
-            let mut v = base.clone();
-            v["prompt_components"][0]["payload"]["prompt_enhancer"]["related_files"] =
-                json!(["f", value.clone()]);
-            edits.push(v);
-            for v in edits {
-                fast += usize::from(check_either(&mut turn, V3, v.to_string().as_bytes()));
-            }
-        }
-    }
-    assert!(fast > 100, "{fast}");
-}
-
-#[test]
-fn v3_limits() {
-    let cases: [(&str, usize, bool); 5] = [
-        ("file_name", 255, true),
-        ("content_above_cursor", 100_000, false),
-        ("content_below_cursor", 100_000, false),
-        ("language_identifier", 255, false),
-        ("prompt", 400_000, false),
-    ];
-    for (field, max, strip) in cases {
-        for (s, fast) in [
-            ("a".repeat(max), true),
-            ("é".repeat(max), true),
-            (format!(" {} ", "a".repeat(max)), strip),
-            ("a".repeat(max + 1), false),
-        ] {
-            let mut v = v3_bases()[2].clone();
-            v["prompt_components"][0]["payload"][field] = json!(s);
-            assert_eq!(check_v3(v.to_string().as_bytes()), fast, "{field}");
-        }
-    }
-    for (field, max) in [("type", 1024), ("name", 1024), ("content", 100_000)] {
-        for (len, fast) in [(max, true), (max + 1, false)] {
-            let mut v = v3_completion();
-            v["prompt_components"][1]["payload"][field] = json!("ü".repeat(len));
-            assert_eq!(check_v3(v.to_string().as_bytes()), fast, "{field} {len}");
-        }
-    }
-    for field in ["source", "version"] {
-        for (len, fast) in [(255, true), (256, false)] {
-            let mut v = v3_completion();
-            v["prompt_components"][0]["metadata"][field] = json!("m".repeat(len));
-            assert_eq!(check_v3(v.to_string().as_bytes()), fast, "{field} {len}");
-        }
-    }
-    let component = v3_completion()["prompt_components"][0].clone();
-    for (n, fast) in [(0, false), (1, true), (100, true), (101, false)] {
-        let mut v = v3_completion();
-        v["prompt_components"] = json!(vec![component.clone(); n]);
-        assert_eq!(check_v3(v.to_string().as_bytes()), fast, "{n}");
-    }
-    // a code_context component first is a 422 of its own
-    let mut v = v3_completion();
-    v["prompt_components"].as_array_mut().unwrap().swap(0, 1);
-    assert!(!check_v3(v.to_string().as_bytes()));
-}
-
 /// Single-byte changes of GitLab's bodies: whatever they turn into, both paths agree.
 #[test]
 fn mutated_bodies() {
@@ -549,12 +335,10 @@ fn mutated_bodies() {
         x ^= x << 17;
         x
     };
-    for (v3, base) in [
-        (false, COMPLETIONS_EXAMPLE.to_string()),
-        (false, GENERATIONS_EXAMPLE.to_string()),
-        (false, bench_body().to_string()),
-        (true, GENERATION_EXAMPLE.to_string()),
-        (true, v3_completion().to_string()),
+    for base in [
+        COMPLETIONS_EXAMPLE.to_string(),
+        GENERATIONS_EXAMPLE.to_string(),
+        bench_body().to_string(),
     ] {
         let base = base.into_bytes();
         for _ in 0..600 {
@@ -570,11 +354,7 @@ fn mutated_bodies() {
                     }
                 }
             }
-            if v3 {
-                check_v3(&b);
-            } else {
-                check_v2(&b);
-            }
+            check_v2(&b);
         }
     }
 }

@@ -15,8 +15,6 @@
 //! dictionary: its known keys are read leniently (wrong types are ignored, as the gateway's
 //! template rendering would), never rejected.
 
-use std::borrow::Cow;
-
 use serde_json::{Map, Value};
 
 use super::super::errors::{GitlabError, LocPart, ValidationIssue};
@@ -34,36 +32,33 @@ pub const GENERATION_TYPE: &str = "code_editor_generation";
 pub const CONTEXT_TYPE: &str = "code_context";
 
 /// `prompt_enhancer` fields used by the generation prompt.
-///
-/// Strings are `Cow`: this [`parse`] owns them, the typed fast path ([`super::v3_typed`])
-/// borrows them from the body where no escape had to be decoded.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PromptEnhancer<'a> {
+pub struct PromptEnhancer {
     /// `(example, response)` pairs from `examples_array`.
-    pub examples: Vec<(Cow<'a, str>, Cow<'a, str>)>,
-    pub trimmed_content_above_cursor: Option<Cow<'a, str>>,
-    pub trimmed_content_below_cursor: Option<Cow<'a, str>>,
-    pub related_files: Vec<Cow<'a, str>>,
-    pub related_snippets: Vec<Cow<'a, str>>,
-    pub libraries: Vec<Cow<'a, str>>,
-    pub user_instruction: Option<Cow<'a, str>>,
+    pub examples: Vec<(String, String)>,
+    pub trimmed_content_above_cursor: Option<String>,
+    pub trimmed_content_below_cursor: Option<String>,
+    pub related_files: Vec<String>,
+    pub related_snippets: Vec<String>,
+    pub libraries: Vec<String>,
+    pub user_instruction: Option<String>,
 }
 
 /// The payload of a `code_editor_completion` / `code_editor_generation` component.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct EditorPayload<'a> {
-    pub file_name: Cow<'a, str>,
-    pub content_above_cursor: Cow<'a, str>,
-    pub content_below_cursor: Cow<'a, str>,
-    pub language_identifier: Option<Cow<'a, str>>,
-    pub model_name: Option<Cow<'a, str>>,
+pub struct EditorPayload {
+    pub file_name: String,
+    pub content_above_cursor: String,
+    pub content_below_cursor: String,
+    pub language_identifier: Option<String>,
+    pub model_name: Option<String>,
     /// `None` when absent or null.
     pub stream: Option<bool>,
     /// Generation only: a text prompt (≤ 400 000). Completion text prompts are ignored.
-    pub prompt: Option<Cow<'a, str>>,
-    pub prompt_id: Option<Cow<'a, str>>,
-    pub prompt_version: Option<Cow<'a, str>>,
-    pub prompt_enhancer: Option<PromptEnhancer<'a>>,
+    pub prompt: Option<String>,
+    pub prompt_id: Option<String>,
+    pub prompt_version: Option<String>,
+    pub prompt_enhancer: Option<PromptEnhancer>,
 }
 
 /// Which editor component came first.
@@ -75,35 +70,27 @@ pub enum EditorKind {
 
 /// A validated v3/v4 request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct V3Request<'a> {
+pub struct V3Request {
     pub kind: EditorKind,
     /// The first component's payload.
-    pub payload: EditorPayload<'a>,
+    pub payload: EditorPayload,
     /// Payloads of every `code_context` component, in order.
-    pub code_context: Vec<ContextItem<'a>>,
+    pub code_context: Vec<ContextItem<'static>>,
     /// `model_metadata.identifier`.
-    pub model_identifier: Option<Cow<'a, str>>,
+    pub model_identifier: Option<String>,
     /// `model_metadata.name` (GitLab's model family, e.g. `claude_3`).
-    pub model_name: Option<Cow<'a, str>>,
+    pub model_name: Option<String>,
     /// Top-level `stream` that Rails also passes through.
     pub stream: Option<bool>,
 }
 
 enum Component {
-    Editor(EditorKind, Box<EditorPayload<'static>>),
+    Editor(EditorKind, Box<EditorPayload>),
     Context(ContextItem<'static>),
 }
 
-/// `Some(s)` owned.
-fn owned(s: Option<String>) -> Option<Cow<'static, str>> {
-    s.map(Cow::Owned)
-}
-
 /// Parses and validates a v3/v4 body; problems → 422.
-///
-/// The reference for [`super::v3_typed::parse`], which must accept a subset of these bodies and
-/// give the same request for them.
-pub fn parse(body: &[u8]) -> Result<V3Request<'static>, GitlabError> {
+pub fn parse(body: &[u8]) -> Result<V3Request, GitlabError> {
     let mut map = parse_object(body)?;
     let b = body_loc();
     let mut v = Validator::new();
@@ -128,8 +115,8 @@ pub fn parse(body: &[u8]) -> Result<V3Request<'static>, GitlabError> {
     let (mut model_identifier, mut model_name) = (None, None);
     if let Some(mut mm) = v.opt_object(&mut map, "model_metadata", &b) {
         let loc = at(&b, "model_metadata");
-        model_identifier = owned(v.opt_str(&mut mm, "identifier", &loc, None, false));
-        model_name = owned(v.opt_str(&mut mm, "name", &loc, None, false));
+        model_identifier = v.opt_str(&mut mm, "identifier", &loc, None, false);
+        model_name = v.opt_str(&mut mm, "name", &loc, None, false);
         // api_key and endpoint are never read.
     }
     v.finish()?;
@@ -207,7 +194,7 @@ fn editor_payload(
     m: &mut Map<String, Value>,
     loc: &[LocPart],
     kind: EditorKind,
-) -> Option<EditorPayload<'static>> {
+) -> Option<EditorPayload> {
     let file_name = v.req_str(m, "file_name", loc, Some(MAX_FILE_NAME), true);
     let above = v.req_str(m, "content_above_cursor", loc, Some(MAX_CONTENT), false);
     let below = v.req_str(m, "content_below_cursor", loc, Some(MAX_CONTENT), false);
@@ -222,8 +209,8 @@ fn editor_payload(
     let model_name = v.opt_str(m, "model_name", loc, None, false);
     let stream = v.opt_bool(m, "stream", loc);
     let mut out = EditorPayload {
-        language_identifier: owned(language_identifier),
-        model_name: owned(model_name),
+        language_identifier,
+        model_name,
         stream,
         ..EditorPayload::default()
     };
@@ -236,28 +223,28 @@ fn editor_payload(
             }
         }
         EditorKind::Generation => {
-            out.prompt = owned(v.opt_str(m, "prompt", loc, Some(MAX_GENERATION_PROMPT), false));
-            out.prompt_id = owned(v.opt_str(m, "prompt_id", loc, None, false));
-            out.prompt_version = owned(v.opt_str(m, "prompt_version", loc, None, false));
+            out.prompt = v.opt_str(m, "prompt", loc, Some(MAX_GENERATION_PROMPT), false);
+            out.prompt_id = v.opt_str(m, "prompt_id", loc, None, false);
+            out.prompt_version = v.opt_str(m, "prompt_version", loc, None, false);
             out.prompt_enhancer = v.opt_dict(m, "prompt_enhancer", loc).map(prompt_enhancer);
         }
     }
-    out.file_name = Cow::Owned(file_name?);
-    out.content_above_cursor = Cow::Owned(above?);
-    out.content_below_cursor = Cow::Owned(below?);
+    out.file_name = file_name?;
+    out.content_above_cursor = above?;
+    out.content_below_cursor = below?;
     Some(out)
 }
 
-fn prompt_enhancer(mut m: Map<String, Value>) -> PromptEnhancer<'static> {
+fn prompt_enhancer(mut m: Map<String, Value>) -> PromptEnhancer {
     let string = |v: Option<Value>| match v {
-        Some(Value::String(s)) => Some(Cow::Owned(s)),
+        Some(Value::String(s)) => Some(s),
         _ => None,
     };
     let strings = |v: Option<Value>| match v {
         Some(Value::Array(items)) => items
             .into_iter()
             .filter_map(|i| match i {
-                Value::String(s) => Some(Cow::Owned(s)),
+                Value::String(s) => Some(s),
                 _ => None,
             })
             .collect(),
@@ -356,7 +343,7 @@ pub(crate) mod tests {
         assert_eq!(r.stream, Some(true));
         assert_eq!(r.payload.prompt_version.as_deref(), Some("^1.0.0"));
         let pe = r.payload.prompt_enhancer.unwrap();
-        assert_eq!(pe.examples, vec![(Cow::from("..."), Cow::from("..."))]);
+        assert_eq!(pe.examples, vec![("...".to_string(), "...".to_string())]);
         assert_eq!(pe.related_files.len(), 1);
         assert_eq!(
             pe.user_instruction.as_deref(),
