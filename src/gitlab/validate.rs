@@ -8,7 +8,7 @@
 //! FastAPI `loc` paths. Here the body is parsed once into a [`serde_json::Value`] (values are
 //! moved out of it, not copied) and each field is checked with pydantic's error `type`/`msg`
 //! texts, collecting every issue. Nothing here echoes input. A field's `loc` is built only when
-//! it has an issue ([`FieldLoc`]).
+//! it has an issue.
 //!
 //! For the Code Suggestions endpoints a typed, borrowed fast path runs first
 //! ([`super::typed_body`]); it declines every body it cannot vouch for, so this module stays
@@ -34,26 +34,22 @@ pub fn at(base: &[LocPart], part: impl Into<LocPart>) -> Loc {
 
 /// Where an issue goes, turned into a [`Loc`] only when there is an issue: most fields have
 /// none, and a `Loc` is an allocation per part (docs/performance.md).
-pub trait IntoLoc {
-    fn into_loc(self) -> Loc;
+#[derive(Debug, Clone)]
+enum LazyLoc<'a> {
+    Built(Loc),
+    /// Field `key` of the object at `base`.
+    Field {
+        base: &'a [LocPart],
+        key: &'a str,
+    },
 }
 
-impl IntoLoc for Loc {
+impl LazyLoc<'_> {
     fn into_loc(self) -> Loc {
-        self
-    }
-}
-
-/// The location of field `key` of the object at `base`, not yet built.
-#[derive(Debug, Clone, Copy)]
-pub struct FieldLoc<'a> {
-    base: &'a [LocPart],
-    key: &'a str,
-}
-
-impl IntoLoc for FieldLoc<'_> {
-    fn into_loc(self) -> Loc {
-        at(self.base, self.key)
+        match self {
+            LazyLoc::Built(loc) => loc,
+            LazyLoc::Field { base, key } => at(base, key),
+        }
     }
 }
 
@@ -199,9 +195,9 @@ impl Validator {
         map: &mut Map<String, Value>,
         key: &'k str,
         base: &'k [LocPart],
-        check: impl FnOnce(&mut Self, Value, FieldLoc<'k>) -> Option<T>,
+        check: impl FnOnce(&mut Self, Value, LazyLoc<'k>) -> Option<T>,
     ) -> Option<T> {
-        let loc = FieldLoc { base, key };
+        let loc = LazyLoc::Field { base, key };
         match map.remove(key) {
             None => {
                 self.push(missing(loc.into_loc()));
@@ -218,11 +214,11 @@ impl Validator {
         map: &mut Map<String, Value>,
         key: &'k str,
         base: &'k [LocPart],
-        check: impl FnOnce(&mut Self, Value, FieldLoc<'k>) -> Option<T>,
+        check: impl FnOnce(&mut Self, Value, LazyLoc<'k>) -> Option<T>,
     ) -> Option<T> {
         match map.remove(key) {
             None | Some(Value::Null) => None,
-            Some(v) => check(self, v, FieldLoc { base, key }),
+            Some(v) => check(self, v, LazyLoc::Field { base, key }),
         }
     }
 
@@ -236,7 +232,7 @@ impl Validator {
         strip: bool,
     ) -> Option<String> {
         self.required(map, key, base, |v, value, loc| {
-            v.string(value, loc, max_chars, strip)
+            v.string_at(value, loc, max_chars, strip)
         })
     }
 
@@ -250,7 +246,7 @@ impl Validator {
         strip: bool,
     ) -> Option<String> {
         self.optional(map, key, base, |v, value, loc| {
-            v.string(value, loc, max_chars, strip)
+            v.string_at(value, loc, max_chars, strip)
         })
     }
 
@@ -258,7 +254,17 @@ impl Validator {
     pub fn string(
         &mut self,
         v: Value,
-        loc: impl IntoLoc,
+        loc: Loc,
+        max_chars: Option<usize>,
+        strip: bool,
+    ) -> Option<String> {
+        self.string_at(v, LazyLoc::Built(loc), max_chars, strip)
+    }
+
+    fn string_at(
+        &mut self,
+        v: Value,
+        loc: LazyLoc<'_>,
         max_chars: Option<usize>,
         strip: bool,
     ) -> Option<String> {
@@ -305,7 +311,7 @@ impl Validator {
     }
 
     /// Checks one value as a boolean with pydantic's lax coercions.
-    fn boolean(&mut self, v: Value, loc: impl IntoLoc) -> Option<bool> {
+    fn boolean(&mut self, v: Value, loc: LazyLoc<'_>) -> Option<bool> {
         let parsed = match &v {
             Value::Bool(b) => Some(*b),
             Value::Number(n) => match n.as_i64() {
@@ -345,7 +351,7 @@ impl Validator {
     }
 
     /// Checks one value as a float with pydantic's lax coercions.
-    fn float(&mut self, v: Value, loc: impl IntoLoc) -> Option<f64> {
+    fn float(&mut self, v: Value, loc: LazyLoc<'_>) -> Option<f64> {
         let parsed = match &v {
             Value::Number(n) => n.as_f64(),
             Value::String(s) => s.trim().parse::<f64>().ok().filter(|f| f.is_finite()),
@@ -376,7 +382,7 @@ impl Validator {
     }
 
     /// Checks one value as an integer with pydantic's lax coercions.
-    fn int(&mut self, v: Value, loc: impl IntoLoc) -> Option<i64> {
+    fn int(&mut self, v: Value, loc: LazyLoc<'_>) -> Option<i64> {
         match &v {
             Value::Number(n) => {
                 if let Some(i) = n.as_i64() {
@@ -434,7 +440,7 @@ impl Validator {
         max_items: usize,
     ) -> Option<Vec<Value>> {
         self.optional(map, key, base, |v, value, loc| {
-            v.list(value, loc, min_items, max_items)
+            v.list_at(value, loc, min_items, max_items)
         })
     }
 
@@ -448,7 +454,7 @@ impl Validator {
         max_items: usize,
     ) -> Option<Vec<Value>> {
         self.required(map, key, base, |v, value, loc| {
-            v.list(value, loc, min_items, max_items)
+            v.list_at(value, loc, min_items, max_items)
         })
     }
 
@@ -456,7 +462,17 @@ impl Validator {
     pub fn list(
         &mut self,
         v: Value,
-        loc: impl IntoLoc,
+        loc: Loc,
+        min_items: usize,
+        max_items: usize,
+    ) -> Option<Vec<Value>> {
+        self.list_at(v, LazyLoc::Built(loc), min_items, max_items)
+    }
+
+    fn list_at(
+        &mut self,
+        v: Value,
+        loc: LazyLoc<'_>,
         min_items: usize,
         max_items: usize,
     ) -> Option<Vec<Value>> {
@@ -504,7 +520,7 @@ impl Validator {
         key: &str,
         base: &[LocPart],
     ) -> Option<Map<String, Value>> {
-        self.required(map, key, base, Self::object)
+        self.required(map, key, base, Self::object_at)
     }
 
     /// Optional nested model; absent/null → `None`.
@@ -514,11 +530,15 @@ impl Validator {
         key: &str,
         base: &[LocPart],
     ) -> Option<Map<String, Value>> {
-        self.optional(map, key, base, Self::object)
+        self.optional(map, key, base, Self::object_at)
     }
 
     /// Checks one value as a nested model (JSON object).
-    pub fn object(&mut self, v: Value, loc: impl IntoLoc) -> Option<Map<String, Value>> {
+    pub fn object(&mut self, v: Value, loc: Loc) -> Option<Map<String, Value>> {
+        self.object_at(v, LazyLoc::Built(loc))
+    }
+
+    fn object_at(&mut self, v: Value, loc: LazyLoc<'_>) -> Option<Map<String, Value>> {
         match v {
             Value::Object(m) => Some(m),
             _ => {
@@ -549,7 +569,7 @@ impl Validator {
     }
 
     /// Checks one value as a `dict[str, Any]`.
-    fn dict(&mut self, v: Value, loc: impl IntoLoc) -> Option<Map<String, Value>> {
+    fn dict(&mut self, v: Value, loc: LazyLoc<'_>) -> Option<Map<String, Value>> {
         match v {
             Value::Object(m) => Some(m),
             _ => {

@@ -206,7 +206,8 @@ fn plan_v3(
         ));
     }
 
-    let pe = p.prompt_enhancer.clone().unwrap_or_default();
+    let no_enhancer = v3::PromptEnhancer::default();
+    let pe = p.prompt_enhancer.as_ref().unwrap_or(&no_enhancer);
     // Without a prompt_enhancer, code_context components stand in for related files.
     let (ctx_files, ctx_snippets) = if p.prompt_enhancer.is_none() {
         related_from_context(&req.code_context)
