@@ -7,6 +7,7 @@
 //! * [`model`] — Bedrock model id from GitLab's `bedrock/<model-id>` identifier
 //!   (#model-identifier).
 //! * [`validate`] — pydantic-like body validation with FastAPI `loc` paths (#validation-errors).
+//! * [`typed_body`] — typed, borrowed fast paths in front of it (same answers, less work).
 //! * [`routes`] — which endpoint a method + path is (#endpoints).
 //! * [`dispatch`] — the one interface the host uses for every endpoint family:
 //!   [`Endpoint`] + body → [`plan`] → [`Plan`] (scopes, Bedrock call, [`Responder`]).
@@ -30,6 +31,7 @@ pub mod prompts;
 pub mod response;
 pub mod routes;
 pub mod service_page;
+pub mod typed_body;
 pub mod user_access_token;
 pub mod validate;
 

@@ -7,7 +7,12 @@
 //! error, its messages quote the input (`invalid type: string "…"`), and it has no notion of
 //! FastAPI `loc` paths. Here the body is parsed once into a [`serde_json::Value`] (values are
 //! moved out of it, not copied) and each field is checked with pydantic's error `type`/`msg`
-//! texts, collecting every issue. Nothing here echoes input.
+//! texts, collecting every issue. Nothing here echoes input. A field's `loc` is built only when
+//! it has an issue.
+//!
+//! For the Code Suggestions endpoints a typed, borrowed fast path runs first
+//! ([`super::typed_body`]); it declines every body it cannot vouch for, so this module stays
+//! the reference for what is accepted and the only source of 422 bodies.
 //!
 //! Coercions follow pydantic's lax mode where GitLab could plausibly rely on them: booleans
 //! accept `0/1` and the usual strings (`"true"`, `"no"`…), integers accept integral floats and
@@ -25,6 +30,27 @@ pub fn at(base: &[LocPart], part: impl Into<LocPart>) -> Loc {
     let mut loc = base.to_vec();
     loc.push(part.into());
     loc
+}
+
+/// Where an issue goes, turned into a [`Loc`] only when there is an issue: most fields have
+/// none, and a `Loc` is an allocation per part (docs/performance.md).
+#[derive(Debug, Clone)]
+enum LazyLoc<'a> {
+    Built(Loc),
+    /// Field `key` of the object at `base`.
+    Field {
+        base: &'a [LocPart],
+        key: &'a str,
+    },
+}
+
+impl LazyLoc<'_> {
+    fn into_loc(self) -> Loc {
+        match self {
+            LazyLoc::Built(loc) => loc,
+            LazyLoc::Field { base, key } => at(base, key),
+        }
+    }
 }
 
 /// `["body"]`.
@@ -164,17 +190,17 @@ impl Validator {
 
     /// Takes a required field out of `map` and checks it with `check`; absent → `missing`
     /// (a `null` value goes to `check`, which reports it as the wrong type, like pydantic).
-    fn required<T>(
+    fn required<'k, T>(
         &mut self,
         map: &mut Map<String, Value>,
-        key: &str,
-        base: &[LocPart],
-        check: impl FnOnce(&mut Self, Value, Loc) -> Option<T>,
+        key: &'k str,
+        base: &'k [LocPart],
+        check: impl FnOnce(&mut Self, Value, LazyLoc<'k>) -> Option<T>,
     ) -> Option<T> {
-        let loc = at(base, key);
+        let loc = LazyLoc::Field { base, key };
         match map.remove(key) {
             None => {
-                self.push(missing(loc));
+                self.push(missing(loc.into_loc()));
                 None
             }
             Some(v) => check(self, v, loc),
@@ -183,16 +209,16 @@ impl Validator {
 
     /// Takes an optional field out of `map` and checks it with `check`; absent or `null` →
     /// `None` without an issue.
-    fn optional<T>(
+    fn optional<'k, T>(
         &mut self,
         map: &mut Map<String, Value>,
-        key: &str,
-        base: &[LocPart],
-        check: impl FnOnce(&mut Self, Value, Loc) -> Option<T>,
+        key: &'k str,
+        base: &'k [LocPart],
+        check: impl FnOnce(&mut Self, Value, LazyLoc<'k>) -> Option<T>,
     ) -> Option<T> {
         match map.remove(key) {
             None | Some(Value::Null) => None,
-            Some(v) => check(self, v, at(base, key)),
+            Some(v) => check(self, v, LazyLoc::Field { base, key }),
         }
     }
 
@@ -206,7 +232,7 @@ impl Validator {
         strip: bool,
     ) -> Option<String> {
         self.required(map, key, base, |v, value, loc| {
-            v.string(value, loc, max_chars, strip)
+            v.string_at(value, loc, max_chars, strip)
         })
     }
 
@@ -220,7 +246,7 @@ impl Validator {
         strip: bool,
     ) -> Option<String> {
         self.optional(map, key, base, |v, value, loc| {
-            v.string(value, loc, max_chars, strip)
+            v.string_at(value, loc, max_chars, strip)
         })
     }
 
@@ -232,8 +258,18 @@ impl Validator {
         max_chars: Option<usize>,
         strip: bool,
     ) -> Option<String> {
+        self.string_at(v, LazyLoc::Built(loc), max_chars, strip)
+    }
+
+    fn string_at(
+        &mut self,
+        v: Value,
+        loc: LazyLoc<'_>,
+        max_chars: Option<usize>,
+        strip: bool,
+    ) -> Option<String> {
         let Value::String(s) = v else {
-            self.push(string_type(loc));
+            self.push(string_type(loc.into_loc()));
             return None;
         };
         let s = if strip { s.trim().to_string() } else { s };
@@ -243,7 +279,7 @@ impl Validator {
                 self.push(
                     ValidationIssue::new(
                         "string_too_long",
-                        loc,
+                        loc.into_loc(),
                         format!("String should have at most {max} characters"),
                     )
                     .with_ctx(json!({ "max_length": max })),
@@ -275,7 +311,7 @@ impl Validator {
     }
 
     /// Checks one value as a boolean with pydantic's lax coercions.
-    fn boolean(&mut self, v: Value, loc: Loc) -> Option<bool> {
+    fn boolean(&mut self, v: Value, loc: LazyLoc<'_>) -> Option<bool> {
         let parsed = match &v {
             Value::Bool(b) => Some(*b),
             Value::Number(n) => match n.as_i64() {
@@ -299,7 +335,7 @@ impl Validator {
             } else {
                 ("bool_type", "Input should be a valid boolean")
             };
-            self.push(ValidationIssue::new(kind, loc, msg));
+            self.push(ValidationIssue::new(kind, loc.into_loc(), msg));
         }
         parsed
     }
@@ -315,7 +351,7 @@ impl Validator {
     }
 
     /// Checks one value as a float with pydantic's lax coercions.
-    fn float(&mut self, v: Value, loc: Loc) -> Option<f64> {
+    fn float(&mut self, v: Value, loc: LazyLoc<'_>) -> Option<f64> {
         let parsed = match &v {
             Value::Number(n) => n.as_f64(),
             Value::String(s) => s.trim().parse::<f64>().ok().filter(|f| f.is_finite()),
@@ -330,7 +366,7 @@ impl Validator {
             } else {
                 ("float_type", "Input should be a valid number")
             };
-            self.push(ValidationIssue::new(kind, loc, msg));
+            self.push(ValidationIssue::new(kind, loc.into_loc(), msg));
         }
         parsed
     }
@@ -346,7 +382,7 @@ impl Validator {
     }
 
     /// Checks one value as an integer with pydantic's lax coercions.
-    fn int(&mut self, v: Value, loc: Loc) -> Option<i64> {
+    fn int(&mut self, v: Value, loc: LazyLoc<'_>) -> Option<i64> {
         match &v {
             Value::Number(n) => {
                 if let Some(i) = n.as_i64() {
@@ -357,7 +393,7 @@ impl Validator {
                     Some(f) if f.is_finite() && f.fract() != 0.0 => {
                         self.push(ValidationIssue::new(
                             "int_from_float",
-                            loc,
+                            loc.into_loc(),
                             "Input should be a valid integer, got a number with a fractional part",
                         ));
                         None
@@ -365,7 +401,7 @@ impl Validator {
                     _ => {
                         self.push(ValidationIssue::new(
                             "int_parsing_size",
-                            loc,
+                            loc.into_loc(),
                             "Unable to parse input string as an integer, exceeded maximum size",
                         ));
                         None
@@ -377,7 +413,7 @@ impl Validator {
                 Err(_) => {
                     self.push(ValidationIssue::new(
                         "int_parsing",
-                        loc,
+                        loc.into_loc(),
                         "Input should be a valid integer, unable to parse string as an integer",
                     ));
                     None
@@ -386,7 +422,7 @@ impl Validator {
             _ => {
                 self.push(ValidationIssue::new(
                     "int_type",
-                    loc,
+                    loc.into_loc(),
                     "Input should be a valid integer",
                 ));
                 None
@@ -404,7 +440,7 @@ impl Validator {
         max_items: usize,
     ) -> Option<Vec<Value>> {
         self.optional(map, key, base, |v, value, loc| {
-            v.list(value, loc, min_items, max_items)
+            v.list_at(value, loc, min_items, max_items)
         })
     }
 
@@ -418,7 +454,7 @@ impl Validator {
         max_items: usize,
     ) -> Option<Vec<Value>> {
         self.required(map, key, base, |v, value, loc| {
-            v.list(value, loc, min_items, max_items)
+            v.list_at(value, loc, min_items, max_items)
         })
     }
 
@@ -430,8 +466,18 @@ impl Validator {
         min_items: usize,
         max_items: usize,
     ) -> Option<Vec<Value>> {
+        self.list_at(v, LazyLoc::Built(loc), min_items, max_items)
+    }
+
+    fn list_at(
+        &mut self,
+        v: Value,
+        loc: LazyLoc<'_>,
+        min_items: usize,
+        max_items: usize,
+    ) -> Option<Vec<Value>> {
         let Value::Array(items) = v else {
-            self.push(list_type(loc));
+            self.push(list_type(loc.into_loc()));
             return None;
         };
         let n = items.len();
@@ -439,7 +485,7 @@ impl Validator {
             self.push(
                 ValidationIssue::new(
                     "too_long",
-                    loc,
+                    loc.into_loc(),
                     format!("List should have at most {max_items} items after validation, not {n}"),
                 )
                 .with_ctx(
@@ -453,7 +499,7 @@ impl Validator {
             self.push(
                 ValidationIssue::new(
                     "too_short",
-                    loc,
+                    loc.into_loc(),
                     format!(
                         "List should have at least {min_items} {plural} after validation, not {n}"
                     ),
@@ -474,7 +520,7 @@ impl Validator {
         key: &str,
         base: &[LocPart],
     ) -> Option<Map<String, Value>> {
-        self.required(map, key, base, Self::object)
+        self.required(map, key, base, Self::object_at)
     }
 
     /// Optional nested model; absent/null → `None`.
@@ -484,15 +530,19 @@ impl Validator {
         key: &str,
         base: &[LocPart],
     ) -> Option<Map<String, Value>> {
-        self.optional(map, key, base, Self::object)
+        self.optional(map, key, base, Self::object_at)
     }
 
     /// Checks one value as a nested model (JSON object).
     pub fn object(&mut self, v: Value, loc: Loc) -> Option<Map<String, Value>> {
+        self.object_at(v, LazyLoc::Built(loc))
+    }
+
+    fn object_at(&mut self, v: Value, loc: LazyLoc<'_>) -> Option<Map<String, Value>> {
         match v {
             Value::Object(m) => Some(m),
             _ => {
-                self.push(not_an_object(loc));
+                self.push(not_an_object(loc.into_loc()));
                 None
             }
         }
@@ -519,11 +569,11 @@ impl Validator {
     }
 
     /// Checks one value as a `dict[str, Any]`.
-    fn dict(&mut self, v: Value, loc: Loc) -> Option<Map<String, Value>> {
+    fn dict(&mut self, v: Value, loc: LazyLoc<'_>) -> Option<Map<String, Value>> {
         match v {
             Value::Object(m) => Some(m),
             _ => {
-                self.push(dict_type(loc));
+                self.push(dict_type(loc.into_loc()));
                 None
             }
         }

@@ -16,7 +16,7 @@
 use crate::bedrock::messages::{Message, MessagesRequest};
 
 use super::budget::{keep_end, keep_start, COMPLETION_BUDGET_BYTES, SUFFIX_PERCENT};
-use super::render;
+use super::{render, trim_end_owned};
 
 /// `max_tokens` of a completion call.
 pub const COMPLETION_MAX_TOKENS: u32 = 128;
@@ -79,18 +79,23 @@ pub fn fit_completion(prefix: &str, suffix: &str, context: &[&str]) -> FittedCod
         suffix_bytes: suffix.len(),
         ..BudgetReport::default()
     };
-    let mut full = String::with_capacity(prefix_budget);
+    let mut used = Vec::new();
     for item in context.iter().filter(|c| !c.is_empty()) {
         report.context_items_sent += 1;
         report.context_bytes_sent = report.context_bytes_sent.saturating_add(item.len());
         let cost = item.len().saturating_add(1);
         if cost <= remaining {
             remaining -= cost;
-            full.push_str(item);
-            full.push('\n');
+            used.push(*item);
             report.context_items_used += 1;
             report.context_bytes_used += item.len();
         }
+    }
+    let mut full =
+        String::with_capacity(prefix.len() + report.context_bytes_used + report.context_items_used);
+    for item in used {
+        full.push_str(item);
+        full.push('\n');
     }
     full.push_str(prefix);
     FittedCode {
@@ -124,9 +129,11 @@ pub fn completion_request(input: &CompletionInput<'_>) -> CompletionPrompt {
             ("suffix", &fitted.suffix),
         ],
     );
-    let mut request =
-        MessagesRequest::new(COMPLETION_MAX_TOKENS, vec![Message::user(user.trim_end())]);
-    request.system = Some(system.trim_end().to_string());
+    let mut request = MessagesRequest::new(
+        COMPLETION_MAX_TOKENS,
+        vec![Message::user(trim_end_owned(user))],
+    );
+    request.system = Some(trim_end_owned(system));
     request.temperature = Some(COMPLETION_TEMPERATURE);
     CompletionPrompt {
         request,

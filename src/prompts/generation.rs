@@ -18,7 +18,7 @@
 use crate::bedrock::messages::{Message, MessagesRequest};
 
 use super::budget::{keep_end, keep_start};
-use super::render;
+use super::{render, trim_end_owned};
 
 pub const GENERATION_MAX_TOKENS: u32 = 2048;
 pub const GENERATION_TEMPERATURE: f64 = 0.2;
@@ -127,7 +127,7 @@ pub fn generation_request(input: &GenerationInput<'_>) -> MessagesRequest {
             Message::assistant(NEW_CODE_OPEN),
         ],
     );
-    request.system = Some(system.trim_end().to_string());
+    request.system = Some(trim_end_owned(system));
     request.temperature = Some(GENERATION_TEMPERATURE);
     request.stop_sequences = vec![NEW_CODE_CLOSE.to_string()];
     request

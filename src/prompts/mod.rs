@@ -46,11 +46,11 @@ pub fn render(template: &str, vars: &[(&str, &str)]) -> String {
     let extra: usize = vars.iter().map(|(_, v)| v.len()).sum();
     let mut out = String::with_capacity(template.len().saturating_add(extra));
     let mut rest = template;
-    while let Some(open) = rest.find("{{") {
+    while let Some(open) = find_double(rest, b'{') {
         let (before, after_open) = rest.split_at(open);
         out.push_str(before);
         let inner = after_open.get(2..).unwrap_or("");
-        let Some(close) = inner.find("}}") else {
+        let Some(close) = find_double(inner, b'}') else {
             out.push_str(after_open);
             return out;
         };
@@ -71,9 +71,39 @@ pub fn render(template: &str, vars: &[(&str, &str)]) -> String {
     out
 }
 
+/// `s` without trailing whitespace, in place (no copy).
+pub(crate) fn trim_end_owned(mut s: String) -> String {
+    s.truncate(s.trim_end().len());
+    s
+}
+
+/// Byte offset of the first `{{` (or `}}`, ...: `byte` twice) in `s`. `str::find("{{")` sets up
+/// a two-way substring searcher on every call, several times the cost of this `memchr`-based
+/// scan for the one byte (docs/performance.md); `byte` must be ASCII.
+pub(crate) fn find_double(s: &str, byte: u8) -> Option<usize> {
+    let mut from = 0usize;
+    loop {
+        let at = from + s.get(from..)?.find(char::from(byte))?;
+        if s.as_bytes().get(at + 1) == Some(&byte) {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn find_double_is_find() {
+        for s in [
+            "", "{", "{{", "a{{", "a{b{{", "{{{", "é{é{{", "}}{{", "x}", "{}{}",
+        ] {
+            assert_eq!(find_double(s, b'{'), s.find("{{"), "{s}");
+            assert_eq!(find_double(s, b'}'), s.find("}}"), "{s}");
+        }
+    }
 
     #[test]
     fn render_replaces_known_names_once() {

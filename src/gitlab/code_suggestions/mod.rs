@@ -20,6 +20,7 @@
 pub mod postprocess;
 pub mod responses;
 pub mod v2;
+pub mod v2_typed;
 pub mod v3;
 
 use crate::bedrock::InvokeRequest;
@@ -90,7 +91,20 @@ fn plan_v2(
     body: &[u8],
     ctx: &RequestContext<'_>,
 ) -> Result<Plan, GitlabError> {
-    let req = v2::parse(body)?;
+    // The typed fast path when it recognises the body, else the `Value` path, which it mirrors
+    // and which alone answers invalid bodies (`gitlab::typed_body`, docs/performance.md).
+    match v2_typed::parse(body) {
+        Some(req) => plan_v2_request(endpoint, &req, ctx),
+        None => plan_v2_request(endpoint, &v2::parse(body)?, ctx),
+    }
+}
+
+/// The plan of a validated v2 request.
+fn plan_v2_request(
+    endpoint: CodeEndpoint,
+    req: &v2::V2Request<'_>,
+    ctx: &RequestContext<'_>,
+) -> Result<Plan, GitlabError> {
     let model_id = bedrock_model_id(req.model_identifier.as_deref(), ctx.default_model)?;
     let cf = &req.current_file;
     let lang = prompts::language_name(cf.language_identifier.as_deref(), &cf.file_name);
@@ -142,7 +156,7 @@ fn plan_v2(
         ctx,
         invoke,
         lang,
-        cf.content_above_cursor.clone(),
+        cf.content_above_cursor.to_string(),
         (0, 0),
     ))
 }
@@ -192,7 +206,8 @@ fn plan_v3(
         ));
     }
 
-    let pe = p.prompt_enhancer.clone().unwrap_or_default();
+    let no_enhancer = v3::PromptEnhancer::default();
+    let pe = p.prompt_enhancer.as_ref().unwrap_or(&no_enhancer);
     // Without a prompt_enhancer, code_context components stand in for related files.
     let (ctx_files, ctx_snippets) = if p.prompt_enhancer.is_none() {
         related_from_context(&req.code_context)
@@ -309,7 +324,7 @@ fn completion_body(
         file_name,
         prefix: above,
         suffix: below,
-        context: context.iter().map(|c| c.content.as_str()).collect(),
+        context: context.iter().map(|c| c.content.as_ref()).collect(),
     });
     (
         prompt.request,
@@ -342,3 +357,5 @@ fn related_from_context(items: &[ContextItem]) -> (Vec<String>, Vec<String>) {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod typed_tests;

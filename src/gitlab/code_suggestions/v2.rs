@@ -13,6 +13,8 @@
 //!
 //! Issue `loc`s are FastAPI-like without the union tag: `["body","current_file","file_name"]`.
 
+use std::borrow::Cow;
+
 use serde_json::Value;
 
 use super::super::errors::{GitlabError, LocPart, ValidationIssue};
@@ -30,43 +32,54 @@ pub const MAX_CONTEXT_NAME: usize = 1024;
 pub const MAX_CONTEXT_CONTENT: usize = 500_000;
 
 /// `current_file`.
+///
+/// Strings are `Cow`: this [`parse`] owns them, the typed fast path ([`super::v2_fast`])
+/// borrows them from the body where no escape had to be decoded.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CurrentFile {
-    pub file_name: String,
-    pub language_identifier: Option<String>,
-    pub content_above_cursor: String,
-    pub content_below_cursor: String,
+pub struct CurrentFile<'a> {
+    pub file_name: Cow<'a, str>,
+    pub language_identifier: Option<Cow<'a, str>>,
+    pub content_above_cursor: Cow<'a, str>,
+    pub content_below_cursor: Cow<'a, str>,
 }
 
 /// One IDE context item (`{type, name, content}`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ContextItem {
-    pub kind: String,
-    pub name: String,
-    pub content: String,
+pub struct ContextItem<'a> {
+    pub kind: Cow<'a, str>,
+    pub name: Cow<'a, str>,
+    pub content: Cow<'a, str>,
 }
 
 /// A validated v2 code suggestions request (completions and generations share it).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct V2Request {
-    pub current_file: CurrentFile,
-    pub project_path: Option<String>,
+pub struct V2Request<'a> {
+    pub current_file: CurrentFile<'a>,
+    pub project_path: Option<Cow<'a, str>>,
     pub project_id: Option<i64>,
-    pub model_provider: Option<String>,
-    pub model_name: Option<String>,
-    pub model_identifier: Option<String>,
+    pub model_provider: Option<Cow<'a, str>>,
+    pub model_name: Option<Cow<'a, str>>,
+    pub model_identifier: Option<Cow<'a, str>>,
     pub stream: bool,
     pub choices_count: i64,
-    pub context: Vec<ContextItem>,
-    pub prompt_id: Option<String>,
+    pub context: Vec<ContextItem<'a>>,
+    pub prompt_id: Option<Cow<'a, str>>,
     /// 1, 2 or 3.
     pub prompt_version: u8,
     /// The text prompt of versions 1/2 (for generations: the instruction). `None` for v3.
-    pub prompt: Option<String>,
+    pub prompt: Option<Cow<'a, str>>,
+}
+
+/// `Some(s)` owned.
+fn owned(s: Option<String>) -> Option<Cow<'static, str>> {
+    s.map(Cow::Owned)
 }
 
 /// Parses and validates a v2 body; any problem → the 422 FastAPI would send.
-pub fn parse(body: &[u8]) -> Result<V2Request, GitlabError> {
+///
+/// The reference for [`super::v2_fast::parse`], which must accept a subset of these bodies and
+/// give the same request for them.
+pub fn parse(body: &[u8]) -> Result<V2Request<'static>, GitlabError> {
     let mut map = parse_object(body)?;
     let prompt_version = discriminator(map.get("prompt_version"))?;
     let b = body_loc();
@@ -101,23 +114,24 @@ pub fn parse(body: &[u8]) -> Result<V2Request, GitlabError> {
             false,
         );
         req.current_file = CurrentFile {
-            file_name: file_name.unwrap_or_default(),
-            language_identifier,
-            content_above_cursor: above.unwrap_or_default(),
-            content_below_cursor: below.unwrap_or_default(),
+            file_name: Cow::Owned(file_name.unwrap_or_default()),
+            language_identifier: owned(language_identifier),
+            content_above_cursor: Cow::Owned(above.unwrap_or_default()),
+            content_below_cursor: Cow::Owned(below.unwrap_or_default()),
         };
     }
-    req.project_path = v.opt_str(&mut map, "project_path", &b, Some(MAX_PROJECT_PATH), false);
+    req.project_path =
+        owned(v.opt_str(&mut map, "project_path", &b, Some(MAX_PROJECT_PATH), false));
     req.project_id = v.opt_int(&mut map, "project_id", &b);
-    req.model_provider = v.opt_str(&mut map, "model_provider", &b, None, false);
-    req.model_name = v.opt_str(&mut map, "model_name", &b, Some(MAX_MODEL_NAME), false);
-    req.model_identifier = v.opt_str(&mut map, "model_identifier", &b, None, false);
+    req.model_provider = owned(v.opt_str(&mut map, "model_provider", &b, None, false));
+    req.model_name = owned(v.opt_str(&mut map, "model_name", &b, Some(MAX_MODEL_NAME), false));
+    req.model_identifier = owned(v.opt_str(&mut map, "model_identifier", &b, None, false));
     // Never read: the gateway ignores them for Bedrock, and the key is a secret.
     map.remove("model_endpoint");
     map.remove("model_api_key");
     req.stream = v.opt_bool(&mut map, "stream", &b).unwrap_or(false);
     req.choices_count = v.opt_int(&mut map, "choices_count", &b).unwrap_or(0);
-    req.prompt_id = v.opt_str(&mut map, "prompt_id", &b, None, false);
+    req.prompt_id = owned(v.opt_str(&mut map, "prompt_id", &b, None, false));
     let _role_arn = v.opt_str(&mut map, "role_arn", &b, None, false);
 
     if let Some(items) = v.opt_list(&mut map, "telemetry", &b, 0, MAX_TELEMETRY) {
@@ -132,7 +146,7 @@ pub fn parse(body: &[u8]) -> Result<V2Request, GitlabError> {
 
     match prompt_version {
         3 => prompt_messages(&mut v, map.remove("prompt"), &at(&b, "prompt")),
-        _ => req.prompt = v.opt_str(&mut map, "prompt", &b, None, false),
+        _ => req.prompt = owned(v.opt_str(&mut map, "prompt", &b, None, false)),
     }
 
     v.finish()?;
@@ -145,7 +159,7 @@ pub(crate) fn context_items(
     items: Vec<Value>,
     loc: &[LocPart],
     max_content: usize,
-) -> Vec<ContextItem> {
+) -> Vec<ContextItem<'static>> {
     let mut out = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
         let item_loc = at(loc, i);
@@ -163,14 +177,14 @@ pub(crate) fn context_item(
     m: &mut serde_json::Map<String, Value>,
     loc: &[LocPart],
     max_content: usize,
-) -> Option<ContextItem> {
+) -> Option<ContextItem<'static>> {
     let kind = v.req_str(m, "type", loc, Some(MAX_CONTEXT_TYPE), false);
     let name = v.req_str(m, "name", loc, Some(MAX_CONTEXT_NAME), false);
     let content = v.req_str(m, "content", loc, Some(max_content), false);
     Some(ContextItem {
-        kind: kind?,
-        name: name?,
-        content: content?,
+        kind: Cow::Owned(kind?),
+        name: Cow::Owned(name?),
+        content: Cow::Owned(content?),
     })
 }
 
@@ -265,7 +279,7 @@ pub(crate) mod tests {
         serde_json::from_str(COMPLETIONS_EXAMPLE).unwrap()
     }
 
-    fn parse_value(v: &Value) -> Result<V2Request, GitlabError> {
+    fn parse_value(v: &Value) -> Result<V2Request<'static>, GitlabError> {
         parse(v.to_string().as_bytes())
     }
 

@@ -75,7 +75,7 @@ pub struct V3Request {
     /// The first component's payload.
     pub payload: EditorPayload,
     /// Payloads of every `code_context` component, in order.
-    pub code_context: Vec<ContextItem>,
+    pub code_context: Vec<ContextItem<'static>>,
     /// `model_metadata.identifier`.
     pub model_identifier: Option<String>,
     /// `model_metadata.name` (GitLab's model family, e.g. `claude_3`).
@@ -86,7 +86,7 @@ pub struct V3Request {
 
 enum Component {
     Editor(EditorKind, Box<EditorPayload>),
-    Context(ContextItem),
+    Context(ContextItem<'static>),
 }
 
 /// Parses and validates a v3/v4 body; problems → 422.
