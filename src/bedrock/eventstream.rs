@@ -25,7 +25,7 @@ use aws_smithy_types::event_stream::Message;
 use base64::Engine;
 use serde::de::MapAccess;
 
-use super::lenient::{skip, Json, Members};
+use super::lenient::{from_slice, skip, Json, Members};
 use super::stream::{parse_event, StreamEvent};
 
 /// Largest frame accepted (declared total length, prelude and CRCs included). Bedrock chunks
@@ -280,7 +280,7 @@ fn map_message(msg: &Message, event: &mut Vec<u8>) -> Result<Option<StreamFrame>
             if header_str(msg, ":event-type") != Some("chunk") {
                 return Ok(None);
             }
-            let payload = serde_json::from_slice::<Json<ChunkPayload>>(msg.payload())
+            let payload = from_slice::<Json<ChunkPayload>>(msg.payload())
                 .map_err(|e| format!("chunk payload is not JSON: {e}"))?;
             let b64 = payload
                 .into_object()
@@ -296,7 +296,7 @@ fn map_message(msg: &Message, event: &mut Vec<u8>) -> Result<Option<StreamFrame>
             let kind = header_str(msg, ":exception-type")
                 .unwrap_or("UnknownException")
                 .to_string();
-            let message = serde_json::from_slice::<Json<ExceptionPayload>>(msg.payload())
+            let message = from_slice::<Json<ExceptionPayload>>(msg.payload())
                 .ok()
                 .and_then(Json::into_object)
                 .and_then(|p| p.message.unwrap_or(p.capitalised.flatten()))

@@ -18,6 +18,17 @@ use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 
+/// `serde_json::from_slice`, with the input's UTF-8 checked once as a whole instead of string by
+/// string (several times cheaper for the short strings of a stream event). The answers and
+/// errors are the same: `from_str` is `from_slice` minus the UTF-8 checks, and input that is
+/// not UTF-8 goes to `from_slice` to report where.
+pub fn from_slice<'de, T: Deserialize<'de>>(json: &'de [u8]) -> serde_json::Result<T> {
+    match std::str::from_utf8(json) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(json),
+    }
+}
+
 /// A struct read from a JSON object, one member at a time.
 pub trait Members<'de>: Default {
     /// Reads the value of member `key` with `map.next_value()` (overwriting an earlier value of
@@ -172,7 +183,7 @@ mod tests {
     }
 
     fn read(s: &str) -> Result<Json<'_, Pair<'_>>, String> {
-        serde_json::from_str(s).map_err(|e| e.to_string())
+        from_slice(s.as_bytes()).map_err(|e| e.to_string())
     }
 
     /// What walking a `Value` gives for the same input.
@@ -243,7 +254,7 @@ mod tests {
         }
         // Invalid UTF-8 inside a skipped string.
         let bytes = b"{\"z\":\"\xff\"}";
-        let typed = serde_json::from_slice::<Json<Pair>>(bytes).map_err(|e| e.to_string());
+        let typed = from_slice::<Json<Pair>>(bytes).map_err(|e| e.to_string());
         let value = serde_json::from_slice::<Value>(bytes).map_err(|e| e.to_string());
         assert!(typed.is_err());
         assert_eq!(typed.err(), value.err());

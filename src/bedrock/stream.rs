@@ -10,7 +10,7 @@ use std::borrow::Cow;
 
 use serde::de::MapAccess;
 
-use super::lenient::{skip, Json, Members};
+use super::lenient::{from_slice, skip, Json, Members};
 
 /// One decoded Anthropic stream event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,8 +180,8 @@ impl<'de> Members<'de> for ErrorBody<'de> {
 /// Parses one event JSON object. Errors only when the input is not a JSON object with a string
 /// `type`; unknown or partial shapes degrade to [`StreamEvent::Other`] or zero counts.
 pub fn parse_event(json: &[u8]) -> Result<StreamEvent, String> {
-    let event = serde_json::from_slice::<Json<Event>>(json)
-        .map_err(|e| format!("stream event is not JSON: {e}"))?;
+    let event =
+        from_slice::<Json<Event>>(json).map_err(|e| format!("stream event is not JSON: {e}"))?;
     let Some((kind, event)) = event
         .into_object()
         .and_then(|mut e| Some((e.kind.take()?, e)))
