@@ -23,9 +23,8 @@ use std::borrow::Cow;
 use aws_smithy_eventstream::frame::read_message_from;
 use aws_smithy_types::event_stream::Message;
 use base64::Engine;
-use serde::de::MapAccess;
 
-use super::lenient::{from_slice, skip, Json, Members};
+use super::lenient::{read, Members, Slot};
 use super::stream::{parse_event, StreamEvent};
 
 /// Largest frame accepted (declared total length, prelude and CRCs included). Bedrock chunks
@@ -245,32 +244,34 @@ struct ChunkPayload<'a> {
 }
 
 impl<'de> Members<'de> for ChunkPayload<'de> {
-    fn member<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
+    fn slot(&mut self, key: &str) -> Slot<'_, 'de> {
         match key {
-            "bytes" => self.bytes = map.next_value::<Json>()?.into_str(),
-            _ => skip(map)?,
+            "bytes" => Slot::Str(&mut self.bytes),
+            _ => Slot::Skip,
         }
-        Ok(())
     }
 }
 
 /// An exception payload: `{"message": ..}`, or `{"Message": ..}` as `modelStreamErrorException`
 /// sends it. A `message` member of another type hides `Message`, as
-/// `get("message").or_else(|| get("Message"))` on a `Value` did; hence the nested options.
+/// `get("message").or_else(|| get("Message"))` on a `Value` did.
 #[derive(Default)]
 struct ExceptionPayload<'a> {
-    message: Option<Option<Cow<'a, str>>>,
-    capitalised: Option<Option<Cow<'a, str>>>,
+    has_message: bool,
+    message: Option<Cow<'a, str>>,
+    capitalised: Option<Cow<'a, str>>,
 }
 
 impl<'de> Members<'de> for ExceptionPayload<'de> {
-    fn member<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
+    fn slot(&mut self, key: &str) -> Slot<'_, 'de> {
         match key {
-            "message" => self.message = Some(map.next_value::<Json>()?.into_str()),
-            "Message" => self.capitalised = Some(map.next_value::<Json>()?.into_str()),
-            _ => skip(map)?,
+            "message" => {
+                self.has_message = true;
+                Slot::Str(&mut self.message)
+            }
+            "Message" => Slot::Str(&mut self.capitalised),
+            _ => Slot::Skip,
         }
-        Ok(())
     }
 }
 
@@ -280,10 +281,9 @@ fn map_message(msg: &Message, event: &mut Vec<u8>) -> Result<Option<StreamFrame>
             if header_str(msg, ":event-type") != Some("chunk") {
                 return Ok(None);
             }
-            let payload = from_slice::<Json<ChunkPayload>>(msg.payload())
+            let payload = read::<ChunkPayload>(msg.payload())
                 .map_err(|e| format!("chunk payload is not JSON: {e}"))?;
             let b64 = payload
-                .into_object()
                 .and_then(|p| p.bytes)
                 .ok_or_else(|| "chunk payload has no \"bytes\" string".to_string())?;
             event.clear();
@@ -296,10 +296,16 @@ fn map_message(msg: &Message, event: &mut Vec<u8>) -> Result<Option<StreamFrame>
             let kind = header_str(msg, ":exception-type")
                 .unwrap_or("UnknownException")
                 .to_string();
-            let message = from_slice::<Json<ExceptionPayload>>(msg.payload())
+            let message = read::<ExceptionPayload>(msg.payload())
                 .ok()
-                .and_then(Json::into_object)
-                .and_then(|p| p.message.unwrap_or(p.capitalised.flatten()))
+                .flatten()
+                .and_then(|p| {
+                    if p.has_message {
+                        p.message
+                    } else {
+                        p.capitalised
+                    }
+                })
                 .map(Cow::into_owned)
                 .unwrap_or_default();
             Ok(Some(StreamFrame::Exception { kind, message }))

@@ -8,9 +8,7 @@
 
 use std::borrow::Cow;
 
-use serde::de::MapAccess;
-
-use super::lenient::{from_slice, skip, Json, Members};
+use super::lenient::{read, Members, Slot};
 
 /// One decoded Anthropic stream event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,7 +44,7 @@ pub struct InvocationMetrics {
 
 /// An Anthropic stream event: every member any event type uses, read whatever the `type`
 /// (a member's meaning depends on the type, and the type may come after it). Members of the
-/// wrong type are `None`, as `Value::get(..).and_then(Value::as_str)` gave (src/bedrock/lenient.rs).
+/// wrong type are `None` or 0, as walking a `Value` gave (src/bedrock/lenient.rs).
 #[derive(Default)]
 struct Event<'a> {
     kind: Option<Cow<'a, str>>,
@@ -91,101 +89,79 @@ struct ErrorBody<'a> {
     message: Option<Cow<'a, str>>,
 }
 
-fn string<'de, A: MapAccess<'de>>(map: &mut A) -> Result<Option<Cow<'de, str>>, A::Error> {
-    Ok(map.next_value::<Json>()?.into_str())
-}
-
-fn count<'de, A: MapAccess<'de>>(map: &mut A) -> Result<u64, A::Error> {
-    Ok(map.next_value::<Json>()?.as_u64().unwrap_or(0))
-}
-
-fn object<'de, T: Members<'de>, A: MapAccess<'de>>(map: &mut A) -> Result<Option<T>, A::Error> {
-    Ok(map.next_value::<Json<T>>()?.into_object())
-}
-
 impl<'de> Members<'de> for Event<'de> {
-    fn member<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
+    fn slot(&mut self, key: &str) -> Slot<'_, 'de> {
         match key {
-            "type" => self.kind = string(map)?,
-            "message" => self.message = object(map)?,
-            "delta" => self.delta = object(map)?,
-            "content_block" => self.content_block = object(map)?,
-            "usage" => self.usage = object(map)?,
-            "amazon-bedrock-invocationMetrics" => self.metrics = object(map)?,
-            "error" => self.error = object(map)?,
-            _ => skip(map)?,
+            "type" => Slot::Str(&mut self.kind),
+            "message" => Slot::Object(&mut self.message),
+            "delta" => Slot::Object(&mut self.delta),
+            "content_block" => Slot::Object(&mut self.content_block),
+            "usage" => Slot::Object(&mut self.usage),
+            "amazon-bedrock-invocationMetrics" => Slot::Object(&mut self.metrics),
+            "error" => Slot::Object(&mut self.error),
+            _ => Slot::Skip,
         }
-        Ok(())
     }
 }
 
 impl<'de> Members<'de> for Message<'de> {
-    fn member<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
+    fn slot(&mut self, key: &str) -> Slot<'_, 'de> {
         match key {
-            "model" => self.model = string(map)?,
-            "usage" => self.usage = object(map)?,
-            _ => skip(map)?,
+            "model" => Slot::Str(&mut self.model),
+            "usage" => Slot::Object(&mut self.usage),
+            _ => Slot::Skip,
         }
-        Ok(())
     }
 }
 
 impl<'de> Members<'de> for Block<'de> {
-    fn member<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
+    fn slot(&mut self, key: &str) -> Slot<'_, 'de> {
         match key {
-            "type" => self.kind = string(map)?,
-            "text" => self.text = string(map)?,
-            "stop_reason" => self.stop_reason = string(map)?,
-            _ => skip(map)?,
+            "type" => Slot::Str(&mut self.kind),
+            "text" => Slot::Str(&mut self.text),
+            "stop_reason" => Slot::Str(&mut self.stop_reason),
+            _ => Slot::Skip,
         }
-        Ok(())
     }
 }
 
 impl<'de> Members<'de> for Usage {
-    fn member<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
+    fn slot(&mut self, key: &str) -> Slot<'_, 'de> {
         match key {
-            "input_tokens" => self.input_tokens = count(map)?,
-            "output_tokens" => self.output_tokens = count(map)?,
-            _ => skip(map)?,
+            "input_tokens" => Slot::Count(&mut self.input_tokens),
+            "output_tokens" => Slot::Count(&mut self.output_tokens),
+            _ => Slot::Skip,
         }
-        Ok(())
     }
 }
 
 impl<'de> Members<'de> for InvocationMetrics {
-    fn member<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
+    fn slot(&mut self, key: &str) -> Slot<'_, 'de> {
         match key {
-            "inputTokenCount" => self.input_tokens = count(map)?,
-            "outputTokenCount" => self.output_tokens = count(map)?,
-            "invocationLatency" => self.invocation_latency_ms = count(map)?,
-            "firstByteLatency" => self.first_byte_latency_ms = count(map)?,
-            _ => skip(map)?,
+            "inputTokenCount" => Slot::Count(&mut self.input_tokens),
+            "outputTokenCount" => Slot::Count(&mut self.output_tokens),
+            "invocationLatency" => Slot::Count(&mut self.invocation_latency_ms),
+            "firstByteLatency" => Slot::Count(&mut self.first_byte_latency_ms),
+            _ => Slot::Skip,
         }
-        Ok(())
     }
 }
 
 impl<'de> Members<'de> for ErrorBody<'de> {
-    fn member<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
+    fn slot(&mut self, key: &str) -> Slot<'_, 'de> {
         match key {
-            "type" => self.kind = string(map)?,
-            "message" => self.message = string(map)?,
-            _ => skip(map)?,
+            "type" => Slot::Str(&mut self.kind),
+            "message" => Slot::Str(&mut self.message),
+            _ => Slot::Skip,
         }
-        Ok(())
     }
 }
 
 /// Parses one event JSON object. Errors only when the input is not a JSON object with a string
 /// `type`; unknown or partial shapes degrade to [`StreamEvent::Other`] or zero counts.
 pub fn parse_event(json: &[u8]) -> Result<StreamEvent, String> {
-    let event =
-        from_slice::<Json<Event>>(json).map_err(|e| format!("stream event is not JSON: {e}"))?;
-    let Some((kind, event)) = event
-        .into_object()
-        .and_then(|mut e| Some((e.kind.take()?, e)))
-    else {
+    let event = read::<Event>(json).map_err(|e| format!("stream event is not JSON: {e}"))?;
+    let Some((kind, event)) = event.and_then(|mut e| Some((e.kind.take()?, e))) else {
         return Err("stream event has no \"type\"".to_string());
     };
     Ok(match &*kind {
