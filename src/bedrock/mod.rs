@@ -30,6 +30,7 @@ pub mod endpoint;
 pub mod errors;
 pub mod eventstream;
 pub mod invoke;
+mod lenient;
 pub mod messages;
 pub mod retrieve;
 pub mod sigv4;

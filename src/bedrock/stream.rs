@@ -6,7 +6,9 @@
 //! token usage, the stop reason and in-stream errors. Everything else (`ping`, tool-use JSON
 //! deltas, thinking, block start/stop, unknown types) becomes [`StreamEvent::Other`].
 
-use serde_json::Value;
+use std::borrow::Cow;
+
+use super::lenient::{read, Members, Slot};
 
 /// One decoded Anthropic stream event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,80 +42,167 @@ pub struct InvocationMetrics {
     pub first_byte_latency_ms: u64,
 }
 
-fn u64_at(v: &Value, key: &str) -> u64 {
-    v.get(key).and_then(Value::as_u64).unwrap_or(0)
+/// An Anthropic stream event: every member any event type uses, read whatever the `type`
+/// (a member's meaning depends on the type, and the type may come after it). Members of the
+/// wrong type are `None` or 0, as walking a `Value` gave (src/bedrock/lenient.rs).
+#[derive(Default)]
+struct Event<'a> {
+    kind: Option<Cow<'a, str>>,
+    /// `message_start`.
+    message: Option<Message<'a>>,
+    /// `content_block_delta` (`type`, `text`) and `message_delta` (`stop_reason`).
+    delta: Option<Block<'a>>,
+    /// `content_block_start` (`type`, `text`).
+    content_block: Option<Block<'a>>,
+    /// `message_delta`.
+    usage: Option<Usage>,
+    /// `message_stop`: `amazon-bedrock-invocationMetrics`.
+    metrics: Option<InvocationMetrics>,
+    /// `error`.
+    error: Option<ErrorBody<'a>>,
 }
 
-fn str_at(v: &Value, key: &str) -> Option<String> {
-    v.get(key).and_then(Value::as_str).map(str::to_string)
+#[derive(Default)]
+struct Message<'a> {
+    model: Option<Cow<'a, str>>,
+    usage: Option<Usage>,
+}
+
+/// A `delta` or `content_block`.
+#[derive(Default)]
+struct Block<'a> {
+    kind: Option<Cow<'a, str>>,
+    text: Option<Cow<'a, str>>,
+    stop_reason: Option<Cow<'a, str>>,
+}
+
+/// Token counts: 0 when absent or not a `u64`.
+#[derive(Default)]
+struct Usage {
+    input_tokens: u64,
+    output_tokens: u64,
+}
+
+#[derive(Default)]
+struct ErrorBody<'a> {
+    kind: Option<Cow<'a, str>>,
+    message: Option<Cow<'a, str>>,
+}
+
+impl<'de> Members<'de> for Event<'de> {
+    fn slot(&mut self, key: &str) -> Slot<'_, 'de> {
+        match key {
+            "type" => Slot::Str(&mut self.kind),
+            "message" => Slot::Object(&mut self.message),
+            "delta" => Slot::Object(&mut self.delta),
+            "content_block" => Slot::Object(&mut self.content_block),
+            "usage" => Slot::Object(&mut self.usage),
+            "amazon-bedrock-invocationMetrics" => Slot::Object(&mut self.metrics),
+            "error" => Slot::Object(&mut self.error),
+            _ => Slot::Skip,
+        }
+    }
+}
+
+impl<'de> Members<'de> for Message<'de> {
+    fn slot(&mut self, key: &str) -> Slot<'_, 'de> {
+        match key {
+            "model" => Slot::Str(&mut self.model),
+            "usage" => Slot::Object(&mut self.usage),
+            _ => Slot::Skip,
+        }
+    }
+}
+
+impl<'de> Members<'de> for Block<'de> {
+    fn slot(&mut self, key: &str) -> Slot<'_, 'de> {
+        match key {
+            "type" => Slot::Str(&mut self.kind),
+            "text" => Slot::Str(&mut self.text),
+            "stop_reason" => Slot::Str(&mut self.stop_reason),
+            _ => Slot::Skip,
+        }
+    }
+}
+
+impl<'de> Members<'de> for Usage {
+    fn slot(&mut self, key: &str) -> Slot<'_, 'de> {
+        match key {
+            "input_tokens" => Slot::Count(&mut self.input_tokens),
+            "output_tokens" => Slot::Count(&mut self.output_tokens),
+            _ => Slot::Skip,
+        }
+    }
+}
+
+impl<'de> Members<'de> for InvocationMetrics {
+    fn slot(&mut self, key: &str) -> Slot<'_, 'de> {
+        match key {
+            "inputTokenCount" => Slot::Count(&mut self.input_tokens),
+            "outputTokenCount" => Slot::Count(&mut self.output_tokens),
+            "invocationLatency" => Slot::Count(&mut self.invocation_latency_ms),
+            "firstByteLatency" => Slot::Count(&mut self.first_byte_latency_ms),
+            _ => Slot::Skip,
+        }
+    }
+}
+
+impl<'de> Members<'de> for ErrorBody<'de> {
+    fn slot(&mut self, key: &str) -> Slot<'_, 'de> {
+        match key {
+            "type" => Slot::Str(&mut self.kind),
+            "message" => Slot::Str(&mut self.message),
+            _ => Slot::Skip,
+        }
+    }
 }
 
 /// Parses one event JSON object. Errors only when the input is not a JSON object with a string
 /// `type`; unknown or partial shapes degrade to [`StreamEvent::Other`] or zero counts.
 pub fn parse_event(json: &[u8]) -> Result<StreamEvent, String> {
-    let v: Value =
-        serde_json::from_slice(json).map_err(|e| format!("stream event is not JSON: {e}"))?;
-    let Some(kind) = v.get("type").and_then(Value::as_str) else {
+    let event = read::<Event>(json).map_err(|e| format!("stream event is not JSON: {e}"))?;
+    let Some((kind, event)) = event.and_then(|mut e| Some((e.kind.take()?, e))) else {
         return Err("stream event has no \"type\"".to_string());
     };
-    let null = Value::Null;
-    Ok(match kind {
+    Ok(match &*kind {
         "message_start" => {
-            let msg = v.get("message").unwrap_or(&null);
-            let usage = msg.get("usage").unwrap_or(&null);
+            let message = event.message.unwrap_or_default();
             StreamEvent::MessageStart {
-                input_tokens: u64_at(usage, "input_tokens"),
-                model: str_at(msg, "model"),
+                input_tokens: message.usage.map_or(0, |u| u.input_tokens),
+                model: message.model.map(Cow::into_owned),
             }
         }
-        "content_block_delta" => {
-            let delta = v.get("delta").unwrap_or(&null);
-            match (
-                delta.get("type").and_then(Value::as_str),
-                delta.get("text").and_then(Value::as_str),
-            ) {
-                (Some("text_delta"), Some(text)) => StreamEvent::TextDelta(text.to_string()),
-                _ => StreamEvent::Other,
-            }
-        }
-        "content_block_start" => {
-            // Always empty in practice, but keep any initial text rather than lose it.
-            let block = v.get("content_block").unwrap_or(&null);
-            match (
-                block.get("type").and_then(Value::as_str),
-                block.get("text").and_then(Value::as_str),
-            ) {
-                (Some("text"), Some(text)) if !text.is_empty() => {
-                    StreamEvent::TextDelta(text.to_string())
-                }
-                _ => StreamEvent::Other,
-            }
-        }
-        "message_delta" => {
-            let delta = v.get("delta").unwrap_or(&null);
-            let usage = v.get("usage").unwrap_or(&null);
-            StreamEvent::MessageDelta {
-                stop_reason: str_at(delta, "stop_reason"),
-                output_tokens: u64_at(usage, "output_tokens"),
-            }
-        }
-        "message_stop" => {
-            let metrics = v
-                .get("amazon-bedrock-invocationMetrics")
-                .filter(|m| m.is_object())
-                .map(|m| InvocationMetrics {
-                    input_tokens: u64_at(m, "inputTokenCount"),
-                    output_tokens: u64_at(m, "outputTokenCount"),
-                    invocation_latency_ms: u64_at(m, "invocationLatency"),
-                    first_byte_latency_ms: u64_at(m, "firstByteLatency"),
-                });
-            StreamEvent::MessageStop { metrics }
-        }
+        "content_block_delta" => match event.delta {
+            Some(Block {
+                kind: Some(kind),
+                text: Some(text),
+                ..
+            }) if kind == "text_delta" => StreamEvent::TextDelta(text.into_owned()),
+            _ => StreamEvent::Other,
+        },
+        // Always empty in practice, but keep any initial text rather than lose it.
+        "content_block_start" => match event.content_block {
+            Some(Block {
+                kind: Some(kind),
+                text: Some(text),
+                ..
+            }) if kind == "text" && !text.is_empty() => StreamEvent::TextDelta(text.into_owned()),
+            _ => StreamEvent::Other,
+        },
+        "message_delta" => StreamEvent::MessageDelta {
+            stop_reason: event.delta.and_then(|d| d.stop_reason).map(Cow::into_owned),
+            output_tokens: event.usage.map_or(0, |u| u.output_tokens),
+        },
+        "message_stop" => StreamEvent::MessageStop {
+            metrics: event.metrics,
+        },
         "error" => {
-            let err = v.get("error").unwrap_or(&null);
+            let error = event.error.unwrap_or_default();
             StreamEvent::Error {
-                kind: str_at(err, "type").unwrap_or_else(|| "error".to_string()),
-                message: str_at(err, "message").unwrap_or_default(),
+                kind: error
+                    .kind
+                    .map_or_else(|| "error".to_string(), Cow::into_owned),
+                message: error.message.map(Cow::into_owned).unwrap_or_default(),
             }
         }
         _ => StreamEvent::Other,
@@ -304,5 +393,231 @@ mod tests {
         assert!(parse_event(&[0xff, 0xfe]).is_err());
         let deep = "[".repeat(100_000);
         assert!(parse_event(deep.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn escapes_unknown_members_nulls_and_wrong_types() {
+        // Escaped text is unescaped; unknown members anywhere are skipped.
+        assert_eq!(
+            p(
+                r#"{"index":0,"x":{"y":[1,{"z":null}]},"delta":{"text":"a\"b\\c\u00e9\ud83d\ude00\n","extra":true,"type":"text_delta"},"type":"content_block_delta"}"#
+            ),
+            StreamEvent::TextDelta("a\"b\\cé😀\n".into())
+        );
+        // `type` after the members it governs; escaped keys and type.
+        assert_eq!(
+            p(
+                r#"{"\u0064elta":{"type":"text_delta","text":"x"},"type":"content_block_\u0064elta"}"#
+            ),
+            StreamEvent::TextDelta("x".into())
+        );
+        // A repeated key keeps its last value, as a `Value` map (and Python's json) does.
+        assert_eq!(
+            p(
+                r#"{"type":"ping","type":"content_block_delta","delta":{"type":"text_delta","text":"x"},"delta":5}"#
+            ),
+            StreamEvent::Other
+        );
+        assert_eq!(
+            p(
+                r#"{"type":"message_delta","usage":{"output_tokens":4,"output_tokens":"9"},"delta":{"stop_reason":"a","stop_reason":"b"}}"#
+            ),
+            StreamEvent::MessageDelta {
+                stop_reason: Some("b".into()),
+                output_tokens: 0
+            }
+        );
+        // A later `message` replaces the earlier one whole.
+        assert_eq!(
+            p(
+                r#"{"type":"message_start","message":{"usage":{"input_tokens":3}},"message":{"model":"m"}}"#
+            ),
+            StreamEvent::MessageStart {
+                input_tokens: 0,
+                model: Some("m".into())
+            }
+        );
+        // Nulls and wrong types count as absent.
+        for s in [
+            r#"{"type":"content_block_delta","delta":null}"#,
+            r#"{"type":"content_block_delta","delta":{"type":null,"text":"x"}}"#,
+            r#"{"type":"content_block_delta","delta":{"type":"text_delta","text":null}}"#,
+            r#"{"type":"content_block_delta","delta":{"type":"text_delta","text":["x"]}}"#,
+            r#"{"type":"content_block_delta","delta":[{"type":"text_delta","text":"x"}]}"#,
+            r#"{"type":"content_block_start","content_block":{"type":"text","text":null}}"#,
+            r#"{"type":"content_block_start","content_block":"text"}"#,
+        ] {
+            assert_eq!(p(s), StreamEvent::Other, "{s}");
+        }
+        assert_eq!(
+            p(r#"{"type":"message_start","message":{"usage":null,"model":null}}"#),
+            StreamEvent::MessageStart {
+                input_tokens: 0,
+                model: None
+            }
+        );
+        assert_eq!(
+            p(r#"{"type":"message_stop","amazon-bedrock-invocationMetrics":{}}"#),
+            StreamEvent::MessageStop {
+                metrics: Some(InvocationMetrics::default())
+            }
+        );
+        assert_eq!(
+            p(r#"{"type":"message_stop","amazon-bedrock-invocationMetrics":null}"#),
+            StreamEvent::MessageStop { metrics: None }
+        );
+        assert_eq!(
+            p(r#"{"type":"error","error":{"type":7,"message":null}}"#),
+            StreamEvent::Error {
+                kind: "error".into(),
+                message: String::new()
+            }
+        );
+        assert_eq!(
+            p(r#"{"type":"error","error":"overloaded"}"#),
+            StreamEvent::Error {
+                kind: "error".into(),
+                message: String::new()
+            }
+        );
+        for s in [
+            r#"{"type":null}"#,
+            r#"{"type":["ping"]}"#,
+            r#"{"type":{"t":"ping"}}"#,
+        ] {
+            assert!(parse_event(s.as_bytes()).is_err(), "{s}");
+        }
+    }
+
+    /// The reader before typed deserialization: the whole event parsed into a `Value` and
+    /// walked. [`parse_event`] must answer exactly as it did, errors included.
+    fn parse_event_by_value(json: &[u8]) -> Result<StreamEvent, String> {
+        use serde_json::Value;
+        fn u64_at(v: &Value, key: &str) -> u64 {
+            v.get(key).and_then(Value::as_u64).unwrap_or(0)
+        }
+        fn str_at(v: &Value, key: &str) -> Option<String> {
+            v.get(key).and_then(Value::as_str).map(str::to_string)
+        }
+        let v: Value =
+            serde_json::from_slice(json).map_err(|e| format!("stream event is not JSON: {e}"))?;
+        let Some(kind) = v.get("type").and_then(Value::as_str) else {
+            return Err("stream event has no \"type\"".to_string());
+        };
+        let null = Value::Null;
+        Ok(match kind {
+            "message_start" => {
+                let msg = v.get("message").unwrap_or(&null);
+                let usage = msg.get("usage").unwrap_or(&null);
+                StreamEvent::MessageStart {
+                    input_tokens: u64_at(usage, "input_tokens"),
+                    model: str_at(msg, "model"),
+                }
+            }
+            "content_block_delta" => {
+                let delta = v.get("delta").unwrap_or(&null);
+                match (
+                    delta.get("type").and_then(Value::as_str),
+                    delta.get("text").and_then(Value::as_str),
+                ) {
+                    (Some("text_delta"), Some(text)) => StreamEvent::TextDelta(text.to_string()),
+                    _ => StreamEvent::Other,
+                }
+            }
+            "content_block_start" => {
+                let block = v.get("content_block").unwrap_or(&null);
+                match (
+                    block.get("type").and_then(Value::as_str),
+                    block.get("text").and_then(Value::as_str),
+                ) {
+                    (Some("text"), Some(text)) if !text.is_empty() => {
+                        StreamEvent::TextDelta(text.to_string())
+                    }
+                    _ => StreamEvent::Other,
+                }
+            }
+            "message_delta" => {
+                let delta = v.get("delta").unwrap_or(&null);
+                let usage = v.get("usage").unwrap_or(&null);
+                StreamEvent::MessageDelta {
+                    stop_reason: str_at(delta, "stop_reason"),
+                    output_tokens: u64_at(usage, "output_tokens"),
+                }
+            }
+            "message_stop" => {
+                let metrics = v
+                    .get("amazon-bedrock-invocationMetrics")
+                    .filter(|m| m.is_object())
+                    .map(|m| InvocationMetrics {
+                        input_tokens: u64_at(m, "inputTokenCount"),
+                        output_tokens: u64_at(m, "outputTokenCount"),
+                        invocation_latency_ms: u64_at(m, "invocationLatency"),
+                        first_byte_latency_ms: u64_at(m, "firstByteLatency"),
+                    });
+                StreamEvent::MessageStop { metrics }
+            }
+            "error" => {
+                let err = v.get("error").unwrap_or(&null);
+                StreamEvent::Error {
+                    kind: str_at(err, "type").unwrap_or_else(|| "error".to_string()),
+                    message: str_at(err, "message").unwrap_or_default(),
+                }
+            }
+            _ => StreamEvent::Other,
+        })
+    }
+
+    /// Events of every type, with partial shapes, wrong types, escapes and repeated keys.
+    const CORPUS: &[&str] = &[
+        r#"{"type":"message_start","message":{"model":"claude-sonnet-4-5-20250929","id":"msg_bdrk_01","type":"message","role":"assistant","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":10,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"cache_creation":{"ephemeral_5m_input_tokens":0,"ephemeral_1h_input_tokens":0},"output_tokens":1}}}"#,
+        r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":"pre\tx"}}"#,
+        r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi \"there\" \u00e9\ud83d\ude00"}}"#,
+        r#"{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"a\""}}"#,
+        r#"{"type":"content_block_stop","index":0}"#,
+        r#"{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":15}}"#,
+        r#"{"type":"message_stop","amazon-bedrock-invocationMetrics":{"inputTokenCount":10,"outputTokenCount":15,"invocationLatency":1798,"firstByteLatency":1507}}"#,
+        r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+        r#"{"type":"message_delta","delta":{"stop_reason":"a","stop_reason":"b"},"usage":{"output_tokens":1.5},"type":"message_delta"}"#,
+        r#"{"type":"ping"}"#,
+    ];
+
+    #[test]
+    fn same_answers_as_walking_a_value() {
+        let check = |input: &[u8]| {
+            assert_eq!(
+                parse_event(input),
+                parse_event_by_value(input),
+                "{}",
+                String::from_utf8_lossy(input)
+            );
+        };
+        let deep = format!("{{\"type\":\"ping\",\"x\":{}", "[".repeat(100_000));
+        for s in [
+            "",
+            "{",
+            "null",
+            "[]",
+            "\"ping\"",
+            "{}",
+            r#"{"type":1}"#,
+            &deep,
+        ] {
+            check(s.as_bytes());
+        }
+        for event in CORPUS {
+            let bytes = event.as_bytes();
+            check(bytes);
+            // Every byte removed, and every byte replaced by each byte that matters to JSON.
+            for i in 0..bytes.len() {
+                let mut cut = bytes.to_vec();
+                cut.remove(i);
+                check(&cut);
+                for b in *b"\"\\{}[],:0-1.en tu\xff\x01" {
+                    let mut changed = bytes.to_vec();
+                    changed[i] = b;
+                    check(&changed);
+                }
+            }
+        }
     }
 }

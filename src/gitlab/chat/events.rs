@@ -42,9 +42,22 @@ pub enum AgentEvent {
 /// Appends `s` as a Python `json.dumps` string literal (ensure_ascii).
 fn push_py_string(out: &mut String, s: &str) {
     out.push('"');
-    // Runs of characters that need no escape are copied as slices.
-    let mut start = 0;
-    for (i, c) in s.char_indices() {
+    let mut rest = s;
+    // Runs of printable ASCII other than `"` and `\` are copied as slices; the search is by
+    // byte, and stops at the first byte of any other character (so always at a char boundary).
+    while let Some(at) = rest
+        .bytes()
+        .position(|b| !matches!(b, b' '..=b'~') || b == b'"' || b == b'\\')
+    {
+        let Some((plain, tail)) = rest.split_at_checked(at) else {
+            break;
+        };
+        out.push_str(plain);
+        let mut chars = tail.chars();
+        let Some(c) = chars.next() else {
+            break;
+        };
+        rest = chars.as_str();
         let escape = match c {
             '"' => "\\\"",
             '\\' => "\\\\",
@@ -53,21 +66,17 @@ fn push_py_string(out: &mut String, s: &str) {
             '\t' => "\\t",
             '\u{8}' => "\\b",
             '\u{c}' => "\\f",
-            ' '..='~' => continue,
-            _ => "",
-        };
-        out.push_str(s.get(start..i).unwrap_or_default());
-        start = i + c.len_utf8();
-        if escape.is_empty() {
-            let mut units = [0u16; 2];
-            for u in c.encode_utf16(&mut units) {
-                let _ = write!(out, "\\u{u:04x}");
+            _ => {
+                let mut units = [0u16; 2];
+                for u in c.encode_utf16(&mut units) {
+                    let _ = write!(out, "\\u{u:04x}");
+                }
+                continue;
             }
-        } else {
-            out.push_str(escape);
-        }
+        };
+        out.push_str(escape);
     }
-    out.push_str(s.get(start..).unwrap_or_default());
+    out.push_str(rest);
     out.push('"');
 }
 
@@ -82,59 +91,71 @@ impl AgentEvent {
     /// The event as one NDJSON line, `\n` included.
     pub fn to_line(&self) -> String {
         let mut out = String::with_capacity(64);
+        self.push_line(&mut out);
+        out
+    }
+
+    /// Appends the event as one NDJSON line, `\n` included.
+    pub fn push_line(&self, out: &mut String) {
         out.push_str("{\"type\": ");
-        let fields: Vec<(&str, Val<'_>)> = match self {
+        // At most three `data` fields, in the gateway's order (an array: nothing allocated).
+        let (kind, fields): (&str, [Option<(&str, Val<'_>)>; 3]) = match self {
             AgentEvent::Action {
                 tool,
                 tool_input,
                 thought,
-            } => {
-                push_py_string(&mut out, "action");
-                vec![
-                    ("tool", Val::Str(tool)),
-                    ("tool_input", Val::Str(tool_input)),
-                    ("thought", Val::Str(thought)),
-                ]
-            }
-            AgentEvent::FinalAnswerDelta { text } => {
-                push_py_string(&mut out, "final_answer_delta");
-                vec![("text", Val::Str(text)), ("finish_reason", Val::Null)]
-            }
-            AgentEvent::FinalAnswerFinish { finish_reason } => {
-                push_py_string(&mut out, "final_answer_delta");
-                vec![
-                    ("text", Val::Str("")),
-                    ("finish_reason", Val::Str(finish_reason)),
-                ]
-            }
+            } => (
+                "action",
+                [
+                    Some(("tool", Val::Str(tool))),
+                    Some(("tool_input", Val::Str(tool_input))),
+                    Some(("thought", Val::Str(thought))),
+                ],
+            ),
+            AgentEvent::FinalAnswerDelta { text } => (
+                "final_answer_delta",
+                [
+                    Some(("text", Val::Str(text))),
+                    Some(("finish_reason", Val::Null)),
+                    None,
+                ],
+            ),
+            AgentEvent::FinalAnswerFinish { finish_reason } => (
+                "final_answer_delta",
+                [
+                    Some(("text", Val::Str(""))),
+                    Some(("finish_reason", Val::Str(finish_reason))),
+                    None,
+                ],
+            ),
             AgentEvent::Unknown { text } => {
-                push_py_string(&mut out, "unknown");
-                vec![("text", Val::Str(text))]
+                ("unknown", [Some(("text", Val::Str(text))), None, None])
             }
-            AgentEvent::Error { message, retryable } => {
-                push_py_string(&mut out, "error");
-                vec![
-                    ("message", Val::Str(message)),
-                    ("retryable", Val::Bool(*retryable)),
-                ]
-            }
+            AgentEvent::Error { message, retryable } => (
+                "error",
+                [
+                    Some(("message", Val::Str(message))),
+                    Some(("retryable", Val::Bool(*retryable))),
+                    None,
+                ],
+            ),
         };
+        push_py_string(out, kind);
         out.push_str(", \"data\": {");
-        for (i, (key, value)) in fields.iter().enumerate() {
+        for (i, (key, value)) in fields.iter().flatten().enumerate() {
             if i > 0 {
                 out.push_str(", ");
             }
-            push_py_string(&mut out, key);
+            push_py_string(out, key);
             out.push_str(": ");
             match value {
-                Val::Str(t) => push_py_string(&mut out, t),
+                Val::Str(t) => push_py_string(out, t),
                 Val::Bool(true) => out.push_str("true"),
                 Val::Bool(false) => out.push_str("false"),
                 Val::Null => out.push_str("null"),
             }
         }
         out.push_str("}}\n");
-        out
     }
 }
 
@@ -216,6 +237,33 @@ mod tests {
             v,
             json!({"type": "final_answer_delta", "data": {"text": text, "finish_reason": null}})
         );
+    }
+
+    #[test]
+    fn escapes_between_and_around_plain_runs() {
+        let py = |s: &str| {
+            let mut out = String::new();
+            push_py_string(&mut out, s);
+            out
+        };
+        assert_eq!(py(""), r#""""#);
+        assert_eq!(py("plain text"), r#""plain text""#);
+        assert_eq!(py("\"a\"b\\"), r#""\"a\"b\\""#);
+        assert_eq!(py("a\nb\tc"), r#""a\nb\tc""#);
+        assert_eq!(py("\n\n"), r#""\n\n""#);
+        assert_eq!(py("x合計y😀z"), r#""x\u5408\u8a08y\ud83d\ude00z""#);
+        assert_eq!(py("é"), r#""\u00e9""#);
+        assert_eq!(py("~\u{7f}\u{80} \u{1f}"), r#""~\u007f\u0080 \u001f""#);
+        // Each character alone and between plain runs reads back as itself.
+        for c in [
+            'a', ' ', '~', '"', '\\', '\n', '\u{0}', '\u{7f}', 'é', '\u{ffff}', '😀',
+        ] {
+            for s in [c.to_string(), format!("ab{c}cd"), format!("{c}{c}x{c}")] {
+                let out = py(&s);
+                assert!(out.is_ascii(), "{out}");
+                assert_eq!(serde_json::from_str::<String>(&out).unwrap(), s);
+            }
+        }
     }
 
     #[test]

@@ -201,11 +201,12 @@ fn clean_message(message: &str) -> String {
 }
 
 fn lines(events: &[AgentEvent]) -> Vec<u8> {
-    let mut out = Vec::new();
+    // A streamed `final_answer_delta` line is about 80 bytes plus its text.
+    let mut out = String::with_capacity(events.len() * 128);
     for e in events {
-        out.extend_from_slice(e.to_line().as_bytes());
+        e.push_line(&mut out);
     }
-    out
+    out.into_bytes()
 }
 
 /// The `/v2/chat/agent` responder: NDJSON events from the model's text.
