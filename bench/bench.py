@@ -16,7 +16,12 @@ Rows (every row ends at the emulator's InvokeModel, which verifies SigV4 and ans
                        filter (bench/wasm-floor) that only holds the request for its body and reads/rewrites
                        headers and bodies like the filter; and both together
 
-BENCH_ROWS=plain,native,jwt,floor,floor+jwt,filter,wasm,cached,stream,streams picks rows (default: all).
+BENCH_ROWS=plain,native,jwt,floor,floor+jwt,filter,wasm,cached,stream,hostcalls,streams picks rows (default: all).
+
+Hostcall prices (`hostcalls`, a small table after the first): the floor+jwt row again, and the same
+with 50 extra hostcalls of one kind per request (clock, one header value, jwt_authn's `jti`
+property, the whole request header map; bench/wasm-floor's plugin configuration); the CPU
+difference divided by 50 is what one such call costs in Envoy's V8.
 
 Each row: wrk at 1 connection (latency) and at 16 connections (throughput), Envoy --concurrency 1
 (override with BENCH_CONCURRENCY), plus the Envoy process RSS idle (3 s after it is ready, before
@@ -334,8 +339,12 @@ def jwt_authn_filter(upstream_port, header):
     return "\n" + block.rstrip("\n")
 
 
-def floor_filter(wasm):
-    """bench/wasm-floor: the proxy-wasm round trips of the real filter, without its work."""
+def floor_filter(wasm, config=""):
+    """bench/wasm-floor: the proxy-wasm round trips of the real filter, without its work;
+    `config` ("<kind> <n>") adds n hostcalls of one kind per request (BENCH_ROWS=hostcalls)."""
+    configuration = (f"""
+                configuration: {{ "@type": type.googleapis.com/google.protobuf.StringValue, value: "{config}" }}"""
+                     if config else "")
     return f"""
           - name: envoy.filters.http.wasm
             typed_config:
@@ -344,7 +353,7 @@ def floor_filter(wasm):
                 name: floor
                 root_id: floor
                 allow_on_headers_stop_iteration: true
-                vm_config: {{ vm_id: floor, runtime: envoy.wasm.runtime.v8, code: {{ local: {{ filename: "{wasm}" }} }} }}"""
+                vm_config: {{ vm_id: floor, runtime: envoy.wasm.runtime.v8, code: {{ local: {{ filename: "{wasm}" }} }} }}{configuration}"""
 
 
 WASM_FLOOR = os.environ.get("DUO_WASM_FLOOR", str(ROOT / "target/wasm-floor/wasm32-wasip1/release/wasm_floor.wasm"))
@@ -353,7 +362,52 @@ WASM_FLOOR = os.environ.get("DUO_WASM_FLOOR", str(ROOT / "target/wasm-floor/wasm
 # ---------------------------------------------------------------------------------------------
 # Streaming scenario (BENCH_ROWS=streams): N long LLM streams opened at once.
 
-ALL_ROWS = ("plain", "native", "jwt", "floor", "floor+jwt", "filter", "wasm", "cached", "stream", "streams")
+ALL_ROWS = ("plain", "native", "jwt", "floor", "floor+jwt", "filter", "wasm", "cached", "stream", "hostcalls",
+            "streams")
+HOSTCALL_KINDS = ("clock", "header", "property", "map")
+HOSTCALLS_PER_REQUEST = 50
+
+
+def run_hostcalls(up_port, workdir, tokens):
+    """What one hostcall costs in Envoy's V8: the floor+jwt row, and the same with 50 extra
+    hostcalls of one kind per request, interleaved; the CPU difference / 50 prices one call."""
+    procs = []
+    try:
+        invoke_path = "/model/" + urllib.parse.quote(MODEL, safe="-._~") + "/invoke"
+        body = json.dumps({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 128, "temperature": 0,
+                           "system": "Complete the code.", "messages": [{"role": "user", "content":
+                           "<prefix>def add(a, b):\n    </prefix><suffix>\n</suffix>"}]}, separators=(",", ":"))
+        presigned = sigv4_headers(f"127.0.0.1:{up_port}", invoke_path, body.encode(),
+                                  datetime.datetime.now(datetime.timezone.utc))
+        lua_script(f"{workdir}/hostcalls.lua", "POST", invoke_path, presigned, body, tokens, "x-bench-jwt")
+        cells = []
+        for kind in ("none", *HOSTCALL_KINDS):
+            port = free_port()
+            config = "" if kind == "none" else f"{kind} {HOSTCALLS_PER_REQUEST}"
+            proc = envoy(plain_config(port, free_port(), up_port, jwt_authn_filter(up_port, "x-bench-jwt")
+                                      + floor_filter(WASM_FLOOR, config)), workdir, f"hostcalls-{kind}")
+            procs.append(proc)
+            cells.append((kind, port, proc, []))
+        for _kind, port, _proc, _runs in cells:
+            wait_ready(port)
+        time.sleep(1.0)
+        for _ in range(ROUNDS):
+            for _kind, port, proc, runs in cells:
+                runs.append(run_wrk(port, f"{workdir}/hostcalls.lua", 16, proc.pid)[4])
+        base = sorted(cells[0][3])[len(cells[0][3]) // 2]
+        print(f"\nOne hostcall in Envoy's V8 (bench/wasm-floor with jwt_authn, {HOSTCALLS_PER_REQUEST} extra calls "
+              f"of one kind per request, median of {ROUNDS} interleaved rounds)\n")
+        print("| hostcall | Envoy CPU µs/req | µs per call |")
+        print("|---|---|---|")
+        print(f"| none (floor + jwt_authn) | {base:.0f} | |")
+        names = {"clock": "proxy_get_current_time_nanoseconds", "header": "proxy_get_header_map_value",
+                 "property": "proxy_get_property (jwt_authn's jti)", "map": "proxy_get_header_map_pairs (request)"}
+        for kind, _port, _proc, runs in cells[1:]:
+            cpu = sorted(runs)[len(runs) // 2]
+            print(f"| {names[kind]} | {cpu:.0f} | {(cpu - base) / HOSTCALLS_PER_REQUEST:.1f} |")
+        return 0
+    finally:
+        stop_processes(procs)
 STREAM_COUNTS = [int(n) for n in os.environ.get("BENCH_STREAMS", "50,500,2000").split(",") if n.strip()]
 STREAM_TIMEOUT = float(os.environ.get("BENCH_STREAM_TIMEOUT", "30"))
 STREAM_ROUNDS = int(os.environ.get("BENCH_STREAM_ROUNDS", "1"))
@@ -887,7 +941,7 @@ def run_table(url, up_port, workdir, fresh_tokens):
 
 def main():
     wanted = os.environ.get("BENCH_ROWS", ",".join(ALL_ROWS)).split(",")
-    table = [row for row in wanted if row != "streams"]
+    table = [row for row in wanted if row not in ("streams", "hostcalls")]
     if table and not shutil.which("wrk"):
         sys.exit("wrk is not installed (make bench installs it from Debian)")
     workdir = tempfile.mkdtemp(prefix="duo-bench-")
@@ -901,10 +955,12 @@ def main():
             return [json.loads(http("POST", f"{url}/_emulator/mint", b"{}", {"content-type": "application/json"})[1])["token"]
                     for _ in range(n)]
 
-        tokens = mint(int(os.environ.get("BENCH_TOKENS", "3000"))) if table else []
+        tokens = mint(int(os.environ.get("BENCH_TOKENS", "3000"))) if table or "hostcalls" in wanted else []
         status = 0
         if table:
             status = run_table(url, up_port, workdir, tokens)
+        if "hostcalls" in wanted and Path(WASM_FLOOR).is_file():
+            status = run_hostcalls(up_port, workdir, tokens) or status
         if "streams" in wanted:
             need = max(STREAM_COUNTS) + 1
             tokens += mint(max(0, need - len(tokens)))
