@@ -254,9 +254,35 @@ def envoy(config_text, workdir, name):
     path = Path(workdir) / f"{name}.yaml"
     path.write_text(config_text)
     env = {"PATH": os.environ["PATH"], "AWS_ACCESS_KEY_ID": AK, "AWS_SECRET_ACCESS_KEY": SK}
-    return subprocess.Popen(pinned(ENVOY_CPUS, [ENVOY_BIN, "-c", str(path),
+    proc = subprocess.Popen(pinned(ENVOY_CPUS, [ENVOY_BIN, "-c", str(path),
                              "--concurrency", CONCURRENCY, "--log-level", "warning", "--disable-hot-restart"]),
                             env=env, stdout=subprocess.DEVNULL, stderr=open(Path(workdir) / f"{name}.log", "w"))
+    admin = re.search(r"^admin:.*?port_value: (\d+)", config_text, re.S | re.M)
+    proc.admin = int(admin.group(1)) if admin else None
+    proc.remote_jwks = "remote_jwks" in config_text
+    return proc
+
+
+def wait_jwks(procs, timeout=45):
+    """Every Envoy with jwt_authn has GitLab's keys before it is measured. A failed first fetch
+    (seen when nine Envoys start at once) is retried only after failed_refetch_duration (30 s),
+    and until then jwt_authn verifies nothing: the filter row would silently measure the
+    filter's own RS256 check behind a failing jwt_authn."""
+    deadline = time.time() + timeout
+    for proc in procs:
+        if not getattr(proc, "remote_jwks", False) or not proc.admin:
+            continue
+        while True:
+            try:
+                stats = http("GET", f"http://127.0.0.1:{proc.admin}/stats?filter=jwks_fetch_success")[1].decode()
+            except OSError:
+                stats = ""
+            counts = [int(v) for v in re.findall(r"jwks_fetch_success: (\d+)", stats)]
+            if counts and min(counts) > 0:
+                break
+            if time.time() > deadline:
+                sys.exit(f"an Envoy (admin {proc.admin}) has no JWKS after {timeout} s: {stats.strip()}")
+            time.sleep(0.5)
 
 
 def plain_config(port, admin, upstream_port, filters="", cluster=None):
@@ -390,7 +416,7 @@ def run_hostcalls(up_port, workdir, tokens):
             cells.append((kind, port, proc, []))
         for _kind, port, _proc, _runs in cells:
             wait_ready(port)
-        time.sleep(1.0)
+        wait_jwks(procs)
         for _ in range(ROUNDS):
             for _kind, port, proc, runs in cells:
                 runs.append(run_wrk(port, f"{workdir}/hostcalls.lua", 16, proc.pid)[4])
@@ -695,7 +721,7 @@ def run_streams(url, up_port, workdir, tokens):
                             DUO_BEDROCK_UPSTREAM_HTTP2="true" if row == "filter-h2" else "false")
         proc = envoy(config, workdir, f"streams-{tag}")
         wait_ready(port)
-        time.sleep(1.0)  # JWKS fetched (filter)
+        wait_jwks([proc])
         return proc, port, admin
 
     def cell(row, n):
@@ -851,7 +877,7 @@ def run_table(url, up_port, workdir, fresh_tokens):
         for port in (plain_port, native_port, jwt_port, *((floor_port, floor_jwt_port) if floors else ()),
                      *(v[1] for v in variants)):
             wait_ready(port)
-        time.sleep(1.0)  # JWKS fetched by every variant
+        wait_jwks(list(by_name.values()))
         # Idle RSS, before any load: Envoy with its workers' VMs compiled and the keys fetched
         # (the launcher's memory_allocator_manager hands freed pages back once a second).
         time.sleep(2.0)
