@@ -54,8 +54,11 @@ done within BENCH_STREAM_TIMEOUT (30 s). Failed cells also print Envoy's overflo
 BENCH_STREAM_ROUNDS (default 1) repeats the cells interleaved and reports medians.
 
 BENCH_PERF=<row>[,<row>...] records Envoy with `perf record` (cpu-clock, call graphs) during that
-row's c=16 runs and prints where its CPU went: Envoy's own code by symbol, and the V8-compiled
-wasm (JIT code, no symbols: V8's --perf-prof cannot be set in Envoy) as one line.
+row in one more c=16 run after the measured rounds (sampling costs the sampled process CPU, so
+the table never includes it) and splits that run's CPU per request: V8-compiled wasm
+code, Envoy code called from it (hostcalls), the kernel, and the rest of Envoy. Envoy's binary is
+stripped and V8's --perf-prof cannot be set in Envoy, so the split goes by call stacks (frame
+pointers), not symbols.
 """
 import asyncio
 import base64
@@ -197,8 +200,8 @@ PERF_ROWS = {r for r in os.environ.get("BENCH_PERF", "").split(",") if r}
 
 def perf_start(pid, out):
     """`perf record` of Envoy `pid` into `out` until perf_stop (software clock: no PMU on this VM)."""
-    return subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", "2999", "-g", "-p", str(pid),
-                             "-o", out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(pinned(CLIENT_CPUS, ["perf", "record", "-q", "-e", "cpu-clock", "-F", "999", "-g", "-p", str(pid),
+                             "-o", out]), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def perf_stop(proc):
@@ -206,13 +209,32 @@ def perf_stop(proc):
     proc.wait(timeout=60)
 
 
-def perf_summary(data, label):
-    """Self time by DSO and the top symbols of one recording."""
-    print(f"\nperf, {label} ({data}):")
-    for sort in ("dso", "dso,sym"):
-        out = subprocess.run(["perf", "report", "-i", data, "--no-children", "--sort", sort, "--stdio", "-q",
-                              "-g", "none", "--percent-limit", "0.7"], capture_output=True, text=True).stdout
-        print("\n".join(line for line in out.splitlines() if line.strip())[:6000])
+def perf_summary(data, label, cpu_us):
+    """Where one request's Envoy CPU (`cpu_us`, the row's median) went in one recording: V8-compiled
+    wasm code itself, Envoy code called from it (hostcalls and the host's allocations in the VM),
+    the kernel, and the rest (Envoy's own HTTP work, jwt_authn, V8's entry into the VM). Frame
+    pointers make the split possible without symbols (Envoy's binary is stripped)."""
+    script = subprocess.run(["perf", "script", "-i", data, "-F", "ip,dso"], capture_output=True, text=True).stdout
+    total = wasm = hostcalls = kernel = 0
+    for sample in script.split("\n\n"):
+        frames = [line.split() for line in sample.strip().splitlines() if line.strip()]
+        if not frames:
+            continue
+        total += 1
+        jit = [i for i, f in enumerate(frames) if "perf-" in f[-1] or "[JIT]" in f[-1]]
+        if jit and jit[0] == 0:
+            wasm += 1
+        elif jit:
+            hostcalls += 1
+        elif "kernel" in frames[0][-1]:
+            kernel += 1
+    if not total:
+        print(f"\nperf, {label}: no samples ({data})")
+        return
+    per = cpu_us / total
+    print(f"\nperf, {label} ({total} samples, {data}), per request of {cpu_us:.0f} µs:")
+    print(f"  wasm code {wasm * per:.0f} µs | hostcalls from wasm {hostcalls * per:.0f} µs | "
+          f"kernel {kernel * per:.0f} µs | rest of Envoy {(total - wasm - hostcalls - kernel) * per:.0f} µs")
 
 
 def rss_mb(pid):
@@ -919,10 +941,15 @@ def run_table(url, up_port, workdir, fresh_tokens):
         for _ in range(ROUNDS):
             for key, _label, port, script, proc in plan:
                 cells[key][0].append(run_wrk(port, f"{workdir}/{script}", 1))
-                recorder = perf_start(proc.pid, f"{workdir}/perf-{key}.data") if key in PERF_ROWS else None
                 cells[key][1].append(run_wrk(port, f"{workdir}/{script}", 16, proc.pid))
-                if recorder:
-                    perf_stop(recorder)
+        # Recorded in a round of its own after the measured ones: sampling costs the sampled
+        # process CPU (its call stacks are walked in its own context), which the table must not see.
+        recorded = {}
+        for key, _label, port, script, proc in plan:
+            if key in PERF_ROWS:
+                recorder = perf_start(proc.pid, f"{workdir}/perf-{key}.data")
+                recorded[key] = run_wrk(port, f"{workdir}/{script}", 16, proc.pid)[4]
+                perf_stop(recorder)
 
         def median(runs, index):
             """The run with the median value of `index` (p50 at c=1, req/s at c=16)."""
@@ -952,8 +979,8 @@ def run_table(url, up_port, workdir, fresh_tokens):
                   f"{thr[1]:.3f} | {thr[2]:.3f} | {cpu:.0f} | {cpu - base_cpu:+.0f} | {idle_rss:.1f} | {rss:.0f} | "
                   f"{errors} |")
         for key, label, *_ in plan:
-            if key in PERF_ROWS:
-                perf_summary(f"{workdir}/perf-{key}.data", label)
+            if key in recorded:
+                perf_summary(f"{workdir}/perf-{key}.data", label, recorded[key])
         print("\nEnvoy CPU µs/req: CPU time of every Envoy thread during the c=16 run / requests served "
               "(the cost that decides capacity; latency at c=1 also includes waiting on the upstream).")
         print()
