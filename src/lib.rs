@@ -10,6 +10,7 @@ pub mod bedrock;
 pub mod civil;
 pub mod config;
 pub mod gitlab;
+pub mod json_skip;
 pub mod logline;
 pub mod prompts;
 pub mod wire;
