@@ -91,6 +91,12 @@ DURATION = os.environ.get("BENCH_DURATION", "3s")
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 CONCURRENCY = os.environ.get("BENCH_CONCURRENCY", "1")
 MODEL = "anthropic.claude-3-5-sonnet-20240620-v1:0"
+# The Bedrock request the floor rows send pre-signed (the one the filter builds for the bench's
+# completion), shared by the main table and the hostcall prices.
+INVOKE_PATH = "/model/" + urllib.parse.quote(MODEL, safe="-._~") + "/invoke"
+INVOKE_BODY = json.dumps({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 128, "temperature": 0,
+                          "system": "Complete the code.", "messages": [{"role": "user", "content":
+                          "<prefix>def add(a, b):\n    </prefix><suffix>\n</suffix>"}]}, separators=(",", ":"))
 # The emulator's demo credentials (the AWS documentation's example key pair), as the launcher's demo.
 AK, SK, REGION = "AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "us-east-1"
 INSTANCE = "00000000-0000-4000-8000-000000000001"
@@ -421,13 +427,9 @@ def run_hostcalls(up_port, workdir, tokens):
     hostcalls of one kind per request, interleaved; the CPU difference / 50 prices one call."""
     procs = []
     try:
-        invoke_path = "/model/" + urllib.parse.quote(MODEL, safe="-._~") + "/invoke"
-        body = json.dumps({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 128, "temperature": 0,
-                           "system": "Complete the code.", "messages": [{"role": "user", "content":
-                           "<prefix>def add(a, b):\n    </prefix><suffix>\n</suffix>"}]}, separators=(",", ":"))
-        presigned = sigv4_headers(f"127.0.0.1:{up_port}", invoke_path, body.encode(),
+        presigned = sigv4_headers(f"127.0.0.1:{up_port}", INVOKE_PATH, INVOKE_BODY.encode(),
                                   datetime.datetime.now(datetime.timezone.utc))
-        lua_script(f"{workdir}/hostcalls.lua", "POST", invoke_path, presigned, body, tokens, "x-bench-jwt")
+        lua_script(f"{workdir}/hostcalls.lua", "POST", INVOKE_PATH, presigned, INVOKE_BODY, tokens, "x-bench-jwt")
         cells = []
         for kind in ("none", *HOSTCALL_KINDS):
             port = free_port()
@@ -860,10 +862,7 @@ def run_table(url, up_port, workdir, fresh_tokens):
                                        "content_above_cursor": "def add(a, b):\n    ", "content_below_cursor": "\n"},
                       "prompt_version": 2, "model_provider": "litellm", "model_identifier": f"bedrock/{MODEL}",
                       "stream": False}
-        bedrock_body = json.dumps({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 128, "temperature": 0,
-                                   "system": "Complete the code.", "messages": [{"role": "user", "content":
-                                   "<prefix>def add(a, b):\n    </prefix><suffix>\n</suffix>"}]}, separators=(",", ":"))
-        invoke_path = "/model/" + urllib.parse.quote(MODEL, safe="-._~") + "/invoke"
+        bedrock_body, invoke_path = INVOKE_BODY, INVOKE_PATH
         presigned = sigv4_headers(f"127.0.0.1:{up_port}", invoke_path, bedrock_body.encode(),
                                   datetime.datetime.now(datetime.timezone.utc))
 
@@ -903,7 +902,7 @@ def run_table(url, up_port, workdir, fresh_tokens):
         # Idle RSS, before any load: Envoy with its workers' VMs compiled and the keys fetched
         # (the launcher's memory_allocator_manager hands freed pages back once a second).
         time.sleep(2.0)
-        idle = {name: rss_mb(proc.pid) for name, proc in by_name.items()}
+        idle = {proc.pid: rss_mb(proc.pid) for proc in by_name.values()}
 
         scripts = {}
         lua_script(f"{workdir}/plain.lua", "POST", invoke_path, presigned, bedrock_body)
@@ -961,7 +960,7 @@ def run_table(url, up_port, workdir, fresh_tokens):
             cpu = sorted(r[4] for r in thr_runs)[len(thr_runs) // 2]
             errors = sum(r[3] for r in lat_runs + thr_runs)
             rows.append((label, lat, thr, rss_mb(proc.pid), errors, cpu,
-                         next((v for k, v in idle.items() if by_name[k] is proc), 0.0)))
+                         idle[proc.pid]))
 
         if not rows:
             sys.exit(f"BENCH_ROWS={os.environ.get('BENCH_ROWS')!r}: no such row")
